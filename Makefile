@@ -1,0 +1,64 @@
+# beanrouter developer tasks. `make run` and `make test` do all their own setup.
+# System packages (Debian's beanstalkd for the tests) are installed by .ci/run, not here.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SRC    := beanrouter tests
+PYTEST_ARGS ?=
+
+.PHONY: help venv peers run test lint fmt bench clean distclean
+
+help:
+	@echo "make run     start the main job (for now: beanrouter server on 127.0.0.1:11300)"
+	@echo "make test    run the test suite (fetches the peer client suites into .peers/)"
+	@echo "make lint    ruff check, ruff format --check, mypy --strict"
+	@echo "make fmt     ruff check --fix and ruff format"
+	@echo "make bench   run benchmarks/server_vs_beanstalkd.py"
+	@echo "make venv    create $(VENV) and install -e .[test,dev] (no-op when up to date)"
+	@echo "make peers   fetch the pinned peer test suites into .peers/"
+	@echo "make clean   remove caches, build output and .peers/; distclean also removes $(VENV)"
+
+venv: $(STAMP)
+
+# Reinstalls only when pyproject.toml changes (or the venv is gone).
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "beanrouter needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
+	@touch $@
+
+peers: venv
+	@$(PY) tests/peers/fetch_peers.py --quiet
+
+run: venv
+	$(VENV)/bin/beanrouter server -l 127.0.0.1 -p 11300
+
+# pytest exits 5 when it collected no tests: that is a failure, and says so.
+test: venv peers
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict $(SRC)
+
+fmt: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: venv
+	@test -f benchmarks/server_vs_beanstalkd.py || \
+		{ echo "benchmarks/server_vs_beanstalkd.py does not exist yet" >&2; exit 1; }
+	$(PY) benchmarks/server_vs_beanstalkd.py
+
+clean:
+	rm -rf .peers build dist .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

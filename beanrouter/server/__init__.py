@@ -1,0 +1,1 @@
+"""The bundled beanstalkd-compatible server: a pure engine, a dispatcher and an asyncio shell."""

@@ -1,0 +1,227 @@
+"""The asyncio shell of the bundled server: sockets in, engine calls, bytes out.
+
+Per connection, ``ServerProtocol`` feeds received bytes to the codec's ``CommandReader``, runs each
+event through the ``Session`` dispatcher and writes all replies produced from one read with a
+single ``transport.write``. Pipelined input is not parsed while a reserve is blocked (as in
+beanstalkd) or while the client is not reading its replies (the transport's write buffer is over
+its high-water mark): then reading stops too, so a client that never reads cannot grow our memory.
+One server-wide timer drives ``Engine.tick`` at ``Engine.next_wakeup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Callable
+
+from ..protocol import CLOSED, NEED_DATA, CommandReader
+from .dispatch import QUIT, WAITING, Session, reply_for_wake
+from .engine import Engine
+
+__all__ = ["Server", "ServerProtocol", "serve"]
+
+INPUT_HIGH_WATER = 256 * 1024
+"""Unparsed input (beyond a job body being collected) above which we stop reading a client."""
+
+
+class Server:
+    """Owns the engine, the listeners and the engine's timer."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self.engine = engine
+        self.loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self.protocols: set[ServerProtocol] = set()
+
+    def protocol_factory(self) -> ServerProtocol:
+        return ServerProtocol(self)
+
+    def schedule(self) -> None:
+        """(Re)arm the timer for the engine's next timed event."""
+        at = self.engine.next_wakeup()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            delay = max(0.0, (at - self.engine.clock()) / 1e9)
+            self._timer = self.loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.engine.tick()
+        self.schedule()
+
+
+class ServerProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    __slots__ = (
+        "_closing",
+        "_out_paused",
+        "_read_paused",
+        "_waiting",
+        "reader",
+        "server",
+        "session",
+        "transport",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        engine = server.engine
+        self.reader = CommandReader(engine.max_job_size)
+        conn = engine.connect()
+        conn.on_wake = self._on_wake
+        self.session = Session(engine, conn)
+        self.transport: asyncio.Transport | None = None
+        self._waiting = False
+        self._out_paused = False
+        self._read_paused = False
+        self._closing = False
+
+    # -- asyncio callbacks ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.protocols.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.reader.receive_data(b"")
+        # A blocked reserve answers TIMED_OUT now (beanstalkd watches for RDHUP while waiting).
+        self.server.engine.half_close(self.session.conn)
+        self._process()
+        return True  # keep the transport open: pending replies still go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.server.protocols.discard(self)
+        self.server.engine.disconnect(self.session.conn)
+        self.server.schedule()
+
+    def pause_writing(self) -> None:
+        self._out_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._out_paused = False
+        self._resume_reading()
+        self.server.loop.call_soon(self._process)
+
+    # -- processing -----------------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self._closing:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self._closing:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _process(self) -> None:
+        """Run every complete command buffered, unless blocked; write the replies at once."""
+        if self._closing or self._waiting or self._out_paused:
+            return
+        reader = self.reader
+        handle = self.session.handle
+        out: list[bytes] = []
+        close = False
+        while True:
+            event = reader.next_event()
+            if event is NEED_DATA:
+                break
+            if event is CLOSED:
+                close = True
+                break
+            result = handle(event)  # type: ignore[arg-type]
+            if result is WAITING:
+                self._waiting = True
+                break
+            if result is QUIT:
+                close = True
+                break
+            out.append(result)  # type: ignore[arg-type]
+        transport = self.transport
+        assert transport is not None
+        if out:
+            transport.write(b"".join(out))
+        if close:
+            self._close()
+            return
+        if reader.buffered > INPUT_HIGH_WATER + self.reader.max_job_size:
+            self._pause_reading()
+        elif not self._out_paused:
+            self._resume_reading()
+        self.server.schedule()
+
+    def _on_wake(self, result: object) -> None:
+        """The engine answered our blocked reserve (called from inside another engine call)."""
+        if self._closing or self.transport is None:
+            return
+        self._waiting = False
+        self.transport.write(reply_for_wake(result))
+        self.server.loop.call_soon(self._process)
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        assert self.transport is not None
+        self.transport.close()
+
+
+def _install_signals(
+    loop: asyncio.AbstractEventLoop, engine: Engine, stop: Callable[[], None]
+) -> None:
+    def drain() -> None:
+        engine.draining = True
+
+    try:
+        loop.add_signal_handler(signal.SIGUSR1, drain)
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        loop.add_signal_handler(signal.SIGINT, stop)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+        pass
+
+
+async def serve(
+    engine: Engine,
+    sock: socket.socket,
+    *,
+    ready: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Serve on the listening socket ``sock`` until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    server = Server(engine, loop)
+    if sock.family == socket.AF_UNIX:
+        listener = await loop.create_unix_server(server.protocol_factory, sock=sock)
+    else:
+        listener = await loop.create_server(server.protocol_factory, sock=sock)
+    stopped = asyncio.Event()
+    _install_signals(loop, engine, stopped.set)
+    if ready is not None:
+        ready([str(s.getsockname()) for s in listener.sockets])
+    try:
+        await stopped.wait()
+    finally:
+        listener.close()
+        for proto in list(server.protocols):
+            if proto.transport is not None:
+                proto.transport.abort()

@@ -1,0 +1,83 @@
+"""The listening socket, made before anything heavy is imported.
+
+Harnesses that spawn a beanstalkd (greenstalk's, for one) connect about 0.1 s after starting it.
+Binding first means such a connection lands in the kernel's backlog while the rest of the server
+is still being imported. Also honours systemd socket activation (``LISTEN_PID``/``LISTEN_FDS``,
+first fd 3) as Debian's beanstalkd does, in which case ``-l``/``-p`` are ignored.
+Standard library ``socket`` and ``os`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+SD_LISTEN_FDS_START = 3
+BACKLOG = 1024
+
+
+class ListenError(Exception):
+    """The address cannot be listened on; the message says why."""
+
+
+def inherited_socket() -> socket.socket | None:
+    """The socket passed by systemd-style activation, if any (the variables are then unset)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count < 1:
+        return None
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    sock.setblocking(False)
+    return sock
+
+
+def bind(addr: str, port: int) -> socket.socket:
+    """A non-blocking listening socket on ``addr``:``port``, or on ``unix:PATH``."""
+    try:
+        if addr.startswith("unix:"):
+            return _bind_unix(addr[5:])
+        return _bind_inet(addr, port)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {addr}:{port}: {exc.strerror or exc}") from None
+
+
+def _bind_unix(path: str) -> socket.socket:
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)  # a stale socket from an earlier run, as beanstalkd does
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_inet(addr: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(addr or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    error: OSError | None = None
+    for family, kind, proto, _name, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        sock.setblocking(False)
+        return sock
+    raise error or OSError(f"no address for {addr}")

@@ -1,0 +1,197 @@
+"""Other clients' test suites, run against the real beanstalkd and against beanrouter's server.
+
+Each pinned suite (``fetch_peers.SUITES``, fetched into ``.peers/`` by ``make peers``) runs in a
+subprocess pytest with ``BEANSTALKD_PATH`` set; the JUnit report must show exactly the suite's
+expected number of passes and nothing else. The real beanstalkd is the oracle and runs as the
+suites' own CI runs it, as ``BEANSTALKD_PATH`` itself. beanrouter's server runs behind
+``spawn_wrapper.py``, which holds the listening socket open while the Python server starts (the
+suites connect 0.1 s to 0.25 s after spawning); ``test_spawn_wrapper.py`` checks that the wrapper
+is invisible to them. So a failure on beanrouter's side only is beanrouter's.
+
+Skips and expected failures, and nothing else:
+- a suite fetched from a git clone is skipped where no clone exists (CI machines have only PyPI);
+  ``BEANROUTER_REQUIRE_PEERS=1`` turns that into a failure. A PyPI suite that is missing fails.
+- the real beanstalkd missing is a skip for a developer and a failure under ``CI``.
+- suites that start the server with ``-b`` xfail on beanrouter's server only while
+  ``beanrouter server -b`` exits saying "not yet" (checked on every run).
+- greenstalk's suite listens on the fixed 127.0.0.1:4444 and /tmp/greenstalk-test.sock: two runs
+  of it must not overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .fetch_peers import SUITES, PeerSuite, is_fetched, suite_root, unavailable_reason
+from .spawn_wrapper import listening
+
+WRAPPER = Path(__file__).with_name("spawn_wrapper.py")
+SUITE_TIMEOUT = 600.0  # seconds, for a whole suite; greenstalk's takes about 11 s
+TEST_TIMEOUT = 10  # seconds, for one test of a suite (pytest-timeout; the slowest takes 3 s)
+PROBE_TIMEOUT = 15.0
+IMPLEMENTATIONS = ("beanstalkd", "beanrouter")
+
+
+def server_command(impl: str) -> list[str]:
+    """The command that starts ``impl`` without listen flags."""
+    if impl == "beanstalkd":
+        return [os.environ.get("BEANSTALKD_BIN", "/usr/bin/beanstalkd")]
+    return [sys.executable, "-m", "beanrouter", "server"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Counts from a JUnit XML report."""
+
+    passed: int
+    failed: int
+    errors: int
+    skipped: int
+    problems: tuple[str, ...]  # ids of the tests that failed or errored
+
+
+def read_junit(path: Path) -> Outcome:
+    """Sum the ``testsuite`` counts in the report at ``path``."""
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    total = failed = errors = skipped = 0
+    for s in suites:
+        total += int(s.get("tests", "0"))
+        failed += int(s.get("failures", "0"))
+        errors += int(s.get("errors", "0"))
+        skipped += int(s.get("skipped", "0"))
+    problems = tuple(
+        f"{case.get('classname')}::{case.get('name')}"
+        for case in root.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    )
+    return Outcome(total - failed - errors - skipped, failed, errors, skipped, problems)
+
+
+def write_spawn_script(directory: Path, server: list[str]) -> Path:
+    """A one-line executable that greenstalk and pystalk can use as ``$BEANSTALKD_PATH``."""
+    inner = [sys.executable, "-I", "-S", str(WRAPPER), *server, "--"]
+    script = directory / "beanstalkd"
+    script.write_text(f'#!/bin/sh\nexec {shlex.join(inner)} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def binlog_refusal(server: list[str]) -> str | None:
+    """The server's message if it refuses ``-b DIR`` as "not yet" supported, else ``None``.
+
+    Watches ``/proc/net/tcp`` rather than connecting, and stops the server once it listens.
+    """
+    port = free_port()
+    with tempfile.TemporaryDirectory() as binlog:
+        cmd = [*server, "-b", binlog, "-l", "127.0.0.1", "-p", str(port)]
+        with subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        ) as proc:
+            deadline = time.monotonic() + PROBE_TIMEOUT
+            while proc.poll() is None and time.monotonic() < deadline:
+                if listening("127.0.0.1", port):
+                    break
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+                return None
+            assert proc.stdout is not None
+            output = proc.stdout.read().decode(errors="replace").strip()
+    return output if proc.returncode != 0 and "not yet" in output.lower() else None
+
+
+def run_suite(suite: PeerSuite, beanstalkd_path: Path, tmp: Path) -> tuple[Outcome, str]:
+    """Run ``suite`` with ``beanstalkd_path`` as its server; return its outcome and output."""
+    root = suite_root(suite)
+    ini = tmp / "pytest.ini"  # keeps beanrouter's own pytest configuration out
+    ini.write_text("[pytest]\n")
+    report = tmp / "junit.xml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    env["BEANSTALKD_PATH"] = str(beanstalkd_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "site"), str(root)])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    cmd = [sys.executable, "-m", "pytest", "-q", "--tb=short", "-rfE", "-p", "no:cacheprovider"]
+    cmd += ["-c", str(ini), f"--timeout={TEST_TIMEOUT}", "--timeout-method=signal"]
+    cmd += ["--rootdir", str(root), f"--junitxml={report}", *suite.test_paths]
+    try:
+        done = subprocess.run(
+            cmd,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SUITE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
+        pytest.fail(f"{suite.name} did not finish in {SUITE_TIMEOUT:.0f} s\n{tail(out or '')}")
+    output = done.stdout + done.stderr
+    if not report.exists():
+        pytest.fail(
+            f"{suite.name}: pytest exited {done.returncode} without a report\n{tail(output)}"
+        )
+    return read_junit(report), output
+
+
+def tail(text: str, lines: int = 60) -> str:
+    """The last ``lines`` lines of ``text``."""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=[s.name for s in SUITES])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_peer_suite(impl: str, suite: PeerSuite, tmp_path: Path) -> None:
+    """Every test of the pinned suite passes against ``impl``, and no test is skipped."""
+    if not is_fetched(suite):
+        why = unavailable_reason(suite) or "not fetched yet"
+        message = f"{suite.name} is not in {suite_root(suite).parent} ({why}); run `make peers`"
+        if suite.required or os.environ.get("BEANROUTER_REQUIRE_PEERS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = server_command(impl)
+    if impl == "beanstalkd" and not os.access(server[0], os.X_OK):
+        message = f"{server[0]} not found: apt-get install beanstalkd, or set BEANSTALKD_BIN"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    if impl == "beanrouter" and suite.uses_binlog:
+        refusal = binlog_refusal(server)
+        if refusal is not None:
+            pytest.xfail(f"{suite.name} starts the server with -b: {refusal.splitlines()[-1]}")
+
+    spawn = Path(server[0]) if impl == "beanstalkd" else write_spawn_script(tmp_path, server)
+    outcome, output = run_suite(suite, spawn, tmp_path)
+
+    expected = Outcome(suite.expected_passed, 0, 0, 0, ())
+    if outcome != expected:
+        counts = (
+            f"{outcome.passed} passed, {outcome.failed} failed, {outcome.errors} errors, "
+            f"{outcome.skipped} skipped; expected {suite.expected_passed} passed and nothing else"
+        )
+        failing = "".join(f"\n  {name}" for name in outcome.problems)
+        pytest.fail(
+            f"{suite.name} against {impl}: {counts}{failing}\n--- its output ---\n{tail(output)}",
+            pytrace=False,
+        )
