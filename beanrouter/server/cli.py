@@ -7,6 +7,7 @@ so it imports neither click nor the router.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from .listen import ListenError, bind, inherited_socket
@@ -23,6 +24,11 @@ def run(opts: ServerOptions) -> int:
     if opts.user is not None:
         print("beanrouter server: -u is not supported; start it as that user", file=sys.stderr)
         return 3
+    # Until the event loop takes the signals over, remember SIGUSR1 (drain) and exit on SIGTERM:
+    # a harness may signal us while the rest is still being imported.
+    early_drain: list[int] = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: early_drain.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     # Listen first, import the rest after: early connections wait in the backlog.
     try:
         sock = inherited_socket() or bind(opts.addr, opts.port)
@@ -34,6 +40,7 @@ def run(opts: ServerOptions) -> int:
     from .engine import Engine
 
     engine = Engine(max_job_size=opts.max_job_size)
+    engine.draining = bool(early_drain)
 
     def ready(names: list[str]) -> None:
         if opts.verbose:
