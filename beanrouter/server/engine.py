@@ -17,6 +17,18 @@ Invariants (checked by tests/unit/test_engine.py):
   live entry in the timer heap at or before that event; entries may be early, never late.
 - Waking a blocked reserve goes through ``Conn.on_wake`` after the engine call's state updates
   are complete (wakes are queued and flushed at the end of each public method).
+
+Deliberate differences from the C code, all on paths that need two events at the same ns or
+hit a beanstalkd timer bug:
+- A TTR ends when ``now >= deadline`` (C: ``>``, and a prottick landing exactly on the deadline
+  drops the conn from its timer heap, so the job would never time out).
+- Delayed jobs of different tubes due at the same ns become ready in (deadline, id) order (C:
+  tube-list order).
+- beanstalkd's ``conn_set_soonestjob`` can cache a later job as "soonest", and a stale
+  ``pending_timeout`` after DEADLINE_SOON can drop a conn from the timer heap; both delay TTR
+  expiry until the conn's next command. Here TTRs always end on time.
+- If a waiting conn due for DEADLINE_SOON is handed its own just-expired job in the same tick,
+  C overwrites the RESERVED reply with DEADLINE_SOON; here it gets RESERVED.
 """
 
 from __future__ import annotations
@@ -514,7 +526,8 @@ class Engine:
             if j.pri < URGENT_THRESHOLD:
                 t.urgent_ct -= 1
                 self.urgent_ct -= 1
-            j.state = INVALID  # stays in the heap as a dead entry
+            j.state = INVALID  # stays in the heap as a dead entry, without its body
+            j.body = b""
             t.ready_dead += 1
             if t.ready[0] is j:
                 self._clean_ready_top(t)
@@ -978,7 +991,7 @@ class Engine:
             w = t.waiting
             if w:  # the tube had waiters, hence no ready job: this one goes to ms_take's pick
                 c, t.waiting_last = ms_take(w, t.waiting_last)
-                self._unwait(c)
+                self._unwait(c, t)
                 self._reserve_to(c, j, now)
                 self._wake(c, j)
                 return
@@ -1019,7 +1032,7 @@ class Engine:
             t = best.tube
             self._pop_ready(t)
             c, t.waiting_last = ms_take(t.waiting, t.waiting_last)
-            self._unwait(c)
+            self._unwait(c, t)
             self._reserve_to(c, best, now)
             self._wake(c, best)
 
@@ -1033,12 +1046,15 @@ class Engine:
         c.wait_deadline = NEVER if timeout is None else now + timeout * NS
         self._rearm(c)
 
-    def _unwait(self, c: Conn) -> None:
+    def _unwait(self, c: Conn, taken_from: Tube | None = None) -> None:
+        """beanstalkd's ``remove_waiting_conn``; ``taken_from``: the tube whose ms_take already
+        removed ``c``."""
         c.waiting = False
         self.waiting_ct -= 1
         for t in c.watch:
             w = t.waiting
-            ms_remove(w, c)
+            if t is not taken_from:
+                ms_remove(w, c)
             if not w:
                 self._waited.pop(t, None)
 

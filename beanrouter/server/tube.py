@@ -33,14 +33,18 @@ T = TypeVar("T")
 
 
 def ms_remove(items: list[T], item: T) -> bool:
-    """Remove ``item`` (by identity) the way ``ms_remove`` does: the last item fills the hole."""
-    for i, x in enumerate(items):
-        if x is item:
-            last = items.pop()
-            if i < len(items):
-                items[i] = last
-            return True
-    return False
+    """Remove ``item`` the way ``ms_remove`` does: the last item fills the hole.
+
+    Items are matched with ``==``, which is identity for Tube and Conn (they define no __eq__).
+    """
+    try:
+        i = items.index(item)
+    except ValueError:
+        return False
+    last = items.pop()
+    if i < len(items):
+        items[i] = last
+    return True
 
 
 def ms_take(items: list[T], last: int) -> tuple[T, int]:
