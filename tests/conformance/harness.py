@@ -212,6 +212,13 @@ class Server:
             return
         raise ServerStartError(f"{argv} did not accept connections: {self.output()!r}")
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (starting it if needed)."""
+        self.start()
+        assert self._proc is not None
+        return self._proc.pid
+
     def output(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
         if self._log is None:
