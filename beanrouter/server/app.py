@@ -15,6 +15,7 @@ import contextlib
 import signal
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from ..protocol import CLOSED, NEED_DATA, CommandReader
 from .dispatch import QUIT, WAITING, Session, reply_for_wake
@@ -40,17 +41,23 @@ class Server:
         return ServerProtocol(self)
 
     def schedule(self) -> None:
-        """(Re)arm the timer for the engine's next timed event."""
+        """Make sure the timer fires no later than the engine's next timed event.
+
+        A timer already set for an earlier moment is kept: firing early only runs a tick that
+        finds nothing due and re-arms. That keeps the per-command cost to one comparison when,
+        as with every reserve, the next event moves later.
+        """
         at = self.engine.next_wakeup()
-        if at == self._timer_at:
+        if at is None:
             return
         if self._timer is not None:
+            assert self._timer_at is not None
+            if self._timer_at <= at:
+                return
             self._timer.cancel()
-            self._timer = None
         self._timer_at = at
-        if at is not None:
-            delay = max(0.0, (at - self.engine.clock()) / 1e9)
-            self._timer = self.loop.call_later(delay, self._fire)
+        delay = max(0.0, (at - self.engine.clock()) / 1e9)
+        self._timer = self.loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
@@ -89,8 +96,8 @@ class ServerProtocol(asyncio.Protocol):
     # -- asyncio callbacks ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         self.server.protocols.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -165,9 +172,9 @@ class ServerProtocol(asyncio.Protocol):
         if close:
             self._close()
             return
-        if reader.buffered > INPUT_HIGH_WATER + self.reader.max_job_size:
+        if reader.buffered > INPUT_HIGH_WATER + reader.max_job_size:
             self._pause_reading()
-        elif not self._out_paused:
+        elif self._read_paused and not self._out_paused:
             self._resume_reading()
         self.server.schedule()
 

@@ -1,0 +1,761 @@
+#!/usr/bin/env python3
+"""Benchmark the bundled server (``python -m beanrouter server``) against the real beanstalkd.
+
+Both servers are run alternately in the same run (beanstalkd, ours, beanstalkd, ours, ... for
+``--rounds`` rounds), with a fresh server process for every measurement; the table reports the
+median over the rounds, the spread, and the ratio ours / beanstalkd next to the targets.
+
+Measurements (all clients are raw sockets, stdlib only):
+
+* pipelined put: one client, ``-n`` puts of a 100-byte body, written in batches with up to
+  ``--window`` commands in flight -> put/s;
+* pipelined reserve+delete: the same client then drains those jobs, each ``reserve`` answered by a
+  ``delete <id>`` as soon as its reply arrives, with up to ``--pairs-window`` pairs in flight
+  -> pairs/s;
+* round trips: ``--clients`` processes, each looping put -> reserve -> delete one command at a
+  time for ``--seconds`` seconds -> total cycles/s;
+* memory: VmRSS growth of the server per 100-byte job after ``--mem-jobs`` acknowledged puts.
+
+Client and server CPU (in % of one core) are recorded too, to show which side saturates: the
+client shares the machine with the server. Exits 0 whatever the ratios; 1 if a server failed.
+
+    python3 benchmarks/server_vs_beanstalkd.py             # full run, ~3 minutes
+    python3 benchmarks/server_vs_beanstalkd.py --quick     # smoke test, a few seconds
+    python3 benchmarks/server_vs_beanstalkd.py --ours-cmd '/usr/bin/beanstalkd -l {host} -p {port}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import resource
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+BODY = b"x" * 100
+PUT = b"put 0 0 120 %d\r\n%s\r\n" % (len(BODY), BODY)
+RESERVE = b"reserve\r\n"
+DEFAULT_REF_CMD = "/usr/bin/beanstalkd -l {host} -p {port}"
+DEFAULT_OURS_CMD = "{python} -m beanrouter server -l {host} -p {port}"
+SOCKET_TIMEOUT = 60.0
+START_TIMEOUT = 15.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+OTHER_LOAD_WARNING = 0.15
+"""Cores' worth of CPU used by other processes during the run above which a warning is printed."""
+
+_RESERVED_RE = re.compile(rb"RESERVED (\d+) (\d+)\r\n")
+_DELETED = b"DELETED\r\n"
+
+
+class BenchError(Exception):
+    """A server misbehaved: it did not start, hung up, or sent an unexpected reply."""
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics and targets
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    target: str = ""
+    """``">= 1.0"``-style bound on the ratio ours / beanstalkd; empty for informational rows."""
+
+    def met(self, ratio: float) -> bool | None:
+        if not self.target:
+            return None
+        op, value = self.target.split()
+        shown = round(ratio, 2)  # judge the ratio as printed: 0.999 shows as 1.00 and passes
+        return shown >= float(value) if op == ">=" else shown <= float(value)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("put_per_s", "pipelined put", "put/s", ">= 1.0"),
+    Metric("pairs_per_s", "pipelined reserve+delete", "pairs/s", ">= 1.0"),
+    Metric("cycles_per_s", "round trips (put/reserve/delete)", "cycles/s", ">= 0.8"),
+    Metric("bytes_per_job", "memory per 100-byte job", "B/job", "<= 1.5"),
+)
+CPU_METRICS: tuple[Metric, ...] = (
+    Metric("put_server_cpu", "pipelined put: server CPU", "%"),
+    Metric("put_client_cpu", "pipelined put: client CPU", "%"),
+    Metric("put_client_user_cpu", "pipelined put: client user CPU", "%"),
+    Metric("pairs_server_cpu", "reserve+delete: server CPU", "%"),
+    Metric("pairs_client_cpu", "reserve+delete: client CPU", "%"),
+    Metric("pairs_client_user_cpu", "reserve+delete: client user CPU", "%"),
+    Metric("rt_server_cpu", "round trips: server CPU", "%"),
+    Metric("rt_client_cpu", "round trips: clients' CPU (sum)", "%"),
+    Metric("rt_client_user_cpu", "round trips: clients' user CPU", "%"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    rounds: int
+    n: int
+    window: int
+    batch: int
+    pairs_window: int
+    clients: int
+    seconds: float
+    mem_jobs: int
+
+
+FULL = Config(
+    rounds=5,
+    n=200_000,
+    window=1000,
+    batch=250,
+    pairs_window=100,
+    clients=4,
+    seconds=5.0,
+    mem_jobs=200_000,
+)
+QUICK = Config(
+    rounds=1,
+    n=5_000,
+    window=1000,
+    batch=250,
+    pairs_window=100,
+    clients=4,
+    seconds=0.5,
+    mem_jobs=5_000,
+)
+
+
+@dataclass
+class Side:
+    name: str
+    cmd: str
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)
+    """Benchmarks that failed once for this side: they are not retried in later rounds."""
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.samples.setdefault(key, []).append(value)
+
+    def median(self, key: str) -> float | None:
+        values = self.samples.get(key)
+        return statistics.median(values) if values else None
+
+
+# --------------------------------------------------------------------------------------------
+# Server processes
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used so far."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise BenchError("no VmRSS in /proc/PID/status")
+
+    def log_tail(self, limit: int = 2000) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-limit:].strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _command(template: str, port: int) -> list[str]:
+    return [
+        part.format(host=HOST, port=port, python=sys.executable) for part in shlex.split(template)
+    ]
+
+
+@contextlib.contextmanager
+def running_server(template: str) -> Iterator[Server]:
+    """Start a fresh server from ``template``, wait until it accepts connections, stop it after."""
+    port = _free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            _command(template, port),
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = Server(proc, port, log)
+        try:
+            _wait_listening(server)
+            yield server
+        finally:
+            _stop(proc)
+
+
+def _wait_listening(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if server.proc.poll() is not None:
+            raise BenchError(
+                f"server exited with status {server.proc.returncode} before listening:\n"
+                f"{server.log_tail()}"
+            )
+        try:
+            socket.create_connection((HOST, server.port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"server not listening after {START_TIMEOUT:.0f}s") from None
+            time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _recv(sock: socket.socket) -> bytes:
+    data = sock.recv(262144)
+    if not data:
+        raise BenchError("server closed the connection")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# (a) pipelined put and reserve+delete
+
+
+def pipelined_puts(sock: socket.socket, n: int, window: int, batch: int) -> None:
+    """Put ``n`` jobs with up to ``window`` puts in flight; returns once all are INSERTED."""
+    batch = max(1, min(batch, window))
+    chunk = PUT * batch
+    sent = acked = 0
+    tail = b""
+    while acked < n:
+        while sent < n and sent - acked + batch <= window:
+            count = min(batch, n - sent)
+            sock.sendall(chunk if count == batch else PUT * count)
+            sent += count
+        data = tail + _recv(sock)
+        end = data.rfind(b"\r\n") + 2
+        if end < 2:
+            tail = data
+            continue
+        lines = data.count(b"\r\n", 0, end)
+        if data.count(b"INSERTED ", 0, end) != lines:
+            bad = next(ln for ln in data[:end].split(b"\r\n") if not ln.startswith(b"INSERTED "))
+            raise BenchError(f"unexpected reply to put: {bad[:200]!r}")
+        acked += lines
+        tail = data[end:]
+    if tail:
+        raise BenchError(f"unexpected extra data after puts: {tail[:200]!r}")
+
+
+def pipelined_reserve_delete(sock: socket.socket, n: int, window: int) -> None:
+    """Reserve and delete ``n`` jobs with up to ``window`` pairs in flight (a pair is in flight
+    from its ``reserve`` until its ``DELETED``); each ``delete`` goes out, together with the
+    ``reserve`` commands that refill the window, as soon as its ``RESERVED`` has been read."""
+    reserves = deleted = 0
+    deletes: list[bytes] = []
+    buf = bytearray()
+    while deleted < n:
+        want = min(window - (reserves - deleted), n - reserves)
+        if want > 0:
+            deletes.append(RESERVE * want)
+            reserves += want
+        if deletes:
+            sock.sendall(b"".join(deletes))
+            deletes.clear()
+        buf += _recv(sock)
+        pos, size = 0, len(buf)
+        while pos < size:
+            if buf.startswith(_DELETED, pos):
+                pos += len(_DELETED)
+                deleted += 1
+                continue
+            match = _RESERVED_RE.match(buf, pos)
+            if match is not None:
+                end = match.end() + int(match[2]) + 2
+                if end > size:
+                    break
+                deletes.append(b"delete %s\r\n" % match[1])
+                pos = end
+                continue
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            raise BenchError(f"unexpected reply in reserve/delete: {bytes(buf[pos:eol])[:200]!r}")
+        del buf[:pos]
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Wall time, this process's user and system CPU time, and the server's CPU time."""
+
+    wall: float
+    user: float
+    system: float
+    server: float
+
+    @classmethod
+    def now(cls, server: Server) -> Clock:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(time.perf_counter(), usage.ru_utime, usage.ru_stime, server.cpu_seconds())
+
+
+def _phase(prefix: str, jobs: int, start: Clock, end: Clock) -> dict[str, float]:
+    wall = end.wall - start.wall
+    user = end.user - start.user
+    return {
+        f"{prefix}_per_s": jobs / wall,
+        f"{prefix}_server_cpu": 100 * (end.server - start.server) / wall,
+        f"{prefix}_client_cpu": 100 * (user + end.system - start.system) / wall,
+        f"{prefix}_client_user_cpu": 100 * user / wall,
+    }
+
+
+def bench_pipelined(template: str, cfg: Config) -> dict[str, float]:
+    with running_server(template) as server, _connect(server.port) as sock:
+        start = Clock.now(server)
+        pipelined_puts(sock, cfg.n, cfg.window, cfg.batch)
+        middle = Clock.now(server)
+        pipelined_reserve_delete(sock, cfg.n, cfg.pairs_window)
+        end = Clock.now(server)
+    return _phase("put", cfg.n, start, middle) | _phase("pairs", cfg.n, middle, end)
+
+
+# --------------------------------------------------------------------------------------------
+# (b) round trips
+
+
+def _recv_exactly_reply(sock: socket.socket, first: bytes) -> bytes:
+    data = first
+    while not data.endswith(b"\r\n"):
+        data += _recv(sock)
+    return data
+
+
+RoundTripResult = tuple[int, float, float, float] | str
+"""(cycles, elapsed seconds, user CPU seconds, system CPU seconds), or an error message."""
+
+
+def _round_trip_worker(
+    port: int, seconds: float, barrier: Barrier, results: Queue[RoundTripResult]
+) -> None:
+    """One client process; reports its result (or its error) on ``results``."""
+    try:
+        results.put(_round_trips(port, seconds, barrier))
+    except Exception as exc:
+        barrier.abort()
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def _round_trips(port: int, seconds: float, barrier: Barrier) -> tuple[int, float, float, float]:
+    """put -> reserve -> delete, one command at a time, until ``seconds`` pass."""
+    with _connect(port) as sock:
+        barrier.wait()
+        cycles = 0
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline:
+            sock.sendall(PUT)
+            reply = _recv_exactly_reply(sock, _recv(sock))
+            if not reply.startswith(b"INSERTED "):
+                raise BenchError(f"unexpected reply to put: {reply[:200]!r}")
+            sock.sendall(RESERVE)
+            reply = _recv(sock)
+            header_end = reply.find(b"\r\n")
+            while header_end < 0:
+                reply += _recv(sock)
+                header_end = reply.find(b"\r\n")
+            match = _RESERVED_RE.match(reply)
+            if match is None:
+                raise BenchError(f"unexpected reply to reserve: {reply[:200]!r}")
+            total = match.end() + int(match[2]) + 2
+            while len(reply) < total:
+                reply += _recv(sock)
+            sock.sendall(b"delete %s\r\n" % match[1])
+            reply = _recv_exactly_reply(sock, _recv(sock))
+            if reply != _DELETED:
+                raise BenchError(f"unexpected reply to delete: {reply[:200]!r}")
+            cycles += 1
+        elapsed = time.perf_counter() - start
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return (
+            cycles,
+            elapsed,
+            usage.ru_utime - usage0.ru_utime,
+            usage.ru_stime - usage0.ru_stime,
+        )
+
+
+def bench_round_trips(template: str, cfg: Config) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    with running_server(template) as server:
+        barrier = ctx.Barrier(cfg.clients + 1)
+        results: Queue[RoundTripResult] = ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=_round_trip_worker, args=(server.port, cfg.seconds, barrier, results)
+            )
+            for _ in range(cfg.clients)
+        ]
+        for proc in procs:
+            proc.start()
+        try:
+            barrier.wait(timeout=START_TIMEOUT + 30)
+            srv0, t0 = server.cpu_seconds(), time.perf_counter()
+            got = [results.get(timeout=cfg.seconds + SOCKET_TIMEOUT) for _ in procs]
+            srv1, t1 = server.cpu_seconds(), time.perf_counter()
+        except Exception as exc:
+            errors = []
+            with contextlib.suppress(Exception):
+                while True:
+                    errors.append(str(results.get(timeout=1)))
+            raise BenchError(f"round-trip clients failed: {exc!r} {errors}") from exc
+        finally:
+            for proc in procs:
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+    errors = [item for item in got if isinstance(item, str)]
+    if errors:
+        raise BenchError(f"round-trip client failed: {errors[0]}")
+    outcomes = [item for item in got if not isinstance(item, str)]
+    return {
+        "cycles_per_s": sum(cycles / elapsed for cycles, elapsed, _, _ in outcomes),
+        "rt_client_cpu": 100 * sum((user + sys) / elapsed for _, elapsed, user, sys in outcomes),
+        "rt_client_user_cpu": 100 * sum(user / elapsed for _, elapsed, user, _ in outcomes),
+        "rt_server_cpu": 100 * (srv1 - srv0) / (t1 - t0),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# (c) memory
+
+
+def _stat(sock: socket.socket, name: bytes) -> int:
+    sock.sendall(b"stats\r\n")
+    data = _recv(sock)
+    header_end = data.find(b"\r\n")
+    while header_end < 0:
+        data += _recv(sock)
+        header_end = data.find(b"\r\n")
+    if not data.startswith(b"OK "):
+        raise BenchError(f"unexpected reply to stats: {data[:200]!r}")
+    total = header_end + 2 + int(data[3:header_end]) + 2
+    while len(data) < total:
+        data += _recv(sock)
+    match = re.search(rb"\n%s: (\d+)" % re.escape(name), data)
+    if match is None:
+        raise BenchError(f"stats has no {name.decode()}")
+    return int(match[1])
+
+
+def bench_memory(template: str, cfg: Config) -> dict[str, float]:
+    with running_server(template) as server, _connect(server.port) as sock:
+        pipelined_puts(sock, 1, 1, 1)  # warm up the connection and the default tube
+        before = server.rss_bytes()
+        pipelined_puts(sock, cfg.mem_jobs, cfg.window, cfg.batch)
+        ready = _stat(sock, b"current-jobs-ready")
+        if ready != cfg.mem_jobs + 1:
+            raise BenchError(f"expected {cfg.mem_jobs + 1} ready jobs, stats says {ready}")
+        after = server.rss_bytes()
+    return {"bytes_per_job": (after - before) / cfg.mem_jobs}
+
+
+BENCHES: tuple[tuple[str, Callable[[str, Config], dict[str, float]]], ...] = (
+    ("pipelined", bench_pipelined),
+    ("round trips", bench_round_trips),
+    ("memory", bench_memory),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time all processes on the machine have used since boot (incl. steal), summed over
+    cores, from the first line of /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def _own_cpu_seconds() -> float:
+    """CPU time of this process and of its waited-for children (servers, round-trip clients)."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    )
+
+
+def machine_info(ref_cmd: str) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ref_version = "unknown"
+    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
+        out = subprocess.run(
+            [shlex.split(ref_cmd)[0], "-v"], capture_output=True, text=True, timeout=5
+        )
+        ref_version = (out.stdout or out.stderr).strip() or ref_version
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "kernel": platform.release(),
+        "beanstalkd": ref_version,
+        "load_avg_at_start": os.getloadavg()[0],
+    }
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if unit == "%":
+        return f"{value:.0f}%"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}"
+
+
+def _cell(side: Side, metric: Metric) -> str:
+    """The median, followed by the (min-max) spread when there are several samples."""
+    values = side.samples.get(metric.key, [])
+    text = _fmt(side.median(metric.key), metric.unit)
+    if len(values) > 1:
+        text += f" ({_fmt(min(values), metric.unit)}-{_fmt(max(values), metric.unit)})"
+    return text
+
+
+def print_table(ref: Side, ours: Side) -> dict[str, float]:
+    ratios: dict[str, float] = {}
+    head = ("metric", "unit", "beanstalkd", "ours", "ratio", "target", "")
+    rows: list[tuple[str, ...]] = [head]
+    for group in (METRICS, CPU_METRICS):
+        if group is CPU_METRICS:
+            rows.append(("", "", "", "", "", "", ""))
+        for metric in group:
+            ref_med, ours_med = ref.median(metric.key), ours.median(metric.key)
+            ratio_text, verdict = "", ""
+            if metric.target and ref_med and ours_med is not None:
+                ratio = ours_med / ref_med
+                ratios[metric.key] = ratio
+                ratio_text = f"{ratio:.2f}"
+                met = metric.met(ratio)
+                verdict = "" if met is None else ("ok" if met else "MISS")
+            rows.append(
+                (
+                    metric.label,
+                    metric.unit,
+                    _cell(ref, metric),
+                    _cell(ours, metric),
+                    ratio_text,
+                    metric.target,
+                    verdict,
+                )
+            )
+    widths = [max(len(row[i].strip()) for row in rows) for i in range(len(head))]
+    for index, row in enumerate(rows):
+        cells = [
+            cell.strip().ljust(width) if col < 2 else cell.strip().rjust(width)
+            for col, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths).rstrip())
+    print("\nmedian over rounds (min-max); ratio = ours / beanstalkd; CPU in % of one core")
+    return ratios
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
+    parser = argparse.ArgumentParser(
+        description="Benchmark the bundled beanrouter server against the real beanstalkd.",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--rounds", type=int, help=f"rounds per server (default {FULL.rounds})")
+    parser.add_argument("-n", type=int, help=f"pipelined jobs (default {FULL.n})")
+    parser.add_argument("--window", type=int, help=f"puts in flight (default {FULL.window})")
+    parser.add_argument("--batch", type=int, help=f"puts per write (default {FULL.batch})")
+    parser.add_argument(
+        "--pairs-window",
+        type=int,
+        help=f"reserve+delete pairs in flight (default {FULL.pairs_window})",
+    )
+    parser.add_argument("--clients", type=int, help=f"round-trip clients (default {FULL.clients})")
+    parser.add_argument(
+        "--seconds", type=float, help=f"round-trip duration (default {FULL.seconds})"
+    )
+    parser.add_argument("--mem-jobs", type=int, help=f"jobs for memory (default {FULL.mem_jobs})")
+    parser.add_argument(
+        "--ref-cmd",
+        default=DEFAULT_REF_CMD,
+        help="reference server command; {host}, {port}, {python} are filled in "
+        f"(default {DEFAULT_REF_CMD!r})",
+    )
+    parser.add_argument(
+        "--ours-cmd",
+        default=DEFAULT_OURS_CMD,
+        help=f"our server command, same placeholders (default {DEFAULT_OURS_CMD!r})",
+    )
+    parser.add_argument("--json", metavar="PATH", type=Path, help="also write results as JSON")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else FULL
+    overrides = {
+        key: value
+        for key, value in vars(args).items()
+        if key in Config.__dataclass_fields__ and value is not None
+    }
+    cfg = Config(**{**asdict(base), **overrides})
+    for key, value in asdict(cfg).items():
+        if value <= 0:
+            parser.error(f"--{key.replace('_', '-')} must be positive")
+    return args, cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, cfg = parse_args(argv)
+    machine = machine_info(args.ref_cmd)
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
+        f"Python {machine['python']} ({machine['implementation']}), kernel {machine['kernel']}, "
+        f"load {machine['load_avg_at_start']:.2f}"
+    )
+    print(f"reference: {machine['beanstalkd']}: {args.ref_cmd}")
+    print(f"ours: {args.ours_cmd}")
+    print(
+        f"config: {cfg.rounds} rounds; pipelined n={cfg.n:,} (put window {cfg.window}, "
+        f"batch {cfg.batch}; {cfg.pairs_window} pairs in flight); round trips {cfg.clients} "
+        f"clients x {cfg.seconds:g}s; memory {cfg.mem_jobs:,} jobs; body {len(BODY)} bytes\n"
+    )
+    ref = Side("beanstalkd", args.ref_cmd)
+    ours = Side("ours", args.ours_cmd)
+    started, busy0, own0 = time.perf_counter(), _machine_busy_seconds(), _own_cpu_seconds()
+    for round_no in range(1, cfg.rounds + 1):
+        for bench_name, bench in BENCHES:
+            for side in (ref, ours):
+                if bench_name in side.failed:
+                    continue
+                try:
+                    values = bench(side.cmd, cfg)
+                except (BenchError, OSError) as exc:
+                    side.failed.add(bench_name)
+                    side.errors.append(f"round {round_no}, {bench_name}: {exc}")
+                    print(f"ERROR [{side.name}] {side.errors[-1]}", file=sys.stderr)
+                    continue
+                side.add(values)
+                shown = ", ".join(
+                    f"{key}={_fmt(value, '%' if key.endswith('cpu') else '')}"
+                    for key, value in values.items()
+                )
+                print(
+                    f"round {round_no}/{cfg.rounds} {side.name:>10} {bench_name}: {shown}",
+                    flush=True,
+                )
+    elapsed = time.perf_counter() - started
+    own = _own_cpu_seconds() - own0
+    others = max(0.0, (_machine_busy_seconds() - busy0 - own) / elapsed)
+    print(
+        f"\ntotal {elapsed:.0f}s; this benchmark used {own / elapsed:.2f} cores on average, "
+        f"other processes {others:.2f} cores"
+    )
+    if others > OTHER_LOAD_WARNING:
+        print(
+            "WARNING: other processes were using the CPU during the run; the numbers (and the "
+            "ratios, if the load varied) are unreliable - rerun on an idle machine"
+        )
+    print()
+    ratios = print_table(ref, ours)
+    for side in (ref, ours):
+        for error in side.errors:
+            print(f"{side.name} failed: {error}")
+    if args.json is not None:
+        payload = {
+            "machine": machine,
+            "config": asdict(cfg),
+            "elapsed_s": elapsed,
+            "other_load_cores": others,
+            "sides": {
+                side.name: {
+                    "cmd": side.cmd,
+                    "samples": side.samples,
+                    "median": {key: side.median(key) for key in side.samples},
+                    "errors": side.errors,
+                }
+                for side in (ref, ours)
+            },
+            "ratios": ratios,
+            "targets": {m.key: m.target for m in METRICS},
+            "met": {m.key: m.met(ratios[m.key]) for m in METRICS if m.key in ratios},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 1 if ref.errors or ours.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
