@@ -40,4 +40,16 @@ def _click_main(args: list[str]) -> None:
 
         server_main(list(flags))
 
+    @cli.command("check-config")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @click.option("--tube", "tubes", multiple=True, help="Also show where this tube goes.")
+    def check_config_cmd(file: str, tubes: tuple[str, ...]) -> None:
+        """Validate a cluster configuration and print where tubes go."""
+        from .router import ConfigError, check_config
+
+        try:
+            click.echo(check_config(file, ("default", *tubes)), nl=False)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
     cli.main(args=args, prog_name="beanrouter")

@@ -42,6 +42,7 @@ __all__ = [
     "Touch",
     "Use",
     "Watch",
+    "encode_put",
 ]
 
 
@@ -99,6 +100,20 @@ class Put(Command):
             len(self.body),
             self.body,
         )
+
+
+def encode_put(priority: int, delay: int, ttr: int, body: bytes) -> bytes:
+    """The bytes of ``Put(priority, delay, ttr, body)`` without building the event (a client's hot
+    path); invalid arguments raise the same ``LocalProtocolError`` as ``Put``."""
+    if (
+        type(body) is not bytes
+        or not 0 <= priority <= U32_MAX
+        or not 0 <= delay <= U32_MAX
+        or not 0 <= ttr <= U32_MAX
+        or len(body) > U32_MAX
+    ):
+        return Put(priority, delay, ttr, body).encode()  # raises the precise error
+    return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
 
 
 @dataclass(frozen=True, slots=True)

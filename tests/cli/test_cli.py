@@ -152,3 +152,16 @@ def test_options_defaults_agree_with_the_codec() -> None:
     assert options.DEFAULT_MAX_JOB_SIZE == protocol.DEFAULT_MAX_JOB_SIZE
     assert options.MAX_JOB_SIZE_LIMIT == protocol.MAX_JOB_SIZE_LIMIT
     assert os.environ.get("LISTEN_FDS") is None
+
+
+def test_check_config_prints_placement_and_names_bad_lines(tmp_path: Path) -> None:
+    good = tmp_path / "cluster.yaml"
+    good.write_text("servers:\n  - 127.0.0.1:11301:1 one\n  - 127.0.0.1:11302:1 two\n")
+    done = run("check-config", str(good), "--tube", "emails")
+    assert done.returncode == 0, done.stderr
+    assert "one" in done.stdout and "two" in done.stdout and "emails" in done.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("servers:\n  - 127.0.0.1:11301 one\n  - 127.0.0.1:notaport two\n")
+    done = run("check-config", str(bad))
+    assert done.returncode == 1
+    assert f"{bad}:3" in done.stderr

@@ -559,3 +559,15 @@ def test_parse_list() -> None:
 def test_parse_list_rejects(body: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         parse_list(body)
+
+
+def test_encode_put_matches_the_event() -> None:
+    from beanrouter.protocol import Put, encode_put
+
+    for args in [(0, 0, 0, b""), (2**32 - 1, 5, 120, b"a\r\nb"), (1024, 0, 1, b"x" * 1000)]:
+        assert encode_put(*args) == Put(*args).encode()
+    for bad in [(-1, 0, 0, b""), (0, 2**32, 0, b""), (0, 0, 2**32, b"")]:
+        with pytest.raises(LocalProtocolError):
+            encode_put(*bad)
+    with pytest.raises(LocalProtocolError):
+        encode_put(0, 0, 0, "text")  # type: ignore[arg-type]

@@ -1,0 +1,463 @@
+"""Cluster configuration: YAML text in, frozen dataclasses out (pure: no sockets, no clock).
+
+Format (see docs/config.md)::
+
+    servers:                      # twemproxy-style lines, or mappings
+      - 127.0.0.1:11301:1 alpha id=0
+      - {host: 127.0.0.1, port: 11302, weight: 2, name: beta}
+    failover: 1
+
+Invariants: every error is a ``ConfigError`` naming the line (from the YAML node's mark) and the
+field (``servers[1].weight``); shard names, addresses and numeric ids are unique; an id that is not
+given is derived from the name (``ids.derive_shard_id``), never from list order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import ConfigError
+from .ids import MAX_SHARD_ID, derive_shard_id
+
+__all__ = [
+    "ClusterConfig",
+    "ShardConfig",
+    "config_from_servers",
+    "load_config",
+    "parse_config",
+    "parse_server_line",
+]
+
+
+_DEFAULT_RETRY = 0.5
+_DEFAULT_RETRY_MAX = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ShardConfig:
+    """One shard (one beanstalkd server).
+
+    Attributes:
+        name: stable name hashed on the ring (default ``host:port``).
+        host: host name or IP address.
+        port: TCP port.
+        weight: positive integer share of the ring.
+        id: stable numeric id in 0..32767, encoded in global job ids.
+        id_derived: True when ``id`` was derived from ``name`` rather than given.
+        line: 1-based line of the entry in the configuration file, if any.
+    """
+
+    name: str
+    host: str
+    port: int
+    weight: int = 1
+    id: int = 0
+    id_derived: bool = False
+    line: int | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """A whole cluster.
+
+    Attributes:
+        servers: the shards, in configuration order.
+        failover: successors after a tube's owner that take its puts while the owner is down and
+            that its consumers also watch.
+        connect_timeout: seconds to wait for a TCP connection.
+        timeout: seconds to wait for a reply (blocking reserves excepted).
+        server_failure_limit: consecutive failures that mark a shard down.
+        server_retry_timeout: seconds before the first probe of a down shard (doubles per failed
+            probe).
+        server_retry_timeout_max: upper bound of the probe interval.
+        server_retry_jitter: probe intervals are multiplied by a random factor in 1 +/- jitter.
+        hash: the key hash (only ``md5``, ketama's).
+        distribution: the placement (only ``ketama``).
+        source: the file the configuration came from, if any.
+    """
+
+    servers: tuple[ShardConfig, ...]
+    failover: int = 1
+    connect_timeout: float = 1.0
+    timeout: float = 5.0
+    server_failure_limit: int = 2
+    server_retry_timeout: float = _DEFAULT_RETRY
+    server_retry_timeout_max: float = _DEFAULT_RETRY_MAX
+    server_retry_jitter: float = 0.2
+    hash: str = "md5"
+    distribution: str = "ketama"
+    source: str | None = field(default=None, compare=False)
+
+
+_TOP_FIELDS = (
+    "servers",
+    "failover",
+    "connect_timeout",
+    "timeout",
+    "server_failure_limit",
+    "server_retry_timeout",
+    "server_retry_timeout_max",
+    "server_retry_jitter",
+    "hash",
+    "distribution",
+)
+_SERVER_FIELDS = ("address", "host", "port", "weight", "name", "id")
+
+
+class _Ctx:
+    """Error helper: remembers the source name."""
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source
+        self.constructor = SafeConstructor()
+
+    def error(self, message: str, node: Node | None, field: str | None) -> ConfigError:
+        line = None if node is None else node.start_mark.line + 1
+        return ConfigError(message, line=line, field=field, source=self.source)
+
+    def scalar(self, node: Node, field: str) -> Any:
+        if not isinstance(node, ScalarNode):
+            raise self.error("must be a single value", node, field)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            raise self.error(f"cannot read value: {exc.problem}", node, field) from None
+
+    def integer(self, node: Node, field: str, low: int, high: int | None = None) -> int:
+        value = self.scalar(node, field)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(f"must be an integer, got {value!r}", node, field)
+        if value < low or (high is not None and value > high):
+            bound = f"{low}..{high}" if high is not None else f">= {low}"
+            raise self.error(f"must be {bound}, got {value}", node, field)
+        return value
+
+    def seconds(self, node: Node, field: str) -> float:
+        value = self.scalar(node, field)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(f"must be a number of seconds, got {value!r}", node, field)
+        if not math.isfinite(value) or value <= 0:
+            raise self.error(f"must be a positive number of seconds, got {value}", node, field)
+        return float(value)
+
+    def fraction(self, node: Node, field: str) -> float:
+        value = self.scalar(node, field)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+            raise self.error(f"must be a number in [0, 1), got {value!r}", node, field)
+        return float(value)
+
+    def string(self, node: Node, field: str) -> str:
+        value = self.scalar(node, field)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise self.error(f"must be a string, got {value!r}", node, field)
+        text = str(value)
+        if not text or any(c.isspace() for c in text):
+            raise self.error(f"must be a non-empty word without spaces, got {text!r}", node, field)
+        return text
+
+    def string_line(self, node: Node, field: str) -> str:
+        value = self.scalar(node, field)
+        if not isinstance(value, str):
+            raise self.error(f"must be a server line 'host:port[:weight] [name]', got {value!r}",
+                             node, field)  # fmt: skip
+        return value
+
+    def mapping(self, node: Node, field: str, allowed: Sequence[str]) -> dict[str, Node]:
+        if not isinstance(node, MappingNode):
+            raise self.error("must be a mapping", node, field or None)
+        result: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node, field)
+            sub = f"{field}.{key}" if field else str(key)
+            if not isinstance(key, str) or key not in allowed:
+                raise self.error(f"unknown field (expected one of: {', '.join(allowed)})",
+                                 key_node, sub)  # fmt: skip
+            if key in result:
+                raise self.error("given twice", key_node, sub)
+            result[key] = value_node
+        return result
+
+
+def _split_host_port(text: str) -> tuple[str, str, str | None] | None:
+    """``host:port[:weight]`` -> (host, port, weight) as text; IPv6 hosts in brackets."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            return None
+        host, rest = text[1:end], text[end + 2 :]
+    else:
+        host, sep, rest = text.partition(":")
+        if not sep:
+            return None
+    port, _, weight = rest.partition(":")
+    if not host or not port:
+        return None
+    return host, port, (weight if weight or rest.endswith(":") else None)
+
+
+def _port(ctx: _Ctx, text: str, node: Node, field: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ctx.error(f"port must be 1..65535, got {text!r}", node, field)
+    return int(text)
+
+
+def parse_server_line(
+    text: str, *, line: int | None = None, field: str = "servers[0]", source: str | None = None
+) -> ShardConfig:
+    """Parse ``host:port[:weight] [name] [id=N]`` (twemproxy's server line plus an optional id).
+
+    Raises:
+        ConfigError: the line is malformed.
+    """
+    ctx = _Ctx(source)
+    node = ScalarNode("tag:yaml.org,2002:str", text)
+    node.start_mark = yaml.Mark(source or "", 0, (line or 1) - 1, 0, None, 0)
+    shard = _server_line(ctx, text, node, field)
+    return shard if line is not None else _with_line(shard, None)
+
+
+def _with_line(shard: ShardConfig, line: int | None) -> ShardConfig:
+    return ShardConfig(shard.name, shard.host, shard.port, shard.weight, shard.id,
+                       shard.id_derived, line)  # fmt: skip
+
+
+def _server_line(ctx: _Ctx, text: str, node: Node, field: str) -> ShardConfig:
+    tokens = text.split()
+    if not tokens:
+        raise ctx.error("empty server line", node, field)
+    parts = _split_host_port(tokens[0])
+    if parts is None:
+        raise ctx.error(
+            f"expected host:port[:weight] [name] [id=N], got {text!r}", node, field + ".address"
+        )
+    host, port_text, weight_text = parts
+    port = _port(ctx, port_text, node, field + ".port")
+    weight = 1
+    if weight_text is not None:
+        if not weight_text.isdigit() or int(weight_text) < 1:
+            raise ctx.error(
+                f"weight must be a positive integer, got {weight_text!r}", node, field + ".weight"
+            )
+        weight = int(weight_text)
+    name: str | None = None
+    shard_id: int | None = None
+    for token in tokens[1:]:
+        if token.startswith("id="):
+            if shard_id is not None:
+                raise ctx.error("id given twice", node, field + ".id")
+            digits = token[3:]
+            if not digits.isdigit() or int(digits) > MAX_SHARD_ID:
+                raise ctx.error(
+                    f"id must be an integer 0..{MAX_SHARD_ID}, got {digits!r}", node, field + ".id"
+                )
+            shard_id = int(digits)
+        elif name is None:
+            name = token
+        else:
+            raise ctx.error(f"unexpected word {token!r} after the name", node, field)
+    return _shard(host, port, weight, name, shard_id, node.start_mark.line + 1)
+
+
+def _shard(
+    host: str, port: int, weight: int, name: str | None, shard_id: int | None, line: int | None
+) -> ShardConfig:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = name if name is not None else address
+    derived = shard_id is None
+    return ShardConfig(
+        name=name,
+        host=host,
+        port=port,
+        weight=weight,
+        id=derive_shard_id(name) if shard_id is None else shard_id,
+        id_derived=derived,
+        line=line,
+    )
+
+
+def _server_mapping(ctx: _Ctx, node: Node, field: str) -> ShardConfig:
+    fields = ctx.mapping(node, field, _SERVER_FIELDS)
+    host: str | None = None
+    port: int | None = None
+    weight = 1
+    if "address" in fields:
+        if "host" in fields or "port" in fields:
+            raise ctx.error("give either address or host and port", node, field)
+        anode = fields["address"]
+        text = ctx.string(anode, field + ".address")
+        parts = _split_host_port(text)
+        if parts is None or parts[2] is not None:
+            raise ctx.error(f"expected host:port, got {text!r}", anode, field + ".address")
+        host, port = parts[0], _port(ctx, parts[1], anode, field + ".address")
+    else:
+        if "host" not in fields or "port" not in fields:
+            raise ctx.error("needs address, or host and port", node, field)
+        host = ctx.string(fields["host"], field + ".host").strip("[]")
+        port = ctx.integer(fields["port"], field + ".port", 1, 65535)
+    if "weight" in fields:
+        weight = ctx.integer(fields["weight"], field + ".weight", 1)
+    name = ctx.string(fields["name"], field + ".name") if "name" in fields else None
+    shard_id = ctx.integer(fields["id"], field + ".id", 0, MAX_SHARD_ID) if "id" in fields else None
+    return _shard(host, port, weight, name, shard_id, node.start_mark.line + 1)
+
+
+def _check_unique(ctx: _Ctx, shards: Sequence[ShardConfig], nodes: Sequence[Node]) -> None:
+    seen_name: dict[str, int] = {}
+    seen_addr: dict[str, int] = {}
+    seen_id: dict[int, int] = {}
+    for i, (shard, node) in enumerate(zip(shards, nodes, strict=True)):
+        if shard.name in seen_name:
+            j = seen_name[shard.name]
+            raise ctx.error(f"name {shard.name!r} is already used by servers[{j}]", node,
+                            f"servers[{i}].name")  # fmt: skip
+        seen_name[shard.name] = i
+        if shard.address in seen_addr:
+            j = seen_addr[shard.address]
+            raise ctx.error(f"address {shard.address} is already used by servers[{j}]", node,
+                            f"servers[{i}].address")  # fmt: skip
+        seen_addr[shard.address] = i
+        if shard.id in seen_id:
+            j = seen_id[shard.id]
+            other = shards[j]
+            how = "derived from its name" if shard.id_derived else "given"
+            other_how = "derived from its name" if other.id_derived else "given"
+            raise ctx.error(
+                f"id {shard.id} ({how}) collides with servers[{j}] {other.name!r} (line"
+                f" {other.line}, {other_how}): "
+                + (
+                    "ids must be unique"
+                    if not (shard.id_derived or other.id_derived)
+                    else "give one of them an explicit id"
+                ),
+                node,
+                f"servers[{i}].id",
+            )
+        seen_id[shard.id] = i
+
+
+def _build(ctx: _Ctx, root: Node | None) -> ClusterConfig:
+    if root is None:
+        raise ctx.error("empty configuration: a 'servers:' list is required", None, None)
+    fields = ctx.mapping(root, "", _TOP_FIELDS)
+    if "servers" not in fields:
+        raise ctx.error("a 'servers:' list is required", root, "servers")
+    snode = fields["servers"]
+    if not isinstance(snode, SequenceNode) or not snode.value:
+        raise ctx.error("must be a non-empty list of servers", snode, "servers")
+    shards: list[ShardConfig] = []
+    for i, item in enumerate(snode.value):
+        f = f"servers[{i}]"
+        if isinstance(item, ScalarNode):
+            shards.append(_server_line(ctx, ctx.string_line(item, f), item, f))
+        elif isinstance(item, MappingNode):
+            shards.append(_server_mapping(ctx, item, f))
+        else:
+            raise ctx.error("must be a server line or a mapping", item, f)
+    _check_unique(ctx, shards, snode.value)
+    kwargs: dict[str, Any] = {}
+    if "failover" in fields:
+        kwargs["failover"] = ctx.integer(fields["failover"], "failover", 0)
+    for key in ("connect_timeout", "timeout", "server_retry_timeout", "server_retry_timeout_max"):
+        if key in fields:
+            kwargs[key] = ctx.seconds(fields[key], key)
+    if "server_failure_limit" in fields:
+        kwargs["server_failure_limit"] = ctx.integer(
+            fields["server_failure_limit"], "server_failure_limit", 1
+        )
+    if "server_retry_jitter" in fields:
+        kwargs["server_retry_jitter"] = ctx.fraction(
+            fields["server_retry_jitter"], "server_retry_jitter"
+        )
+    for key, only in (("hash", "md5"), ("distribution", "ketama")):
+        if key in fields:
+            value = ctx.string(fields[key], key)
+            if value != only:
+                raise ctx.error(f"only {only!r} is supported, got {value!r}", fields[key], key)
+    retry = kwargs.get("server_retry_timeout", _DEFAULT_RETRY)
+    retry_max = kwargs.get("server_retry_timeout_max", _DEFAULT_RETRY_MAX)
+    if retry_max < retry:
+        node = fields.get("server_retry_timeout_max", fields.get("server_retry_timeout"))
+        raise ctx.error(f"must be >= server_retry_timeout ({retry})", node,
+                        "server_retry_timeout_max")  # fmt: skip
+    return ClusterConfig(servers=tuple(shards), source=ctx.source, **kwargs)
+
+
+def parse_config(text: str, source: str | None = None) -> ClusterConfig:
+    """Parse a YAML configuration.
+
+    Args:
+        text: the YAML document.
+        source: file name used in error messages.
+
+    Raises:
+        ConfigError: with ``line`` and ``field`` set as precisely as possible.
+    """
+    ctx = _Ctx(source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        raise ConfigError(f"not valid YAML: {exc.problem or exc}", line=line,
+                          source=source) from None  # fmt: skip
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    return _build(ctx, root)
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    """Read and parse the configuration file at ``path``.
+
+    Raises:
+        ConfigError: unreadable file or invalid configuration.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration: {exc}", source=str(path)) from None
+    return parse_config(text, source=str(path))
+
+
+def config_from_servers(
+    servers: Sequence[str | Mapping[str, Any]] | str, **options: Any
+) -> ClusterConfig:
+    """A configuration from a list of server lines (or mappings) and keyword options.
+
+    ``config_from_servers(["127.0.0.1:11301", "127.0.0.1:11302 beta id=1"], failover=1)``.
+
+    Raises:
+        ConfigError: as ``parse_config``; fields are named as in a file.
+    """
+    if isinstance(servers, str):
+        servers = [servers]
+    doc: dict[str, Any] = {"servers": list(servers), **options}
+    try:
+        text = yaml.safe_dump(doc, sort_keys=False)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot represent the options: {exc}") from None
+    config = parse_config(text)
+    # Line numbers of a synthesised document mean nothing to the caller.
+    return ClusterConfig(
+        servers=tuple(_with_line(s, None) for s in config.servers),
+        failover=config.failover,
+        connect_timeout=config.connect_timeout,
+        timeout=config.timeout,
+        server_failure_limit=config.server_failure_limit,
+        server_retry_timeout=config.server_retry_timeout,
+        server_retry_timeout_max=config.server_retry_timeout_max,
+        server_retry_jitter=config.server_retry_jitter,
+    )

@@ -1,0 +1,62 @@
+"""``check_config``: validate a configuration file and describe where tubes will go (pure text).
+
+This is what ``beanrouter check-config FILE`` prints; errors are ``ConfigError`` with line and
+field, for the command line to print and exit non-zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ClusterConfig, load_config
+from .ring import Placement
+
+__all__ = ["check_config", "placement_summary"]
+
+_SAMPLE_TUBES = ("default",)
+
+
+def placement_summary(config: ClusterConfig, tubes: Sequence[str] = _SAMPLE_TUBES) -> str:
+    """A human-readable table of shards (id, address, weight, points, share of the ring) and the
+    preference list of a few tubes."""
+    placement = Placement([(s.name, s.weight) for s in config.servers], config.failover)
+    ring = placement.ring
+    points = ring.point_counts()
+    shares = ring.shares()
+    source = config.source or "configuration"
+    n = len(config.servers)
+    depth = min(config.failover, n - 1)
+    lines = [
+        f"{source}: OK, {n} shard{'s' if n != 1 else ''}, ketama/md5, {ring.points} points,"
+        f" failover {config.failover}"
+        + (f" (effective {depth}: only {n} shards)" if depth < config.failover else ""),
+    ]
+    rows = [("shard", "id", "address", "weight", "points", "share")]
+    for s in config.servers:
+        shard_id = f"{s.id}" + (" (derived)" if s.id_derived else "")
+        rows.append((s.name, shard_id, s.address, str(s.weight), str(points[s.name]),
+                     f"{shares[s.name] * 100:.1f}%"))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    lines.append(
+        f"timeouts: connect {config.connect_timeout:g}s, reply {config.timeout:g}s;"
+        f" a shard is down after {config.server_failure_limit} failures, probed after"
+        f" {config.server_retry_timeout:g}s doubling to {config.server_retry_timeout_max:g}s"
+        f" (jitter {config.server_retry_jitter:g})"
+    )
+    for tube in tubes:
+        pref = placement.preference(tube)
+        rest = f" (fails over to {', '.join(pref[1:])})" if len(pref) > 1 else ""
+        lines.append(f"tube {tube!r} -> {pref[0]}{rest}")
+    return "\n".join(lines) + "\n"
+
+
+def check_config(path: str | Path, tubes: Sequence[str] = _SAMPLE_TUBES) -> str:
+    """Validate the configuration file at ``path`` and return its placement summary.
+
+    Raises:
+        ConfigError: with ``line`` and ``field`` of the first mistake.
+    """
+    return placement_summary(load_config(path), tubes)

@@ -1,0 +1,1 @@
+"""Router tests: pure policy tests and tests against real beanstalkd and bundled-server shards."""
