@@ -6,8 +6,13 @@ so it was not executed) and ``ReplyLost`` (the command was sent and its reply di
 effect is unknown). Every failure closes the connection: a connection whose reply state is unknown
 is never reused, since the next reply read from it could answer an earlier command.
 
-Invariant: ``used`` and ``watched`` mirror the shard's view of this connection (``use``/``watch``
-commands are only sent through ``Router`` methods that update them in the same step).
+Invariants: ``used`` and ``watched`` mirror the shard's view of this connection (``use``/``watch``
+commands are only sent through ``Router`` methods that update them in the same step). ``pending``
+counts the replies owed (raised before a send, lowered as each reply is read) and ``reserving``
+is set while a reserve command's outcome is not settled: a connection with either is in an
+unknown state after an exception escaped mid-request (``KeyboardInterrupt``, a signal handler's
+exception), and ``reusable()`` refuses it, so its owner closes it instead of reading a stale
+reply as the answer to a new command.
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ class Connection:
         "_poller",
         "closed",
         "held",
+        "pending",
         "reader",
+        "reserving",
         "shard",
         "sock",
         "timeout",
@@ -79,10 +86,18 @@ class Connection:
         self.held = 0
         """Jobs reserved through this connection and not yet resolved (the router's count)."""
         self.closed = False
+        self.pending = 0
+        """Replies owed by the shard for commands sent on this connection."""
+        self.reserving = False
+        """A reserve command was sent and the job it may have reserved is not yet settled
+        (handed out, given back, or known not to exist)."""
         # Blocking socket with kernel timeouts (SO_RCVTIMEO/SO_SNDTIMEO): one system call per
         # send or receive (Python's own timeout mode adds a poll() before each).
         sock.settimeout(None)
-        tv = struct.pack("ll", int(timeout), int((timeout % 1) * 1e6))
+        sec, usec = int(timeout), int((timeout % 1) * 1e6)
+        if sec == 0 and usec == 0:
+            usec = 1  # a zero SO_RCVTIMEO/SO_SNDTIMEO means "wait forever"
+        tv = struct.pack("ll", sec, usec)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
         self._poller = select.poll()
@@ -124,12 +139,20 @@ class Connection:
         except (OSError, ValueError):
             return True
 
-    def send(self, data: bytes) -> None:
-        """Send ``data`` whole.
+    def reusable(self) -> bool:
+        """True when a new command may be sent: open, no reply owed, no reserve unsettled, and
+        not closed or broken by the shard (checked without waiting)."""
+        return self.pending == 0 and not self.reserving and not self.stale()
+
+    def send(self, data: bytes, replies: int = 1) -> None:
+        """Send ``data`` whole: commands that produce ``replies`` replies.
 
         Raises:
             SendFailed: and the connection is closed.
         """
+        # Counted before sending: an exception in the middle of sendall leaves part of a
+        # command on the wire, and the connection must not be reused either.
+        self.pending += replies
         try:
             self.sock.sendall(data)
         except OSError as exc:  # includes SO_SNDTIMEO expiring (BlockingIOError)
@@ -148,6 +171,7 @@ class Connection:
             self.close()
             raise ReplyLost(f"bad reply from {self.shard}: {exc}") from exc
         if isinstance(event, Reply):
+            self.pending -= 1
             return event
         if event is NEED_DATA:
             return None
@@ -196,6 +220,7 @@ class Connection:
             self.close()
             raise ReplyLost(f"bad reply from {self.shard}: {exc}") from exc
         if isinstance(event, Reply):
+            self.pending -= 1
             return event
         self.close()
         raise ReplyLost(f"{self.shard} closed the connection")
@@ -220,6 +245,7 @@ class Connection:
             self.close()
             raise ReplyLost(f"bad reply from {self.shard}: {exc}") from exc
         if isinstance(event, Reply):
+            self.pending -= 1
             return event
         if event is NEED_DATA:
             return self.read()  # a partial reply: wait for the rest
@@ -233,7 +259,7 @@ class Connection:
             SendFailed: nothing was executed.
             ReplyLost: the effect of the commands is unknown.
         """
-        self.send(data)
+        self.send(data, count)
         deadline = time.monotonic() + self.timeout
         return [self.read(deadline) for _ in range(count)]
 

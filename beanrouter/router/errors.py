@@ -28,6 +28,7 @@ __all__ = [
     "NotIgnored",
     "OutOfMemory",
     "PutUncertain",
+    "ReservationLost",
     "RouterError",
     "ShardUnavailable",
     "UnexpectedReply",
@@ -155,6 +156,25 @@ class PutUncertain(RouterError):
         super().__init__(message)
         self.shard = shard
         self.tube = tube
+
+
+class ReservationLost(NotFound):
+    """The connection that held this reserved job was closed (the shard failed, timed out, was
+    restarted, or a reserve was interrupted): the shard put the job back to ready, and it will be
+    delivered again. Raised by the first ``delete``/``release``/``bury``/``touch`` of the job after
+    the loss instead of acting on it from another connection; a later call by id acts on the job
+    like any client of the shard would.
+
+    Args:
+        message: the text of the error.
+        shard: name of the shard that holds the job.
+    """
+
+    word = "NOT_FOUND"
+
+    def __init__(self, message: str, shard: str) -> None:
+        super().__init__(message)
+        self.shard = shard
 
 
 class JobIdError(NotFound, ValueError):

@@ -12,8 +12,9 @@ from ..protocol import StatValue
 
 __all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTR", "Job", "JobOwner"]
 
-DEFAULT_PRIORITY = 2**31
-"""Priority of a put when none is given, and of a job whose priority is unknown (beanstalkc's)."""
+DEFAULT_PRIORITY = 1024
+"""Priority of a put when none is given (the API's ``put(body, priority=1024, ...)``), and of a
+job whose priority is unknown."""
 DEFAULT_TTR = 120
 """Time to run of a put when none is given (beanstalkc's default)."""
 

@@ -4,15 +4,26 @@
 several shards at once (``gather``/``broadcast``: send everything, then read with ``selectors``).
 
 Invariants: a job this router holds stays on the connection that reserved it (``held``);
-``discard`` closes a connection and forgets the jobs it held (the shard puts them back to ready);
-a network failure (``fail``) also counts against the shard's health; at most
-``MAX_IDLE_CONSUMERS`` idle consumer connections are kept per shard.
+``discard`` closes a connection and moves the jobs it held from ``held`` to ``lost`` (the shard
+puts them back to ready; the caller's next operation on one of them is told so); a network
+failure (``fail``) also counts against the shard's health; a connection is reused only when
+``reusable()`` (no reply owed, no reserve unsettled, not closed by the shard), otherwise it is
+discarded; at most ``MAX_IDLE_CONSUMERS`` idle consumer connections are kept per shard.
+
+Threads: a ``Pool`` is used by one thread, with one exception: ``close()`` may be called from
+another thread or from a signal handler while ``reserve`` runs (between ``begin()`` and ``end()``).
+It then only marks the pool closed and wakes the wait (through ``wake_fd()``), and the reserving
+thread closes everything in ``end()``: closing a socket another thread waits on would silently
+drop it from that thread's epoll set and leave it blocked forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import selectors
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,13 +32,15 @@ from ..protocol import Reply
 from . import ids
 from .config import ClusterConfig, ShardConfig
 from .connection import ConnectFailed, Connection, ConnectionFailure, ReplyLost, SendFailed
-from .errors import JobIdError, ShardUnavailable
+from .errors import JobIdError, RouterError, ShardUnavailable
 from .health import Health
 
 __all__ = ["MAX_IDLE_CONSUMERS", "Held", "Pool", "Request", "Result", "Shard"]
 
 MAX_IDLE_CONSUMERS = 2
 """Idle consumer connections kept per shard."""
+MAX_LOST = 10_000
+"""Lost reservations remembered (the oldest are forgotten first)."""
 
 
 class Shard:
@@ -87,6 +100,16 @@ class Pool:
         self.shards: dict[str, Shard] = {}
         self.by_id: dict[int, Shard] = {}
         self.held: dict[int, Held] = {}
+        self.lost: dict[int, str] = {}
+        """Jobs that were held on a connection that has since been closed, by global id: the
+        shard put them back to ready (value: the shard's name)."""
+        self.closed = False
+        # Reentrant: close() may run in a signal handler that interrupted begin() or end().
+        self._lock = threading.RLock()
+        self._busy = False
+        # A socket pair rather than a pipe: sockets close themselves when a Router that was
+        # never closed is collected.
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         for sc in config.servers:
             health = Health(
                 failure_limit=config.server_failure_limit,
@@ -101,15 +124,80 @@ class Pool:
             self.by_id[sc.id] = shard
 
     def close(self) -> None:
-        """Close every connection: each shard puts the jobs held through them back to ready."""
+        """Close every connection: each shard puts the jobs held through them back to ready.
+
+        Safe to call from another thread or a signal handler while ``reserve`` runs: that
+        ``reserve`` is woken, raises ``RouterError`` and closes everything as it returns.
+        """
+        with self._lock:
+            self.closed = True
+            if self._busy:
+                if self._wake is not None:
+                    with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+                        self._wake[1].send(b"\0")
+                return
+        self._close_all()
+
+    def _close_all(self) -> None:
         for shard in self.shards.values():
-            if shard.ctl is not None:
-                shard.ctl.close()
-                shard.ctl = None
-            for conn in shard.consumers:
+            ctl, shard.ctl = shard.ctl, None
+            if ctl is not None:
+                ctl.close()
+            consumers, shard.consumers = shard.consumers, []
+            for conn in consumers:
                 conn.close()
-            shard.consumers.clear()
         self.held.clear()
+        self.lost.clear()
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            for sock in wake:
+                sock.close()
+
+    def begin(self) -> None:
+        """A ``reserve`` starts (``close()`` from elsewhere will now leave closing to ``end()``).
+
+        Raises:
+            RouterError: the pool is closed.
+        """
+        with self._lock:
+            if self.closed:
+                raise RouterError("the router is closed")
+            self._busy = True
+
+    def end(self) -> None:
+        """The ``reserve`` is over: close everything if ``close()`` was called meanwhile."""
+        with self._lock:
+            self._busy = False
+            closed = self.closed
+        if closed:
+            self._close_all()
+
+    def wake_fd(self) -> socket.socket:
+        """A socket that becomes readable when ``close()`` is called during a ``reserve``."""
+        with self._lock:
+            if self._wake is None:
+                pair = socket.socketpair()
+                for sock in pair:
+                    sock.setblocking(False)
+                self._wake = pair
+            return self._wake[0]
+
+    def check_open(self, what: str) -> None:
+        """Raises ``RouterError`` if ``close()`` was called."""
+        if self.closed:
+            raise RouterError(f"{what}: the router was closed")
+
+    def abandon(self) -> None:
+        """Close every connection left in an unknown state by an exception that escaped
+        mid-request (a reply owed, or a reserve whose job is not settled): the shard puts back
+        whatever such a connection reserved."""
+        if self.closed:
+            return  # end() closes everything
+        for shard in self.shards.values():
+            conns = [shard.ctl] if shard.ctl is not None else []
+            for conn in conns + list(shard.consumers):
+                if conn.pending or conn.reserving:
+                    self.discard(shard, conn)
 
     def shard_of(self, job_id: int) -> tuple[Shard, int]:
         shard_id, local = ids.decode(job_id)
@@ -119,6 +207,13 @@ class Pool:
         return shard, local
 
     def open(self, shard: Shard) -> Connection:
+        """A new connection to ``shard``.
+
+        Raises:
+            ConnectFailed: (counted against the shard's health).
+            RouterError: the pool is closed (no connection is opened after ``close()``).
+        """
+        self.check_open("connect")
         cfg = shard.config
         try:
             return Connection.open(
@@ -131,7 +226,7 @@ class Pool:
     def ctl(self, shard: Shard) -> Connection:
         conn = shard.ctl
         if conn is not None:
-            if not conn.stale():
+            if conn.reusable():
                 return conn
             self.discard(shard, conn)
         conn = self.open(shard)
@@ -140,12 +235,11 @@ class Pool:
 
     def consumer(self, shard: Shard, idle_only: bool) -> Connection:
         """A consumer connection of ``shard`` (one holding no job when ``idle_only``)."""
-        for conn in shard.consumers:
+        for conn in list(shard.consumers):
             if not idle_only or conn.held == 0:
-                if conn.held == 0 and conn.stale():
-                    self.discard(shard, conn)
-                    return self.consumer(shard, idle_only)
-                return conn
+                if conn.reusable():
+                    return conn
+                self.discard(shard, conn)  # jobs it held are back to ready: they are lost
         conn = self.open(shard)
         shard.consumers.append(conn)
         return conn
@@ -160,7 +254,10 @@ class Pool:
         if conn.held:
             for job_id in [j for j, h in self.held.items() if h.conn is conn]:
                 del self.held[job_id]
+                self.lost[job_id] = shard.name
             conn.held = 0
+            while len(self.lost) > MAX_LOST:
+                del self.lost[next(iter(self.lost))]
 
     def fail(self, shard: Shard, conn: Connection, exc: BaseException) -> None:
         """A network failure on ``conn``: close it and count a failure of the shard."""
@@ -187,7 +284,7 @@ class Pool:
                 results[i] = []
                 continue
             try:
-                conn.send(data)
+                conn.send(data, count)
             except SendFailed as exc:
                 results[i] = exc
         live = [i for i in range(len(requests)) if results[i] is None]
@@ -211,7 +308,7 @@ class Pool:
                             requests[i][1].close()
                             results[i] = ReplyLost("no reply in time", timed_out=True)
                         break
-                    for key, _ in sel.select(remaining):
+                    for key, _ in sel.select(min(remaining, 3600.0)):  # epoll's limit: ~24 days
                         i = key.data
                         conn, count = requests[i][1], requests[i][3]
                         replies = got[i]

@@ -9,9 +9,12 @@ back to ready (original priority, no counter changed). See docs/router.md.
 
 Invariants: waits run only on consumer connections that hold no job (so closing one strands
 nothing); every job reserved on the caller's behalf is either handed out (and recorded in
-``Pool.held`` with its deadline) or given back before ``reserve`` returns; an idle consumer costs
-each shard one reserve command per call (no polling). beanstalkd's DEADLINE_SOON is per
-connection, so it is reproduced here from the held jobs' deadlines.
+``Pool.held`` with its deadline) or given back before ``reserve`` returns, also when an exception
+(``KeyboardInterrupt``, a signal handler's exception) escapes in the middle: a connection is
+marked ``reserving`` from the moment a reserve is sent on it until its outcome is settled, and
+``reserve`` closes every connection left owing a reply or unsettled (``Pool.abandon``); an idle
+consumer costs each shard one reserve command per call (no polling). beanstalkd's DEADLINE_SOON
+is per connection, so it is reproduced here from the held jobs' deadlines.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import selectors
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..protocol import Buried as BuriedReply
 from ..protocol import (
     Ignore,
     Ok,
@@ -63,6 +67,10 @@ blocking wait (the sweep would cost each shard a second command per timeout)."""
 REARM_MIN = 0.05
 """A wait is not re-armed on a shard that answered TIMED_OUT when less than this remains."""
 _RESERVE_FOREVER = b"reserve\r\n"
+_MAX_SELECT = 3600.0
+"""Longest single ``select`` (the wait loop goes round again without sending anything)."""
+_MAX_WAIT = 2**31 - 1
+"""Longest ``reserve-with-timeout`` (beanstalkd reads it as a C int; 68 years)."""
 
 MakeJob = Callable[[int, bytes, str, int, bool], Job]
 """Builds a ``Job`` (id, body, tube, priority, reserved) owned by the router."""
@@ -147,7 +155,10 @@ class Reserver:
         requests: list[Request] = []
         for shard in self._pool.shards.values():
             desired = wmap.get(shard.name, ["default"])
-            for conn in shard.consumers:
+            for conn in list(shard.consumers):
+                if not conn.reusable():
+                    self._pool.discard(shard, conn)
+                    continue
                 data, count = self._watch_delta(conn, desired)
                 if count:
                     requests.append((shard, conn, data, count))
@@ -190,7 +201,21 @@ class Reserver:
                 from its TTR deadline (also ends a wait at deadline - 1 s).
             ShardUnavailable: no shard that holds a watched tube can be reached.
         """
+        self._pool.begin()
+        try:
+            job = self._reserve(timeout)
+        except BaseException:
+            self._pool.abandon()
+            raise
+        finally:
+            self._pool.end()
+        self._pool.check_open("reserve")  # closed meanwhile: end() gave the job back
+        return job
+
+    def _reserve(self, timeout: float | None) -> Job | None:
         start = self._clock()
+        if timeout is not None and not timeout < math.inf:
+            timeout = None if timeout == math.inf else 0.0  # inf waits forever; NaN does not
         deadline = None if timeout is None else start + max(0.0, timeout)
         self._expire_held(start)
         wmap = self.shard_watch()
@@ -229,7 +254,15 @@ class Reserver:
         """
         shard, local = self._pool.shard_of(job_id)
         try:
+            return self._reserve_job(shard, job_id, local)
+        except BaseException:
+            self._pool.abandon()
+            raise
+
+    def _reserve_job(self, shard: Shard, job_id: int, local: int) -> Job:
+        try:
             conn = self._pool.consumer(shard, idle_only=False)
+            conn.reserving = True
             reply = conn.request(ReserveJob(local).encode())[0]
         except ConnectFailed as exc:
             raise ShardUnavailable(
@@ -239,6 +272,7 @@ class Reserver:
             self._pool.fail(shard, conn, exc)
             raise ShardUnavailable(f"shard {shard.name} failed", ((shard.name, str(exc)),)) from exc
         if not isinstance(reply, Reserved):
+            conn.reserving = False
             raise error_for_reply(reply, f"reserve-job {job_id}")
         job = self._choose([(shard, conn, reply)])
         if job is None:
@@ -267,6 +301,7 @@ class Reserver:
             except ConnectFailed:
                 continue
             data, count = self._watch_delta(conn, wmap[shard.name])
+            conn.reserving = True
             requests.append((shard, conn, data + zero, count + 1))
         found: list[tuple[Shard, Connection, Reserved]] = []
         for (shard, conn, _, count), result in zip(
@@ -282,7 +317,9 @@ class Reserver:
             last = result[-1]
             if isinstance(last, Reserved):
                 found.append((shard, conn, last))
-            elif not (isinstance(last, Word) and last.word in ("TIMED_OUT", "DEADLINE_SOON")):
+            elif isinstance(last, Word) and last.word in ("TIMED_OUT", "DEADLINE_SOON"):
+                conn.reserving = False
+            else:
                 self._pool.discard(shard, conn)
         if not found:
             return None
@@ -303,7 +340,13 @@ class Reserver:
                 continue
             reply = result[0]
             if not isinstance(reply, Ok):
-                continue  # gone (cannot happen to a job we hold); nothing to give back
+                if isinstance(reply, Word) and reply.word == "NOT_FOUND":
+                    conn.reserving = False  # gone: nothing to give back
+                else:
+                    # An answer we cannot use: the job is reserved on this connection and
+                    # would be stranded there. Closing the connection gives it back.
+                    self._pool.discard(shard, conn)
+                continue
             stats = parse_mapping(reply.body)
             pri = stats.get("pri", DEFAULT_PRIORITY)
             age = stats.get("age", 0)
@@ -324,7 +367,11 @@ class Reserver:
         for (shard, conn, _, _), result in zip(losers, self._pool.gather(losers), strict=True):
             if isinstance(result, ConnectionFailure):
                 self._pool.fail(shard, conn, result)  # closing put the job back to ready anyway
-            elif not (isinstance(result[0], Word) and result[0].word in ("RELEASED", "BURIED")):
+            elif (isinstance(result[0], Word) and result[0].word == "RELEASED") or isinstance(
+                result[0], BuriedReply
+            ):
+                conn.reserving = False
+            else:
                 self._pool.discard(shard, conn)
         shard, conn, reply = found[best[3]]
         stats = best[4]
@@ -339,6 +386,8 @@ class Reserver:
                 conn.request(Release(reply.id, best[0], 0).encode())
             except ConnectionFailure:
                 self._pool.discard(shard, conn)
+            else:
+                conn.reserving = False
             raise
         self._pool.held[job_id] = Held(
             conn=conn,
@@ -349,6 +398,8 @@ class Reserver:
             tube=str(tube),
         )
         conn.held += 1
+        conn.reserving = False
+        self._pool.lost.pop(job_id, None)
         for other in {id(f[0]): f[0] for f in found}.values():
             self._pool.trim(other)  # connections that gave their job back may now be surplus
         return self._make_job(job_id, reply.body, str(tube), best[0], True)
@@ -365,8 +416,12 @@ class Reserver:
         idle_seen: set[str] = set()
         sel = selectors.DefaultSelector()
         try:
+            # Readable when close() is called from another thread or a signal handler (a
+            # close() that came before the socket existed is seen by check_open below).
+            sel.register(self._pool.wake_fd(), selectors.EVENT_READ, None)
             pending_probe = list(relevant)
             while True:
+                self._pool.check_open("reserve")
                 now = self._clock()
                 # (Re)arm a wait on every relevant shard that may be tried now.
                 still: list[Shard] = []
@@ -400,14 +455,17 @@ class Reserver:
                 wake += probes
                 if not probes and pending_probe:
                     wake.append(now + 0.01)
-                timeout = None if not wake else max(0.0, min(wake) - now)
-                events = sel.select(timeout)
+                # Capped: epoll refuses timeouts past ~24 days; waking up early sends nothing.
+                timeout = None if not wake else min(max(0.0, min(wake) - now), _MAX_SELECT)
+                events = self._select(sel, timeout)
                 winners: list[tuple[Shard, Connection, Reserved]] = []
                 self._collect(sel, events, waiters, winners, pending_probe, idle_seen)
                 if winners:
                     # Jobs that became ready on several shards at once: take what has already
                     # arrived, so the most urgent of them wins.
-                    self._collect(sel, sel.select(0), waiters, winners, pending_probe, idle_seen)
+                    self._collect(
+                        sel, self._select(sel, 0), waiters, winners, pending_probe, idle_seen
+                    )
                     self._cancel(sel, waiters)
                     job = self._choose(winners)
                     if job is not None:
@@ -435,14 +493,27 @@ class Reserver:
         if deadline is None:
             command, expires = _RESERVE_FOREVER, None
         else:
-            seconds = max(1, math.ceil(deadline - now))
+            seconds = min(max(1, math.ceil(deadline - now)), _MAX_WAIT)
             command, expires = ReserveWithTimeout(seconds).encode(), now + seconds
+        conn.reserving = True
         try:
-            conn.send(data + command)
+            conn.send(data + command, count + 1)
         except SendFailed as exc:
             self._pool.fail(shard, conn, exc)
             return None
         return _Waiter(shard, conn, count + 1, expires)
+
+    def _select(
+        self, sel: selectors.BaseSelector, timeout: float | None
+    ) -> list[tuple[selectors.SelectorKey, int]]:
+        """``sel.select`` without the wake-up descriptor's event.
+
+        Raises:
+            RouterError: ``close()`` was called meanwhile (the waits are closed by ``end()``).
+        """
+        events = sel.select(timeout)
+        self._pool.check_open("reserve")
+        return [(key, mask) for key, mask in events if key.data is not None]
 
     def _collect(
         self,
@@ -475,6 +546,7 @@ class Reserver:
                     if isinstance(reply, Reserved):
                         winners.append((waiter.shard, conn, reply))
                     elif isinstance(reply, Word) and reply.word in ("TIMED_OUT", "DEADLINE_SOON"):
+                        conn.reserving = False
                         idle_seen.add(waiter.shard.name)
                         pending_probe.append(waiter.shard)  # re-armed if time is left
                     else:
@@ -516,7 +588,8 @@ class Reserver:
             remaining = min(limit, latest + TIMEOUT_GRACE / 2) - self._clock()
             if remaining <= 0:
                 break
-            self._collect(sel, sel.select(remaining), waiters, winners, pending_probe, idle_seen)
+            events = self._select(sel, remaining)
+            self._collect(sel, events, waiters, winners, pending_probe, idle_seen)
             if winners:
                 break
         cancelled = bool(waiters)

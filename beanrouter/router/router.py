@@ -14,16 +14,21 @@ jobs reserved through them). Invariants:
 * a connection waiting in a blocking reserve holds no job, so a wait is cancelled by closing the
   connection: beanstalkd puts anything it reserved in the race straight back to ready with its
   original priority and no counter changed;
-* a connection whose reply state is unknown (timeout, reset, unparsable reply) is closed, never
-  reused; the jobs it held go back to ready on the shard and are forgotten here;
+* a connection whose reply state is unknown (timeout, reset, unparsable reply, or an exception
+  such as ``KeyboardInterrupt`` escaping between a send and its reply) is closed, never reused;
+  the jobs it held go back to ready on the shard, and the next delete/release/bury/touch of one
+  of them raises ``ReservationLost`` rather than acting on it from another connection;
 * the router holds no job that it has not handed to the caller: jobs reserved on its behalf but not
   chosen are released at once with their original priority.
 
 A ``Router`` is not thread-safe: use one per thread (it is cheap; the ring is shared by value).
+The one exception is ``close()``, which may be called from another thread or a signal handler to
+end a blocked ``reserve``.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -68,10 +73,12 @@ from .connection import ConnectFailed, Connection, ReplyLost, SendFailed
 from .errors import (
     Buried,
     CommandError,
+    ConfigError,
     JobIdError,
     JobTooBig,
     NotFound,
     PutUncertain,
+    ReservationLost,
     RouterError,
     ShardUnavailable,
     UnexpectedReply,
@@ -111,6 +118,14 @@ class Router:
         rng: Callable[[], float] = random.random,
     ) -> None:
         config = servers if isinstance(servers, ClusterConfig) else config_from_servers(servers)
+        for field, value in (("connect_timeout", connect_timeout), ("timeout", timeout)):
+            # As in the configuration: 0 would mean "wait forever" to the socket layer.
+            if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise ConfigError(f"must be a number of seconds > 0, got {value!r}", field=field)
+        if failover is not None and (
+            isinstance(failover, bool) or not isinstance(failover, int) or failover < 0
+        ):
+            raise ConfigError(f"must be an integer >= 0, got {failover!r}", field="failover")
         self.config = config
         self._clock = clock
         self._placement = Placement(
@@ -153,9 +168,14 @@ class Router:
         self.close()
 
     def close(self) -> None:
-        """Close every connection: each shard puts the jobs this router held back to ready."""
-        self._pool.close()
+        """Close every connection: each shard puts the jobs this router held back to ready.
+
+        May be called from another thread or a signal handler to end a ``reserve`` blocked in
+        this router: that ``reserve`` raises ``RouterError`` and closes the connections itself
+        as it returns (at once when it is waiting; after the reply it is reading otherwise).
+        """
         self._closed = True
+        self._pool.close()
 
     @property
     def shards(self) -> tuple[str, ...]:
@@ -279,7 +299,7 @@ class Router:
                 causes.append((name, "down: " + health.last_error))
                 continue
             conn = shard.ctl
-            if conn is None or conn.stale():
+            if conn is None or not conn.reusable():
                 try:
                     conn = self._pool.ctl(shard)
                 except ConnectFailed as exc:
@@ -290,7 +310,7 @@ class Router:
             else:
                 data, count = Use(tube).encode() + command, 2
             try:
-                conn.send(data)
+                conn.send(data, count)
             except SendFailed as exc:
                 self._pool.fail(shard, conn, exc)
                 causes.append((name, str(exc)))
@@ -385,16 +405,35 @@ class Router:
         held = self._pool.held.get(job_id)
         return shard, local, None if held is None else held.conn
 
-    def _job_request(self, job_id: int, data: bytes, what: str) -> Reply:
+    def _job_request(self, job_id: int, data: bytes, what: str, reservation: bool = True) -> Reply:
+        """Send a job command where it belongs: to the connection holding the job, else to the
+        shard's control connection. ``reservation``: the command acts on this router's
+        reservation of the job (delete, release, bury, touch).
+
+        Raises:
+            ReservationLost: ``reservation`` and the connection that held the job was closed.
+        """
         shard, _, conn = self._job_conn(job_id)
+        if conn is not None and not conn.reusable():
+            self._pool.discard(shard, conn)  # broken: the shard has put its jobs back to ready
+            conn = None
         if conn is None:
+            if reservation:
+                lost = self._pool.lost.pop(job_id, None)
+                if lost is not None:
+                    raise ReservationLost(
+                        f"{what}: the connection to shard {lost} that held the job was closed;"
+                        " the shard put the job back to ready and will deliver it again",
+                        lost,
+                    )
             return self._pool.ctl_request(shard, data)[0]
         try:
             reply = conn.request(data)[0]
         except (SendFailed, ReplyLost) as exc:
             self._pool.fail(shard, conn, exc)
             raise ShardUnavailable(
-                f"{what}: shard {shard.name} failed; the job went back to ready there",
+                f"{what}: the connection to shard {shard.name} that held the job failed; the job"
+                " went back to ready there (unless this command took effect first)",
                 ((shard.name, str(exc)),),
             ) from exc
         shard.health.success()
@@ -405,6 +444,8 @@ class Router:
 
         Raises:
             NotFound: no such job, or it is reserved by someone else.
+            ReservationLost: this router held the job, and the connection holding it was closed
+                (the job is ready again on its shard); it is not deleted.
         """
         _, local = self._pool.shard_of(job_id)
         reply = self._job_request(job_id, Delete(local).encode(), f"delete {job_id}")
@@ -416,7 +457,8 @@ class Router:
         """Release a job this router holds (``priority`` defaults to its priority).
 
         Raises:
-            NotFound: the job is not reserved by this router.
+            NotFound: the job is not reserved by this router (``ReservationLost`` when the
+                connection that held it was closed).
             Buried: the shard buried it instead (out of memory).
         """
         held = self._pool.held.get(job_id)
@@ -439,7 +481,8 @@ class Router:
         """Bury a job this router holds (``priority`` defaults to its priority).
 
         Raises:
-            NotFound: the job is not reserved by this router.
+            NotFound: the job is not reserved by this router (``ReservationLost`` when the
+                connection that held it was closed).
         """
         held = self._pool.held.get(job_id)
         if priority is None:
@@ -454,7 +497,8 @@ class Router:
         """Restart the TTR of a job this router holds.
 
         Raises:
-            NotFound: the job is not reserved by this router.
+            NotFound: the job is not reserved by this router (``ReservationLost`` when the
+                connection that held it was closed).
         """
         _, local = self._pool.shard_of(job_id)
         start = self._clock()
@@ -473,7 +517,9 @@ class Router:
             NotFound: no such job.
         """
         _, local = self._pool.shard_of(job_id)
-        reply = self._job_request(job_id, StatsJob(local).encode(), f"stats-job {job_id}")
+        reply = self._job_request(
+            job_id, StatsJob(local).encode(), f"stats-job {job_id}", reservation=False
+        )
         stats = reply_mapping(reply, f"stats-job {job_id}")
         stats["id"] = job_id
         return stats

@@ -60,3 +60,16 @@ def test_bad_arguments() -> None:
     r.close()
     with pytest.raises(Exception, match="closed"):
         r.put(b"x")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("timeout", 0), ("timeout", -1.0), ("timeout", float("nan")), ("connect_timeout", 0.0),
+     ("failover", -1), ("failover", 1.5)],
+)  # fmt: skip
+def test_overrides_are_validated(field: str, value: object) -> None:
+    # timeout=0 reached the socket layer as "no timeout": a shard that never answered hung
+    # the caller forever. Overrides are checked like the configuration's fields.
+    with pytest.raises(ConfigError) as info:
+        Router(["127.0.0.1:1 a id=0"], **{field: value})  # type: ignore[arg-type]
+    assert info.value.field == field
