@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-SRC    := beanrouter tests
+SRC    := beanrouter tests benchmarks
 PYTEST_ARGS ?=
 
 .PHONY: help venv peers run test lint fmt bench clean distclean

@@ -6,6 +6,9 @@ single ``transport.write``. Pipelined input is not parsed while a reserve is blo
 beanstalkd) or while the client is not reading its replies (the transport's write buffer is over
 its high-water mark): then reading stops too, so a client that never reads cannot grow our memory.
 One server-wide timer drives ``Engine.tick`` at ``Engine.next_wakeup``.
+With a binlog (``-b``), ``Server.commit`` (commit.py) runs after each batch and before its replies
+are written, and a reply for a woken reserve waits for the next batch end of its connection; both
+are marked "binlog hook" below.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import contextlib
 import signal
 import socket
 from collections.abc import Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from ..protocol import CLOSED, NEED_DATA, CommandReader
 from .dispatch import QUIT, WAITING, Session, reply_for_wake
 from .engine import Engine
+
+if TYPE_CHECKING:  # binlog hook: imported only with -b
+    from .commit import GroupCommit
 
 __all__ = ["Server", "ServerProtocol", "serve"]
 
@@ -30,9 +36,15 @@ INPUT_HIGH_WATER = 256 * 1024
 class Server:
     """Owns the engine, the listeners and the engine's timer."""
 
-    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        loop: asyncio.AbstractEventLoop,
+        commit: GroupCommit | None = None,
+    ) -> None:
         self.engine = engine
         self.loop = loop
+        self.commit = commit  # binlog hook: None without -b
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self.protocols: set[ServerProtocol] = set()
@@ -71,6 +83,7 @@ class ServerProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_closing",
+        "_held",
         "_out_paused",
         "_read_paused",
         "_waiting",
@@ -92,6 +105,7 @@ class ServerProtocol(asyncio.Protocol):
         self._out_paused = False
         self._read_paused = False
         self._closing = False
+        self._held: bytes | None = None  # binlog hook: a woken reserve's reply, see _on_wake
 
     # -- asyncio callbacks ------------------------------------------------------------------------
 
@@ -149,6 +163,9 @@ class ServerProtocol(asyncio.Protocol):
         reader = self.reader
         handle = self.session.handle
         out: list[bytes] = []
+        if self._held is not None:  # binlog hook
+            out.append(self._held)
+            self._held = None
         close = False
         while True:
             event = reader.next_event()
@@ -168,6 +185,9 @@ class ServerProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         if out:
+            commit = self.server.commit
+            if commit is not None:  # binlog hook: records before replies
+                commit.end_of_batch()
             transport.write(b"".join(out))
         if close:
             self._close()
@@ -183,7 +203,10 @@ class ServerProtocol(asyncio.Protocol):
         if self._closing or self.transport is None:
             return
         self._waiting = False
-        self.transport.write(reply_for_wake(result))
+        if self.server.commit is None:
+            self.transport.write(reply_for_wake(result))
+        else:  # binlog hook: the put that woke us may not be logged yet; _process sends it
+            self._held = reply_for_wake(result)
         self.server.loop.call_soon(self._process)
 
     def _close(self) -> None:
@@ -213,10 +236,14 @@ async def serve(
     sock: socket.socket,
     *,
     ready: Callable[[list[str]], None] | None = None,
+    commit: Callable[[asyncio.AbstractEventLoop], GroupCommit] | None = None,
 ) -> None:
-    """Serve on the listening socket ``sock`` until SIGTERM/SIGINT."""
+    """Serve on the listening socket ``sock`` until SIGTERM/SIGINT.
+
+    ``commit`` makes the binlog's GroupCommit for the loop; it is closed (synced) on the way out.
+    """
     loop = asyncio.get_running_loop()
-    server = Server(engine, loop)
+    server = Server(engine, loop, commit(loop) if commit is not None else None)
     if sock.family == socket.AF_UNIX:
         listener = await loop.create_unix_server(server.protocol_factory, sock=sock)
     else:
@@ -232,3 +259,5 @@ async def serve(
         for proto in list(server.protocols):
             if proto.transport is not None:
                 proto.transport.abort()
+        if server.commit is not None:  # binlog hook
+            server.commit.close()

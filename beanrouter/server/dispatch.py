@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .. import protocol as p
-from .engine import DEADLINE_SOON, TIMED_OUT, WAIT, Conn, Draining, Engine, Job
+from .engine import DEADLINE_SOON, TIMED_OUT, WAIT, Conn, Draining, Engine, Job, OutOfSpace
 
 __all__ = ["QUIT", "WAITING", "Session", "reply_for_wake"]
 
@@ -43,6 +43,7 @@ _NOT_IGNORED = p.NOT_IGNORED.encode()
 _DEADLINE_SOON = p.DEADLINE_SOON.encode()
 _TIMED_OUT = p.TIMED_OUT.encode()
 _DRAINING = p.DRAINING.encode()
+_OUT_OF_MEMORY = p.OUT_OF_MEMORY.encode()
 
 
 def _job_reply(word: bytes, job: Job) -> bytes:
@@ -133,6 +134,8 @@ class Session:
             engine.put(self.conn, cmd.priority, cmd.delay, cmd.ttr, cmd.body, job_id=job_id)
         except Draining:
             return _DRAINING
+        except OutOfSpace:
+            return _OUT_OF_MEMORY
         return p.encode_inserted(job_id)
 
     def _reserve(self, cmd: p.Command) -> bytes | _Control:
@@ -157,11 +160,18 @@ class Session:
         return _DELETED if self.engine.delete(self.conn, cmd.id) else _NOT_FOUND
 
     def _release(self, cmd: p.Release) -> bytes:
-        ok = self.engine.release(self.conn, cmd.id, cmd.priority, cmd.delay)
+        try:
+            ok = self.engine.release(self.conn, cmd.id, cmd.priority, cmd.delay)
+        except OutOfSpace:
+            return _OUT_OF_MEMORY
         return _RELEASED if ok else _NOT_FOUND
 
     def _bury(self, cmd: p.Bury) -> bytes:
-        return _BURIED if self.engine.bury(self.conn, cmd.id, cmd.priority) else _NOT_FOUND
+        try:
+            ok = self.engine.bury(self.conn, cmd.id, cmd.priority)
+        except OutOfSpace:
+            return _OUT_OF_MEMORY
+        return _BURIED if ok else _NOT_FOUND
 
     def _touch(self, cmd: p.Touch) -> bytes:
         return _TOUCHED if self.engine.touch(self.conn, cmd.id) else _NOT_FOUND
@@ -170,7 +180,11 @@ class Session:
         return p.encode_kicked(self.engine.kick(self.conn, cmd.bound))
 
     def _kick_job(self, cmd: p.KickJob) -> bytes:
-        return _KICKED if self.engine.kick_job(self.conn, cmd.id) else _NOT_FOUND
+        try:
+            ok = self.engine.kick_job(self.conn, cmd.id)
+        except OutOfSpace:
+            return _OUT_OF_MEMORY
+        return _KICKED if ok else _NOT_FOUND
 
     def _peek_result(self, job: Job | None) -> bytes:
         return _NOT_FOUND if job is None else _job_reply(b"FOUND", job)

@@ -29,16 +29,22 @@ hit a beanstalkd timer bug:
   expiry until the conn's next command. Here TTRs always end on time.
 - If a waiting conn due for DEADLINE_SOON is handed its own just-expired job in the same tick,
   C overwrites the RESERVED reply with DEADLINE_SOON; here it gets RESERVED.
+
+Persistence: with a ``Journal`` set (``-b``), the engine reports the events beanstalkd logs (put,
+bury, kick, kick-job, release with a delay, delete) as they happen; space is asked for before
+anything changes, so a full disk refuses the command (``OutOfSpace``) and leaves no trace. Unlike
+beanstalkd, a release or bury refused that way leaves the job reserved (C loses track of it). No
+journal (the default) costs one ``is not None`` test on those paths.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from heapq import heapify, heappop, heappush
 from operator import attrgetter
-from typing import Final, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 from .job import (
     BURIED,
@@ -66,8 +72,11 @@ __all__ = [
     "Draining",
     "Engine",
     "Job",
+    "Journal",
+    "OutOfSpace",
     "ProcInfo",
     "ReserveOutcome",
+    "SavedJob",
     "Tube",
     "WakeResult",
 ]
@@ -122,10 +131,46 @@ WAIT: Final = ReserveOutcome.WAIT
 
 WakeResult: TypeAlias = Job | ReserveOutcome
 StatValue: TypeAlias = int | str | bool
+SavedJob: TypeAlias = tuple[int, str, int, int, int, bytes, int, int, int, int, int, int]
+"""A job read back from the binlog, for ``Engine.restore``: (id, tube, pri, delay, ttr, body,
+state, created_at, deadline_at, counts, bury_seq, file); times in absolute ns, ``counts`` packed
+as in ``Job.counts``."""
 
 
 class Draining(Exception):
     """put was refused because the server is in drain mode (the job id is used up)."""
+
+
+class OutOfSpace(Exception):
+    """The journal could not reserve log space (disk full); the reply is ``OUT_OF_MEMORY``.
+
+    Nothing changed, except that a refused put has used up its id (as in beanstalkd)."""
+
+
+class Journal(Protocol):
+    """What the engine tells its persistence layer (beanrouter.server.binlog.Wal implements it).
+
+    Each method records the job as it is at the call (the engine calls it at the moment
+    beanstalkd writes its record); the record must be encoded before the method returns.
+    """
+
+    def put(self, job: Job) -> bool:
+        """Log a new job (READY or DELAYED) and reserve space for its later delete.
+        False: no space; the engine then drops the job."""
+        ...
+
+    def reserve_update(self) -> bool:
+        """Make sure the next ``update`` has room (False: no space). Called before a change."""
+        ...
+
+    def update(self, job: Job) -> None:
+        """Log a state change (bury, kick, release with delay); room was reserved."""
+        ...
+
+    def delete(self, job: Job) -> None:
+        """Log the deletion of ``job`` (called just before it goes); uses the space reserved
+        at put, so it cannot fail for lack of space."""
+        ...
 
 
 def _ignore_wake(result: WakeResult) -> None:
@@ -138,6 +183,7 @@ def _trunc_seconds(ns: int) -> int:
 
 
 _deadline_of = attrgetter("deadline_at")
+_bury_seq_of = attrgetter("bury_seq")
 
 
 def _heap_fix(h: list[Job], i: int) -> None:
@@ -248,8 +294,8 @@ class Engine:
             "binlog-max-size": DEFAULT_BINLOG_MAX_SIZE,
         }
         """Values shown by ``stats``; a journal may update them in place."""
-        self.job_file: Callable[[Job], int] = lambda job: 0
-        """stats-job ``file``: the binlog file holding the job (0 without a binlog)."""
+        self.journal: Journal | None = None
+        """Persistence (``-b``); None: nothing is logged."""
         self.epoch = clock()
         self.started_at = self.epoch
         self.next_id = 1
@@ -388,6 +434,7 @@ class Engine:
 
         Raises:
             Draining: drain mode; the id is used up all the same.
+            OutOfSpace: the journal has no room; the id is used up all the same.
         """
         now = self.clock()
         if job_id is None:
@@ -401,6 +448,16 @@ class Engine:
             raise Draining
         t = c.use
         j = Job(job_id, pri, delay, ttr if ttr > 0 else 1, body, t, now - self.epoch)
+        journal = self.journal
+        if journal is not None:
+            # Logged as beanstalkd logs it: ready or delayed, before a waiter may take it.
+            if delay:
+                j.state = DELAYED
+                j.deadline_at = now + delay * NS
+            else:
+                j.state = READY
+            if not journal.put(j):
+                raise OutOfSpace
         self._jobs[job_id] = j
         t.refs += 1
         self.total_jobs += 1
@@ -515,9 +572,11 @@ class Engine:
             return False
         t = j.tube
         st = j.state
+        if st == RESERVED and j.reserver is not conn:
+            return False
+        if self.journal is not None:
+            self.journal.delete(j)
         if st == RESERVED:
-            if j.reserver is not conn:
-                return False
             self._unreserve(conn, j)
             j.state = INVALID
         elif st == READY:
@@ -551,27 +610,45 @@ class Engine:
         return True
 
     def release(self, conn: Conn, job_id: int, pri: int, delay: int) -> bool:
-        """release: own reserved job back to ready (delay 0) or delayed, with a new pri."""
+        """release: own reserved job back to ready (delay 0) or delayed, with a new pri.
+
+        Raises:
+            OutOfSpace: a delayed release could not be logged; the job stays reserved.
+        """
         j = self._jobs.get(job_id)
         if j is None or j.state != RESERVED or j.reserver is not conn:
             return False
+        journal = self.journal if delay else None
+        if journal is not None and not journal.reserve_update():
+            raise OutOfSpace
         now = self.clock()
         self._unreserve(conn, j)
         j.pri = pri
         j.delay = delay
         j.counts += RELEASE_ONE
         self._enqueue(j, delay, now)
+        if journal is not None:
+            journal.update(j)
         self._flush()
         return True
 
     def bury(self, conn: Conn, job_id: int, pri: int) -> bool:
-        """bury: own reserved job to the end of its tube's buried FIFO, with a new pri."""
+        """bury: own reserved job to the end of its tube's buried FIFO, with a new pri.
+
+        Raises:
+            OutOfSpace: the bury could not be logged; the job stays reserved.
+        """
         j = self._jobs.get(job_id)
         if j is None or j.state != RESERVED or j.reserver is not conn:
             return False
+        journal = self.journal
+        if journal is not None and not journal.reserve_update():
+            raise OutOfSpace
         self._unreserve(conn, j)
         j.pri = pri
         self._bury(j)
+        if journal is not None:
+            journal.update(j)
         return True
 
     def touch(self, conn: Conn, job_id: int) -> bool:
@@ -589,14 +666,16 @@ class Engine:
 
     def kick(self, conn: Conn, bound: int) -> int:
         """kick: up to ``bound`` jobs of the used tube: buried ones (FIFO) if there are any,
-        else delayed ones (earliest deadline first). Returns how many."""
+        else delayed ones (earliest deadline first). Returns how many (with a journal, kicking
+        stops early when a kick cannot be logged, as in beanstalkd)."""
         t = conn.use
         n = 0
+        journal = self.journal
         if t.buried_ct:
             now = self.clock()
             while n < bound:
                 j = self._buried_head(t)
-                if j is None:
+                if j is None or (journal is not None and not journal.reserve_update()):
                     break
                 self._kick_buried(j, now)
                 n += 1
@@ -604,7 +683,7 @@ class Engine:
             now = self.clock()
             while n < bound:
                 j = self._delay_top(t)
-                if j is None:
+                if j is None or (journal is not None and not journal.reserve_update()):
                     break
                 self._kick_delayed(j, now)
                 n += 1
@@ -612,19 +691,25 @@ class Engine:
         return n
 
     def kick_job(self, conn: Conn, job_id: int) -> bool:
-        """kick-job: a buried or delayed job (any tube) to ready."""
+        """kick-job: a buried or delayed job (any tube) to ready.
+
+        Raises:
+            OutOfSpace: the kick could not be logged (beanstalkd answers NOT_FOUND then).
+        """
         j = self._jobs.get(job_id)
         if j is None:
             return False
         st = j.state
+        if st not in (BURIED, DELAYED):
+            return False
+        if self.journal is not None and not self.journal.reserve_update():
+            raise OutOfSpace
         if st == BURIED:
             self._kick_buried(j, self.clock())
             self._compact_buried(j.tube)
-        elif st == DELAYED:
+        else:
             self._kick_delayed(j, self.clock())
             self._compact_delay(j.tube)
-        else:
-            return False
         self._flush()
         return True
 
@@ -812,7 +897,7 @@ class Engine:
             "delay": j.delay,
             "ttr": j.ttr,
             "time-left": time_left,
-            "file": self.job_file(j),
+            "file": j.file,
             "reserves": j.reserves,
             "timeouts": j.timeouts,
             "releases": j.releases,
@@ -959,6 +1044,8 @@ class Engine:
     def _kick_buried(self, j: Job, now: int) -> None:
         self._unbury(j)
         j.counts += KICK_ONE
+        if self.journal is not None:
+            self._log_kick(j)
         self._enqueue(j, 0, now)
 
     def _kick_delayed(self, j: Job, now: int) -> None:
@@ -966,7 +1053,15 @@ class Engine:
         t.delay_ct -= 1
         self.delayed_ct -= 1
         j.counts += KICK_ONE
+        if self.journal is not None:
+            self._log_kick(j)
         self._enqueue(j, 0, now)
+
+    def _log_kick(self, j: Job) -> None:
+        """Log a kicked job as ready, before a waiter may take it (beanstalkd logs it then)."""
+        assert self.journal is not None
+        j.state = READY
+        self.journal.update(j)
 
     # -- internals: enqueue and the waiting queue -----------------------------------------------
 
@@ -1196,6 +1291,73 @@ class Engine:
                 c.wait_deadline = NEVER
                 self._wake(c, TIMED_OUT)
         self._rearm(c)
+
+    # -- restoring from a binlog -----------------------------------------------------------------
+
+    def restore(self, tubes: Iterable[str], jobs: Iterable[SavedJob]) -> None:
+        """Load jobs read back from the binlog (beanstalkd's replay); nothing is logged.
+
+        Call before any connection exists. Reserved jobs come back ready; buried ones keep their
+        FIFO order (by ``bury_seq``; later buries get higher stamps) and, as in beanstalkd (its
+        replay buries them anew), their ``buries`` counter goes up by one; delayed ones keep their
+        absolute deadline (ready if it has passed). ``next_id`` becomes at least the highest
+        id + 1. Counters total-jobs and the cmd-* ones are not restored (nor are they in C).
+
+        Args:
+            tubes: tube names in list-tubes order; each must be the tube of some job.
+            jobs: ``SavedJob`` tuples, each id not yet known.
+        """
+        now = self.clock()
+        epoch = self.epoch
+        for name in tubes:
+            self._tube_find_or_make(name)
+        buried: list[Job] = []
+        changed: dict[Tube, None] = {}
+        all_jobs = self._jobs
+        delay_heap = self._delay_heap
+        for job_id, tube, pri, delay, ttr, body, state, created, deadline, counts, bseq, f in jobs:
+            t = self._tube_find_or_make(tube)
+            j = Job(job_id, pri, delay, ttr, body, t, created - epoch)
+            j.counts = counts
+            j.file = f
+            all_jobs[job_id] = j
+            t.refs += 1
+            if job_id >= self.next_id:
+                self.next_id = job_id + 1
+            changed[t] = None
+            if state == BURIED:
+                j.bury_seq = bseq
+                buried.append(j)
+            elif state == DELAYED and deadline > now:
+                j.state = DELAYED
+                j.deadline_at = deadline
+                e = (deadline, job_id, j)
+                t.delay.append(e)
+                delay_heap.append(e)
+                t.delay_ct += 1
+                self.delayed_ct += 1
+            else:
+                j.state = READY
+                t.ready.append(j)
+                t.ready_ct += 1
+                self.ready_ct += 1
+                if pri < URGENT_THRESHOLD:
+                    t.urgent_ct += 1
+                    self.urgent_ct += 1
+        for t in changed:
+            heapify(t.ready)
+            heapify(t.delay)
+        heapify(delay_heap)
+        buried.sort(key=_bury_seq_of)
+        for j in buried:
+            t = j.tube
+            j.state = BURIED
+            j.counts += BURY_ONE
+            t.buried.append((j.bury_seq, j))
+            t.buried_ct += 1
+            self.buried_ct += 1
+            if j.bury_seq > self._bury_seq:
+                self._bury_seq = j.bury_seq
 
     # -- introspection for tests ----------------------------------------------------------------
 

@@ -9,8 +9,8 @@ Invariants:
   Job objects directly (no per-job key tuple), which is why ``pri`` must not change while a job is
   in a ready heap: the engine only changes it on reserved jobs.
 
-Memory: twelve slots (128 bytes per object with CPython's GC header). The five u32 counters share
-one int (``counts``, 32 bits each) so a fresh job costs no counter objects at all.
+Memory: thirteen slots (136 bytes per object as ``sys.getsizeof`` counts). The five u32 counters
+share one int (``counts``, 32 bits each) so a fresh job costs no counter objects at all.
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ class Job:
         counts: the five stats-job counters packed 32 bits each; read them through the
             properties ``reserves``, ``timeouts``, ``releases``, ``buries``, ``kicks``.
         reserver: the Conn holding the job while RESERVED, else None.
-        bury_seq: stamp of the job's current entry in its tube's buried FIFO (valid while BURIED).
+        bury_seq: stamp of the job's current entry in its tube's buried FIFO (valid while BURIED);
+            the binlog keeps it so a restart restores the FIFO order.
+        file: index of the binlog file holding the job's latest full record (stats-job ``file``);
+            0 without a binlog.
     """
 
     __slots__ = (
@@ -81,6 +84,7 @@ class Job:
         "created_at",
         "deadline_at",
         "delay",
+        "file",
         "id",
         "pri",
         "reserver",
@@ -101,6 +105,7 @@ class Job:
     counts: int
     reserver: Conn | None
     bury_seq: int
+    file: int
 
     def __init__(
         self,
@@ -124,6 +129,7 @@ class Job:
         self.counts = 0
         self.reserver = None
         self.bury_seq = 0
+        self.file = 0
 
     def __lt__(self, other: Job) -> bool:
         a = self.pri

@@ -3,7 +3,8 @@
 Flags (as in beanstalkd 1.12): ``-b DIR -f MS -F -l ADDR -p PORT -u USER -z BYTES -s BYTES -v -V
 -h``. Flags may be grouped (``-VV``) and take their argument attached (``-p11300``) or as the next
 word. Errors print beanstalkd's usage text to stderr and exit 5. Differences: the default address
-is 127.0.0.1, not 0.0.0.0 (pass ``-l 0.0.0.0`` to listen everywhere).
+is 127.0.0.1, not 0.0.0.0 (pass ``-l 0.0.0.0`` to listen everywhere); one long option of our own,
+``--salvage``, starts from a binlog with damage other than a torn tail (docs/server.md).
 Pure: parsing returns a ``ServerOptions`` or raises ``UsageExit``; printing is the caller's job.
 """
 
@@ -34,6 +35,8 @@ class ServerOptions:
     """Milliseconds between fsyncs; None with ``-F`` (never fsync)."""
     binlog_file_size: int = DEFAULT_FILE_SIZE
     user: str | None = None
+    salvage: bool = False
+    """``--salvage``: skip damaged binlog records instead of refusing to start."""
     verbose: int = 0
     warnings: tuple[str, ...] = ()
 
@@ -67,6 +70,7 @@ def usage_text(progname: str) -> str:
         " -v       show version information\n"
         " -V       increase verbosity\n"
         " -h       show this help\n"
+        " --salvage  start from a damaged binlog, skipping what cannot be read\n"
     )
 
 
@@ -93,6 +97,9 @@ def parse_args(argv: list[str], progname: str = "beanstalkd") -> ServerOptions:
     while i < len(args):
         word = args[i]
         i += 1
+        if word == "--salvage":
+            opts.salvage = True
+            continue
         if not word.startswith("-") or word == "-":
             raise UsageExit(5, stderr=_warn(progname, warnings, f"unknown argument: {word}"))
         flags = word[1:]

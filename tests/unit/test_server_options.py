@@ -44,6 +44,16 @@ def test_binlog_flags() -> None:
     assert parse_args(["-F", "-f", "10"]).fsync_ms == 10
 
 
+def test_salvage_is_a_long_option_of_our_own() -> None:
+    assert parse_args([]).salvage is False
+    opts = parse_args(["-b", "/tmp/x", "--salvage", "-f0"])
+    assert (opts.salvage, opts.binlog_dir, opts.fsync_ms) == (True, "/tmp/x", 0)
+    assert "--salvage" in usage_text("beanstalkd")
+    with pytest.raises(UsageExit) as info:
+        parse_args(["--salvage=yes"])
+    assert info.value.code == 5
+
+
 def test_grouped_flags_and_verbosity() -> None:
     opts = parse_args(["-VV", "-Fz", "100"])
     assert opts.verbose == 2 and opts.fsync_ms is None and opts.max_job_size == 100
