@@ -318,8 +318,9 @@ class CommandReader:
         """Bytes received and not yet consumed."""
         return len(self._buf) - self._pos
 
-    def receive_data(self, data: bytes) -> None:
-        """Add bytes from the peer; ``b""`` marks the end of its stream."""
+    def receive_data(self, data: bytes | memoryview) -> None:
+        """Add bytes from the peer (copied: a reused receive buffer may be passed); ``b""`` marks
+        the end of its stream."""
         if not data:
             self._eof = True
             return
