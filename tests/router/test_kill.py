@@ -1,11 +1,9 @@
 """A shard SIGKILLed mid-stream while producers and consumers run.
 
 Shards run with ``-b`` (a binlog), so the killed shard comes back with every job it
-acknowledged: no acknowledged job may be lost, and the consumers drain everything. The bundled
-server refuses ``-b`` until its binlog lands; until then it runs without one and the test checks
-what survives without a binlog: every job acknowledged by a shard that was not killed, and every
-job put after the kill, is consumed, and puts never fail while a successor is up. As soon as the
-bundled server accepts ``-b``, the full check applies to it automatically.
+acknowledged: no acknowledged job may be lost, and the consumers drain everything; puts never
+fail while a successor is up. Both backends (real beanstalkd and the bundled server) run with
+their binlog.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import pytest
 from beanrouter.router import PutUncertain, Router, RouterError, ids
 from beanrouter.router.ring import Placement
 
-from .cluster import BACKENDS, BUNDLED, start_all, stats
+from .cluster import BACKENDS, start_all, stats
 from .conftest import NAMES, server_lines
 
 
@@ -31,14 +29,7 @@ def test_shard_killed_mid_stream(backend: str, tmp_path: Path) -> None:
         d = tmp_path / name
         d.mkdir()
         dirs.append(str(d))
-    binlog = True
-    try:
-        started = start_all(backend, 3, dirs)
-    except RuntimeError as exc:
-        if backend != BUNDLED or "not yet supported" not in str(exc):
-            raise
-        binlog = False  # the bundled server has no binlog yet: see the module docstring
-        started = start_all(backend, 3)
+    started = start_all(backend, 3, dirs)
     shards = dict(zip(NAMES, started, strict=True))
     lines = server_lines(list(shards.values()))
     placement = Placement([(n, 1) for n in NAMES])
@@ -111,14 +102,7 @@ def test_shard_killed_mid_stream(backend: str, tmp_path: Path) -> None:
         stop_producing.set()
         threads[0].join(timeout=30)
         deadline = time.monotonic() + 20
-        if binlog:
-            expected = set(acked)
-        else:
-            # Without a binlog the killed shard's acknowledged jobs died with it.
-            expected = {
-                b for b, jid in acked.items()
-                if ids.decode(jid)[0] != victim_id or acked_at[b] > killed_at[0]
-            }  # fmt: skip
+        expected = set(acked)
         while time.monotonic() < deadline and not expected <= consumed:
             time.sleep(0.1)
     finally:
