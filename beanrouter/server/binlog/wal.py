@@ -208,11 +208,10 @@ class Wal:
 
     # -- Journal (called by the engine) -----------------------------------------------------------
 
-    def put(self, job: Job) -> bool:
-        """Log a new job; False (and nothing logged) when its room cannot be reserved."""
-        tube = job.tube.name.encode()
-        rec = job_record(
-            tube,
+    def _job_record(self, job: Job) -> bytes:
+        """The full JOB record of ``job`` as it is now."""
+        return job_record(
+            job.tube.name.encode(),
             job.body,
             job.id,
             job.pri,
@@ -224,6 +223,10 @@ class Wal:
             job.bury_seq,
             job.counts,
         )
+
+    def put(self, job: Job) -> bool:
+        """Log a new job; False (and nothing logged) when its room cannot be reserved."""
+        rec = self._job_record(job)
         size = len(rec)
         owed = self.owed + 1
         f = self.cur
@@ -380,20 +383,7 @@ class Wal:
     def rewrite(self, job: Job) -> int:
         """Write a fresh JOB record of ``job`` (as it is now) into ``cur``, so its older file
         can go (a migration). Returns the record's size, or 0 if there is no room."""
-        tube = job.tube.name.encode()
-        rec = job_record(
-            tube,
-            job.body,
-            job.id,
-            job.pri,
-            job.delay,
-            job.ttr,
-            job.state,
-            self._epoch + job.created_at,
-            job.deadline_at,
-            job.bury_seq,
-            job.counts,
-        )
+        rec = self._job_record(job)
         size = len(rec)
         if not self._ensure(size, self.owed):
             return 0
