@@ -10,8 +10,6 @@ Pure: parsing returns a ``ServerOptions`` or raises ``UsageExit``; printing is t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 # Not imported from beanrouter.protocol on purpose: this module is on the start-up path, which
 # binds the listening socket before anything heavy is imported (tests check they agree).
 DEFAULT_MAX_JOB_SIZE = 65535
@@ -25,20 +23,35 @@ DEFAULT_ADDR = "127.0.0.1"
 DEFAULT_PORT = 11300
 
 
-@dataclass
 class ServerOptions:
-    addr: str = DEFAULT_ADDR
-    port: int = DEFAULT_PORT
-    max_job_size: int = DEFAULT_MAX_JOB_SIZE
-    binlog_dir: str | None = None
-    fsync_ms: int | None = DEFAULT_FSYNC_MS
-    """Milliseconds between fsyncs; None with ``-F`` (never fsync)."""
-    binlog_file_size: int = DEFAULT_FILE_SIZE
-    user: str | None = None
-    salvage: bool = False
-    """``--salvage``: skip damaged binlog records instead of refusing to start."""
-    verbose: int = 0
-    warnings: tuple[str, ...] = ()
+    """What the command line asked for. (A plain class: ``dataclasses`` costs start-up time.)"""
+
+    __slots__ = (
+        "addr",
+        "binlog_dir",
+        "binlog_file_size",
+        "fsync_ms",
+        "max_job_size",
+        "port",
+        "salvage",
+        "user",
+        "verbose",
+        "warnings",
+    )
+
+    def __init__(self) -> None:
+        self.addr: str = DEFAULT_ADDR
+        self.port: int = DEFAULT_PORT
+        self.max_job_size: int = DEFAULT_MAX_JOB_SIZE
+        self.binlog_dir: str | None = None
+        self.fsync_ms: int | None = DEFAULT_FSYNC_MS
+        """Milliseconds between fsyncs; None with ``-F`` (never fsync)."""
+        self.binlog_file_size: int = DEFAULT_FILE_SIZE
+        self.user: str | None = None
+        self.salvage: bool = False
+        """``--salvage``: skip damaged binlog records instead of refusing to start."""
+        self.verbose: int = 0
+        self.warnings: tuple[str, ...] = ()
 
 
 class UsageExit(Exception):
