@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,15 @@ def test_peer_suite(impl: str, suite: PeerSuite, tmp_path: Path) -> None:
     outcome, output = run_suite(suite, Path(server[0]), tmp_path)
 
     expected = Outcome(suite.expected_passed, 0, 0, 0, ())
+    if outcome != expected:
+        # greenstalk's timing tests allow 50 ms over their 0.1 s spawn wait, which a busy 2-core
+        # CI machine can eat: one rerun, reported; a real failure fails both runs.
+        first = outcome
+        outcome, output = run_suite(suite, Path(server[0]), tmp_path)
+        if outcome == expected:
+            warnings.warn(
+                f"{suite.name} against {impl} passed on a rerun; first run: {first}", stacklevel=1
+            )
     if outcome != expected:
         counts = (
             f"{outcome.passed} passed, {outcome.failed} failed, {outcome.errors} errors, "
