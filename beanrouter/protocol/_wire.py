@@ -81,14 +81,12 @@ def _strto_prefix(buf: bytes, pos: int) -> tuple[int, int, bool] | None:
     while pos < n and buf[pos] in _SPACES:
         pos += 1
     negative = False
-    start = pos
     if pos < n and buf[pos] in b"+-":
         negative = buf[pos] == 0x2D
         pos += 1
     end = _digits_end(buf, pos)
     if end == pos:
         return None  # no conversion: strto* returns 0 and leaves end at the start
-    del start
     return int(buf[pos:end]), end, negative
 
 

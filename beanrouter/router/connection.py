@@ -239,18 +239,8 @@ class Connection:
         except OSError as exc:
             self.close()
             raise ReplyLost(f"receive from {self.shard} failed: {exc}") from exc
-        try:
-            event = self.reader.next_event()
-        except ProtocolError as exc:
-            self.close()
-            raise ReplyLost(f"bad reply from {self.shard}: {exc}") from exc
-        if isinstance(event, Reply):
-            self.pending -= 1
-            return event
-        if event is NEED_DATA:
-            return self.read()  # a partial reply: wait for the rest
-        self.close()
-        raise ReplyLost(f"{self.shard} closed the connection")
+        reply = self.next_reply()
+        return reply if reply is not None else self.read()  # a partial reply: wait for the rest
 
     def request(self, data: bytes, count: int = 1) -> list[Reply]:
         """Send ``data`` (``count`` pipelined commands) and read their ``count`` replies.
