@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from beanrouter import Router
-from beanrouter.protocol import INTERNAL_ERROR, Reply
+from beanrouter.core import Outcome, Round
+from beanrouter.protocol import INTERNAL_ERROR
 from beanrouter.router import (
     DEFAULT_PRIORITY,
     ReservationLost,
@@ -36,7 +37,7 @@ from beanrouter.router import (
     ids,
 )
 from beanrouter.router.connection import Connection
-from beanrouter.router.pool import Pool, Request, Result
+from beanrouter.router.driver import Driver
 
 from .cluster import BEANSTALKD, Shard, start_all, stats
 from .conftest import NAMES, Cluster, server_lines
@@ -120,7 +121,7 @@ def test_interrupted_blocking_reserve_strands_nothing(bk: Cluster) -> None:
     producer.close()
 
 
-@pytest.mark.parametrize("method", ["pump", "read"])
+@pytest.mark.parametrize("method", ["pump", "read_next"])
 def test_interrupted_sweep_leaves_no_stale_reply(
     bk: Cluster, monkeypatch: pytest.MonkeyPatch, method: str
 ) -> None:
@@ -204,20 +205,22 @@ def test_unusable_stats_job_reply_does_not_strand_the_job(
 ) -> None:
     # The sweep's stats-job (to rank the jobs found) answered with something other than OK:
     # the job was skipped without being given back, reserved on behalf of nobody.
-    original = Pool.gather
+    original = Driver._execute
 
-    def gather(self: Pool, requests: list[Request]) -> list[Result]:
-        results = original(self, requests)
-        if requests and requests[0][2].startswith(b"stats-job"):
-            internal: list[Reply] = [INTERNAL_ERROR]
-            return [internal for _ in results]
-        return results
+    def execute(self: Driver, rnd: Round) -> Outcome:
+        outcome = original(self, rnd)
+        if rnd.sends and rnd.sends[0].data.startswith(b"stats-job"):
+            return {
+                link: [INTERNAL_ERROR] * len(got) if isinstance(got, list) else got
+                for link, got in outcome.items()
+            }
+        return outcome
 
     with bk.router() as r:
         r.put(b"x")
-        monkeypatch.setattr(Pool, "gather", gather)
+        monkeypatch.setattr(Driver, "_execute", execute)
         assert r.reserve(timeout=0) is None
-        monkeypatch.setattr(Pool, "gather", original)
+        monkeypatch.setattr(Driver, "_execute", original)
         assert _until(lambda: _reserved(bk) == 0)
         job = r.reserve(timeout=0)
         assert job is not None and job.body == b"x"
@@ -283,9 +286,8 @@ def test_no_descriptor_leak_and_close_with_a_shard_down(bk: Cluster) -> None:
             killed = True
     assert killed
     # Every connection kept is in a known state: no reply owed, no reserve left unsettled.
-    for shard in r._pool.shards.values():
-        for conn in [c for c in (shard.ctl, *shard.consumers) if c is not None]:
-            assert conn.pending == 0 and not conn.reserving, (shard.name, conn.pending)
+    for link in r._session.all_links():
+        assert link.owed == 0 and not link.reserving, link
     assert _fds() > before
     r.close()
     assert _fds() == before
@@ -389,17 +391,17 @@ def test_unclosed_routers_leak_no_descriptors(bk: Cluster) -> None:
 def test_close_before_the_wait_starts(bk: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     # close() (from a signal handler, say) while reserve() is still sweeping, before the wait
     # has anything to wake: the wait must not start.
-    from beanrouter.router.reserve import Reserver
+    from beanrouter.core import reserve as core_reserve
 
     r = bk.router()
-    assert r.reserve(timeout=0) is None  # consumer connections exist: nothing left to open
-    sweep = Reserver._sweep
+    assert r.reserve(timeout=0) is None  # links exist: nothing left to open
+    sweep = core_reserve._sweep
 
-    def closing_sweep(self: Reserver, *args: Any) -> Any:
+    def closing_sweep(*args: Any) -> Any:
         r.close()
-        return sweep(self, *args)
+        return (yield from sweep(*args))
 
-    monkeypatch.setattr(Reserver, "_sweep", closing_sweep)
+    monkeypatch.setattr(core_reserve, "_sweep", closing_sweep)
     t = time.monotonic()
     with pytest.raises(RouterError, match="closed"):
         r.reserve(timeout=3)

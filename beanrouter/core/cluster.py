@@ -1,0 +1,177 @@
+"""Shared cluster state: the configuration, the placement ring, the shards' health, the metrics.
+
+One ``Cluster`` serves every session of a process (a ``Router``, an ``AsyncRouter``, or all the
+proxy's clients): shard health learnt by one session protects the others. Pure: the clock and the
+random source are injected.
+
+Invariant: shards are keyed by their stable name, and ``by_id`` by their stable numeric id, so a
+global job id always names the same shard (see ``beanrouter.router.ids``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..router import ids
+from ..router.config import ClusterConfig, ShardConfig
+from ..router.errors import JobIdError
+from ..router.health import Health
+from ..router.ring import Placement
+
+__all__ = ["Cluster", "Metrics", "ShardState"]
+
+
+class ShardState:
+    """One shard as every session sees it: configuration and health."""
+
+    __slots__ = ("config", "health", "id", "id_base", "name")
+
+    def __init__(self, config: ShardConfig, health: Health) -> None:
+        self.config = config
+        self.name = config.name
+        self.id = config.id
+        self.id_base = ids.encode(config.id, 0)
+        self.health = health
+
+    def __repr__(self) -> str:
+        return f"ShardState({self.name!r}, id={self.id})"
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Counters of the routing decisions (the proxy exports them; tests and benchmarks read them).
+
+    ``give_backs`` is the phantom-reserve count: jobs reserved on a client's behalf and released
+    (or dropped with their link) without ever being handed out. It stays 0 except in the blocking
+    wait's race, where a second shard delivers before its wait could be cancelled.
+    """
+
+    deliveries: int = 0
+    """Jobs handed out by reserve."""
+    give_backs: int = 0
+    """Jobs reserved on a client's behalf and given back without being handed out."""
+    raced: int = 0
+    """Jobs that arrived from a second shard in the blocking wait's race (kept as prefetch)."""
+    prefetch_hits: int = 0
+    """Raced jobs handed out by the session's next reserve."""
+    wait_cancels: int = 0
+    """Blocking waits cancelled by closing their link (nothing had arrived on it)."""
+    sweep_retries: int = 0
+    """Reserves on the chosen shard that found the job taken by someone else (then retried)."""
+    failovers: int = 0
+    """Puts that went to a shard other than the tube's owner."""
+    put_uncertain: int = 0
+    link_failures: dict[str, int] = field(default_factory=dict)
+    """Link failures by shard name."""
+    wakeups: list[float] = field(default_factory=list)
+    """Recent blocking-wait wake-up latencies in seconds (shell-measured; bounded)."""
+
+
+class Cluster:
+    """The shared state of one cluster.
+
+    Args:
+        config: the cluster.
+        clock: monotonic clock in seconds.
+        rng: random source in [0, 1) (probe jitter).
+        failover: overrides ``config.failover``.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        failover: int | None = None,
+    ) -> None:
+        self.clock = clock
+        self.rng = rng
+        self.metrics = Metrics()
+        self.shards: dict[str, ShardState] = {}
+        self.by_id: dict[int, ShardState] = {}
+        self.config = config
+        self.placement = Placement(
+            [(s.name, s.weight) for s in config.servers],
+            failover=config.failover if failover is None else failover,
+        )
+        for sc in config.servers:
+            shard = ShardState(sc, self._health())
+            self.shards[sc.name] = shard
+            self.by_id[sc.id] = shard
+        self.generation = 0
+        """Raised by ``reconfigure``: sessions rebuild their cached maps."""
+        self.previous: dict[str, tuple[str, ...]] = {}
+        """After a reconfiguration: a tube's preference list before it (so consumers keep
+        draining the tube's earlier owners)."""
+        self._old_placements: list[Placement] = []
+
+    def _health(self) -> Health:
+        c = self.config
+        return Health(
+            failure_limit=c.server_failure_limit,
+            retry=c.server_retry_timeout,
+            retry_max=c.server_retry_timeout_max,
+            jitter=c.server_retry_jitter,
+            clock=self.clock,
+            rng=self.rng,
+        )
+
+    def reconfigure(self, config: ClusterConfig) -> None:
+        """Switch to a new configuration (a proxy's SIGHUP).
+
+        Shards that stay keep their health; new ones start up; removed ones are kept for job
+        commands by id and for draining until no tube names them (they take no new puts). Tubes
+        whose preference changes keep their previous shards in their consumers' watch (see
+        ``preference_for_consumers``), so nothing is stranded.
+        """
+        self._old_placements.append(self.placement)
+        del self._old_placements[:-4]
+        self.config = config
+        self.placement = Placement(
+            [(s.name, s.weight) for s in config.servers], failover=self.placement.failover
+        )
+        for sc in config.servers:
+            old = self.shards.get(sc.name)
+            if old is not None and old.config == sc:
+                continue
+            shard = ShardState(sc, old.health if old is not None else self._health())
+            self.shards[sc.name] = shard
+            self.by_id[sc.id] = shard
+        self.generation += 1
+
+    def preference(self, tube: str) -> tuple[str, ...]:
+        """Where puts to ``tube`` go: its owner, then its failover successors."""
+        return self.placement.preference(tube)
+
+    def consumer_shards(self, tube: str) -> tuple[str, ...]:
+        """Where consumers of ``tube`` look: its preference now and under earlier configurations
+        (a reload that moved the tube strands nothing)."""
+        pref = self.placement.preference(tube)
+        if not self._old_placements:
+            return pref
+        names = list(pref)
+        for old in self._old_placements:
+            for name in old.preference(tube):
+                if name not in names and name in self.shards:
+                    names.append(name)
+        return tuple(names)
+
+    def shard_of(self, job_id: int) -> tuple[ShardState, int]:
+        """The shard and local id of a global job id.
+
+        Raises:
+            JobIdError: the id names no shard of this cluster.
+        """
+        shard_id, local = ids.decode(job_id)
+        shard = self.by_id.get(shard_id)
+        if shard is None:
+            raise JobIdError(f"job id {job_id} names shard id {shard_id}, not in this cluster")
+        return shard, local
+
+    def note_failure(self, shard: ShardState, reason: str) -> None:
+        shard.health.failure(reason)
+        counts = self.metrics.link_failures
+        counts[shard.name] = counts.get(shard.name, 0) + 1

@@ -1,0 +1,93 @@
+"""The instructions a routing operation gives its shell, and what the shell reports back (pure).
+
+A core operation is a generator: it yields a ``Round`` (bytes to send on shard links, links to keep
+reading, links to close), the shell performs it and sends back an ``Outcome``: for every link sent
+to or waited on, the replies that arrived during the round, or the ``Failure`` that ended the link.
+The generator's return value is the operation's result. No sockets, no clock of its own.
+
+Round modes:
+
+* ``first=False`` (a *request*): the shell returns when every link has all the replies it owes or
+  has failed; each reply is bounded by the shell's reply timeout (a timeout is a ``Failure`` of
+  kind ``LOST`` with ``timed_out``).
+* ``first=True`` (a *wait*): blocking reserves. The shell returns as soon as one link has every
+  reply it owes (or failed), or when ``until`` (on the core's clock) has passed, or at once after
+  one non-blocking read of every link when ``until`` is already past. Links still owing replies
+  keep them owed: a later round waits on them again (``wait``) or closes them (``close``).
+
+Invariants: the shell connects a link the first time something is sent on it (a connection failure
+is reported as ``CONNECT``: nothing was sent); before sending on a link connected earlier, it
+checks without waiting that the shard has not closed it (``STALE``: nothing was sent); on any
+failure the shell closes the link's transport; ``close`` links are closed before anything is
+sent. Links are identified by object.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from ..protocol import Reply
+
+if TYPE_CHECKING:
+    from .links import Link
+
+__all__ = ["Failure", "FailureKind", "Op", "Outcome", "Round", "Send"]
+
+T = TypeVar("T")
+
+
+class FailureKind(enum.Enum):
+    """What the shard may have seen of the commands sent on a link that failed."""
+
+    CONNECT = "connect"
+    """The connection could not be made: nothing was sent."""
+    SEND = "send"
+    """Sending failed: the commands never reached the shard whole, so none ran."""
+    LOST = "lost"
+    """The commands were sent and their replies did not (all) come: their effect is unknown."""
+    STALE = "stale"
+    """The link's connection was found closed by the shard before anything was sent (a shard
+    restart, an idle timeout): nothing was sent, and the shard is not to blame."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A link's failure, as the shell classified it."""
+
+    kind: FailureKind
+    message: str
+    timed_out: bool = False
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``data`` on ``link``: commands that produce ``replies`` replies."""
+
+    link: Link
+    data: bytes
+    replies: int
+
+
+@dataclass(slots=True)
+class Round:
+    """One step of an operation: what the shell is to do now."""
+
+    sends: list[Send] = field(default_factory=list)
+    wait: list[Link] = field(default_factory=list)
+    """Links that already owe replies, to be read in this round too."""
+    first: bool = False
+    until: float | None = None
+    close: list[Link] = field(default_factory=list)
+
+
+Outcome = dict["Link", "list[Reply] | Failure"]
+"""Per link of the round: the replies that arrived during it, in order, or its failure."""
+
+Op = Generator[Round, Outcome, T]
+"""A core operation: yields rounds, receives their outcomes, returns its result."""
