@@ -40,9 +40,24 @@ def _click_main(args: list[str]) -> None:
 
         server_main(list(flags))
 
+    def tube_names(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> object:
+        from .router import InvalidArgument
+        from .router.summary import check_tube_names
+
+        try:
+            return check_tube_names(value)
+        except InvalidArgument as exc:
+            raise click.BadParameter(str(exc.__cause__ or exc)) from None
+
     @cli.command("check-config")
     @click.argument("file", type=click.Path(dir_okay=False))
-    @click.option("--tube", "tubes", multiple=True, help="Also show where this tube goes.")
+    @click.option(
+        "--tube",
+        "tubes",
+        multiple=True,
+        callback=tube_names,
+        help="Also show where this tube goes.",
+    )
     def check_config_cmd(file: str, tubes: tuple[str, ...]) -> None:
         """Validate a cluster configuration and print where tubes go."""
         from .router import ConfigError, check_config

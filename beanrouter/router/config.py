@@ -7,9 +7,10 @@ Format (see docs/config.md)::
       - {host: 127.0.0.1, port: 11302, weight: 2, name: beta}
     failover: 1
 
-Invariants: every error is a ``ConfigError`` naming the line (from the YAML node's mark) and the
-field (``servers[1].weight``); shard names, addresses and numeric ids are unique; an id that is not
-given is derived from the name (``ids.derive_shard_id``), never from list order.
+Invariants: every error is a ``ConfigError`` naming the field (``servers[1].weight``) and, for YAML
+text, the line (from the YAML node's mark; None for Python values: no line is made up); shard
+names, addresses and numeric ids are unique; an id that is not given is derived from the name
+(``ids.derive_shard_id``), never from list order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.representer import RepresenterError, SafeRepresenter
 
 from .errors import ConfigError
 from .ids import MAX_SHARD_ID, derive_shard_id
@@ -52,7 +54,7 @@ class ShardConfig:
         weight: positive integer share of the ring.
         id: stable numeric id in 0..32767, encoded in global job ids.
         id_derived: True when ``id`` was derived from ``name`` rather than given.
-        line: 1-based line of the entry in the configuration file, if any.
+        line: 1-based line of the entry in the configuration file; None for Python values.
     """
 
     name: str
@@ -125,9 +127,14 @@ class _Ctx:
         self.source = source
         self.constructor = SafeConstructor()
 
+    @staticmethod
+    def line(node: Node | None) -> int | None:
+        """The node's 1-based line; None for nodes built from Python values (they have no mark)."""
+        mark = None if node is None else node.start_mark
+        return None if mark is None else mark.line + 1
+
     def error(self, message: str, node: Node | None, field: str | None) -> ConfigError:
-        line = None if node is None else node.start_mark.line + 1
-        return ConfigError(message, line=line, field=field, source=self.source)
+        return ConfigError(message, line=self.line(node), field=field, source=self.source)
 
     def scalar(self, node: Node, field: str) -> Any:
         if not isinstance(node, ScalarNode):
@@ -225,14 +232,9 @@ def parse_server_line(
     """
     ctx = _Ctx(source)
     node = ScalarNode("tag:yaml.org,2002:str", text)
-    node.start_mark = yaml.Mark(source or "", 0, (line or 1) - 1, 0, None, 0)
-    shard = _server_line(ctx, text, node, field)
-    return shard if line is not None else _with_line(shard, None)
-
-
-def _with_line(shard: ShardConfig, line: int | None) -> ShardConfig:
-    return ShardConfig(shard.name, shard.host, shard.port, shard.weight, shard.id,
-                       shard.id_derived, line)  # fmt: skip
+    if line is not None:
+        node.start_mark = yaml.Mark(source or "", 0, line - 1, 0, None, 0)
+    return _server_line(ctx, text, node, field)
 
 
 def _server_line(ctx: _Ctx, text: str, node: Node, field: str) -> ShardConfig:
@@ -269,7 +271,7 @@ def _server_line(ctx: _Ctx, text: str, node: Node, field: str) -> ShardConfig:
             name = token
         else:
             raise ctx.error(f"unexpected word {token!r} after the name", node, field)
-    return _shard(host, port, weight, name, shard_id, node.start_mark.line + 1)
+    return _shard(host, port, weight, name, shard_id, ctx.line(node))
 
 
 def _shard(
@@ -312,7 +314,7 @@ def _server_mapping(ctx: _Ctx, node: Node, field: str) -> ShardConfig:
         weight = ctx.integer(fields["weight"], field + ".weight", 1)
     name = ctx.string(fields["name"], field + ".name") if "name" in fields else None
     shard_id = ctx.integer(fields["id"], field + ".id", 0, MAX_SHARD_ID) if "id" in fields else None
-    return _shard(host, port, weight, name, shard_id, node.start_mark.line + 1)
+    return _shard(host, port, weight, name, shard_id, ctx.line(node))
 
 
 def _check_unique(ctx: _Ctx, shards: Sequence[ShardConfig], nodes: Sequence[Node]) -> None:
@@ -335,9 +337,10 @@ def _check_unique(ctx: _Ctx, shards: Sequence[ShardConfig], nodes: Sequence[Node
             other = shards[j]
             how = "derived from its name" if shard.id_derived else "given"
             other_how = "derived from its name" if other.id_derived else "given"
+            if other.line is not None:
+                other_how = f"line {other.line}, {other_how}"
             raise ctx.error(
-                f"id {shard.id} ({how}) collides with servers[{j}] {other.name!r} (line"
-                f" {other.line}, {other_how}): "
+                f"id {shard.id} ({how}) collides with servers[{j}] {other.name!r} ({other_how}): "
                 + (
                     "ids must be unique"
                     if not (shard.id_derived or other.id_derived)
@@ -410,13 +413,39 @@ def parse_config(text: str, source: str | None = None) -> ClusterConfig:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = None if mark is None else mark.line + 1
-        raise ConfigError(f"not valid YAML: {exc.problem or exc}", line=line,
-                          source=source) from None  # fmt: skip
+        raise _yaml_error(exc, source) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
     return _build(ctx, root)
+
+
+# PyYAML errors whose context is a construct left open: the mistake is where it starts (an
+# unclosed ``[`` on line 3 is found at the next line's ``:`` or at the end of the file).
+_OPENED_CONSTRUCTS = (
+    "while parsing a flow sequence",
+    "while parsing a flow mapping",
+    "while scanning a quoted scalar",
+    "while scanning a simple key",
+)
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError, source: str | None) -> ConfigError:
+    """``ConfigError`` for a YAML syntax error, on the line a reader should look at.
+
+    PyYAML's ``problem_mark`` is where parsing stopped; for a construct left open that is after
+    it (often the next line, or the end of the file), so the construct's start, ``context_mark``,
+    is reported instead, and the message says where parsing stopped.
+    """
+    problem = exc.problem or str(exc)
+    mark = exc.problem_mark
+    context = exc.context_mark
+    if exc.context in _OPENED_CONSTRUCTS and context is not None:
+        if mark is not None and mark.line != context.line:
+            problem += f" on line {mark.line + 1}"
+        problem += f" ({exc.context.removeprefix('while ')} that starts on line {context.line + 1})"
+        mark = context
+    line = None if mark is None else mark.line + 1
+    return ConfigError(f"not valid YAML: {problem}", line=line, source=source)
 
 
 def load_config(path: str | Path) -> ClusterConfig:
@@ -445,19 +474,10 @@ def config_from_servers(
     if isinstance(servers, str):
         servers = [servers]
     doc: dict[str, Any] = {"servers": list(servers), **options}
+    # The values become YAML nodes directly (not text to parse): the same checks as a file, but
+    # the nodes have no marks, so errors and shards carry no (made-up) line numbers.
     try:
-        text = yaml.safe_dump(doc, sort_keys=False)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot represent the options: {exc}") from None
-    config = parse_config(text)
-    # Line numbers of a synthesised document mean nothing to the caller.
-    return ClusterConfig(
-        servers=tuple(_with_line(s, None) for s in config.servers),
-        failover=config.failover,
-        connect_timeout=config.connect_timeout,
-        timeout=config.timeout,
-        server_failure_limit=config.server_failure_limit,
-        server_retry_timeout=config.server_retry_timeout,
-        server_retry_timeout_max=config.server_retry_timeout_max,
-        server_retry_jitter=config.server_retry_jitter,
-    )
+        root = SafeRepresenter(sort_keys=False).represent_data(doc)
+    except RepresenterError as exc:
+        raise ConfigError(f"not a configuration value: {exc}") from None
+    return _build(_Ctx(None), root)

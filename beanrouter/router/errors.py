@@ -3,14 +3,18 @@
 Reply errors (``NotFound``, ``DeadlineSoon``...) mean what they mean on one beanstalkd and are
 found through ``REPLY_ERRORS``. Cluster errors say what a cluster adds: no shard could take a put
 (``ShardUnavailable``), a put whose fate is unknown (``PutUncertain``), a job id that names no shard
-of this cluster (``JobIdError``), a configuration mistake (``ConfigError``, with line and field).
+of this cluster (``JobIdError``), a configuration mistake (``ConfigError``, with line and field), an
+argument no beanstalkd command can carry (``InvalidArgument``: nothing was sent).
 Network failures inside one shard never escape as raw ``OSError`` from puts and reserves: they are
 handled by failover or turned into one of the errors above.
 """
 
 from __future__ import annotations
 
-from ..protocol import Ok, Reply, StatValue, Word, parse_mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..protocol import LocalProtocolError, Ok, Reply, StatValue, Word, parse_mapping
 
 __all__ = [
     "REPLY_ERRORS",
@@ -22,6 +26,7 @@ __all__ = [
     "Draining",
     "ExpectedCrlf",
     "InternalError",
+    "InvalidArgument",
     "JobIdError",
     "JobTooBig",
     "NotFound",
@@ -33,7 +38,9 @@ __all__ = [
     "ShardUnavailable",
     "UnexpectedReply",
     "UnknownCommand",
+    "argument_check",
     "error_for_reply",
+    "invalid_argument",
     "reply_mapping",
 ]
 
@@ -215,6 +222,40 @@ class ConfigError(RouterError, ValueError):
         if field is not None:
             where += f"{field}: "
         super().__init__(where + message)
+
+
+class InvalidArgument(RouterError, ValueError):
+    """An argument no beanstalkd command can carry: an invalid tube name, a priority, delay, TTR or
+    timeout out of range, a body that is not bytes. Raised before anything is sent, so no shard
+    saw the call. It is a ``ValueError`` too (what Python code expects for a bad value).
+    """
+
+
+def invalid_argument(exc: LocalProtocolError, what: str | None = None) -> InvalidArgument:
+    """The ``InvalidArgument`` for the codec's refusal to build a command.
+
+    Use as ``except LocalProtocolError as exc: raise invalid_argument(exc, "put") from exc``
+    around the construction of the command (free when nothing is raised).
+
+    Args:
+        exc: what the codec raised while the command was built.
+        what: the call, for the message (``"put"``, ``"use"``...), or None.
+    """
+    return InvalidArgument(f"{what}: {exc}" if what else str(exc))
+
+
+@contextmanager
+def argument_check(what: str | None = None) -> Iterator[None]:
+    """Turn a ``LocalProtocolError`` raised in the block into ``InvalidArgument``.
+
+    ``with argument_check("use"): command = Use(tube)``. Same conversion as
+    ``invalid_argument``; for hot paths prefer the ``try``/``except`` form, which costs
+    nothing when the arguments are valid.
+    """
+    try:
+        yield
+    except LocalProtocolError as exc:
+        raise invalid_argument(exc, what) from exc
 
 
 REPLY_ERRORS: dict[str, type[CommandError]] = {

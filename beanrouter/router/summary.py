@@ -1,25 +1,48 @@
 """``check_config``: validate a configuration file and describe where tubes will go (pure text).
 
 This is what ``beanrouter check-config FILE`` prints; errors are ``ConfigError`` with line and
-field, for the command line to print and exit non-zero.
+field, for the command line to print and exit non-zero, and ``InvalidArgument`` for a tube name
+beanstalkd would refuse (it is not placed: no put could ever reach it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..protocol import LocalProtocolError, Use
 from .config import ClusterConfig, load_config
+from .errors import invalid_argument
 from .ring import Placement
 
-__all__ = ["check_config", "placement_summary"]
+__all__ = ["check_config", "check_tube_names", "placement_summary"]
 
 _SAMPLE_TUBES = ("default",)
 
 
+def check_tube_names(tubes: Iterable[str]) -> tuple[str, ...]:
+    """The tube names, each checked by the codec (as a ``use`` would be).
+
+    Raises:
+        InvalidArgument: the first name that is not a valid beanstalkd tube name.
+    """
+    names = tuple(tubes)
+    for tube in names:
+        try:
+            Use(tube)
+        except LocalProtocolError as exc:
+            raise invalid_argument(exc, "tube") from exc
+    return names
+
+
 def placement_summary(config: ClusterConfig, tubes: Sequence[str] = _SAMPLE_TUBES) -> str:
     """A human-readable table of shards (id, address, weight, points, share of the ring) and the
-    preference list of a few tubes."""
+    preference list of a few tubes.
+
+    Raises:
+        InvalidArgument: a tube name is not valid.
+    """
+    tubes = check_tube_names(tubes)
     placement = Placement([(s.name, s.weight) for s in config.servers], config.failover)
     ring = placement.ring
     points = ring.point_counts()
@@ -58,5 +81,6 @@ def check_config(path: str | Path, tubes: Sequence[str] = _SAMPLE_TUBES) -> str:
 
     Raises:
         ConfigError: with ``line`` and ``field`` of the first mistake.
+        InvalidArgument: a tube name is not valid.
     """
     return placement_summary(load_config(path), tubes)

@@ -33,7 +33,7 @@ def test_import_beanrouter_stays_light() -> None:
 def test_lazy_attributes() -> None:
     assert beanrouter.Router is Router
     with pytest.raises(AttributeError):
-        _ = beanrouter.NoSuchThing
+        _ = beanrouter.NoSuchThing  # type: ignore[attr-defined]
 
 
 def test_from_config(tmp_path: Path) -> None:

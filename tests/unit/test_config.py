@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from beanrouter.router import ConfigError, check_config, ids, load_config, parse_config
+from beanrouter.router import (
+    ConfigError,
+    InvalidArgument,
+    Router,
+    check_config,
+    ids,
+    load_config,
+    parse_config,
+    placement_summary,
+)
 from beanrouter.router.config import config_from_servers, parse_server_line
+from beanrouter.router.summary import check_tube_names
 
 
 def test_full_config() -> None:
@@ -96,7 +107,7 @@ def _error(text: str) -> ConfigError:
         ),
         ("servers: [a:1]\nservres: 1\n", 2, "servres", "unknown field"),
         ("servers: [a:1]\nfailover: 1\nfailover: 2\n", 3, "failover", "twice"),
-        ("servers: [a:1\n", 2, None, "not valid YAML"),
+        ("servers: [a:1\n", 1, None, "not valid YAML"),
         ("- a:1\n", 1, None, "mapping"),
     ],
 )
@@ -155,3 +166,101 @@ def test_load_and_check_config(tmp_path: Path) -> None:
     assert str(info.value).startswith(str(bad) + ":3: servers[1].port:")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("servers", "options", "field", "words"),
+    [
+        (["127.0.0.1:1 a", "127.0.0.1:2 a"], {}, "servers[1].name", "already used"),
+        (["127.0.0.1:1 a", "127.0.0.1:1 b"], {}, "servers[1].address", "already used"),
+        ([], {}, "servers", "non-empty"),
+        (["bad"], {}, "servers[0].address", "host:port"),
+        ([{"host": "x", "port": 0}], {}, "servers[0].port", "1..65535"),
+        ([{"host": "x", "port": "11300"}], {}, "servers[0].port", "integer"),
+        ([["x", 1]], {}, "servers[0]", "server line or a mapping"),
+        (["127.0.0.1:1"], {"failover": -1}, "failover", ">= 0"),
+        (["127.0.0.1:1"], {"servres": 1}, "servres", "unknown field"),
+        (["127.0.0.1:1"], {"timeout": float("inf")}, "timeout", "positive"),
+    ],
+)
+def test_python_values_errors_have_no_line(
+    servers: list[object], options: dict[str, object], field: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_servers(servers, **options)  # type: ignore[arg-type]
+    err = info.value
+    assert (err.line, err.source, err.field) == (None, None, field)
+    assert str(err) == f"{field}: {err.message}"
+    assert words in err.message
+    assert not re.search(r"line \d", str(err))
+
+
+def test_router_with_python_values_reports_no_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        Router([])
+    assert info.value.line is None and str(info.value) == "servers: " + info.value.message
+    with pytest.raises(ConfigError) as info:
+        Router(["127.0.0.1:1 a", "127.0.0.1:2 a"])
+    assert info.value.line is None and info.value.field == "servers[1].name"
+    assert not str(info.value).startswith("line")
+
+
+def test_id_collision_from_python_values_names_no_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_servers(["127.0.0.1:1 a id=5", "127.0.0.1:2 b id=5"])
+    assert info.value.line is None and "collides with servers[0] 'a' (given)" in str(info.value)
+    # In a file the other entry's line is named.
+    err = _error("servers:\n  - a:1 x id=5\n  - b:1 y id=5\n")
+    assert "collides with servers[0] 'x' (line 2, given)" in str(err)
+
+
+def test_server_line_without_a_line_has_none() -> None:
+    assert parse_server_line("127.0.0.1:1 a").line is None
+    assert parse_server_line("127.0.0.1:1 a", line=7).line == 7
+    with pytest.raises(ConfigError) as info:
+        parse_server_line("127.0.0.1:0 a")
+    assert info.value.line is None and str(info.value).startswith("servers[0].port: ")
+    with pytest.raises(ConfigError) as info:
+        parse_server_line("127.0.0.1:0 a", line=4, source="c.yaml")
+    assert info.value.line == 4 and str(info.value).startswith("c.yaml:4: servers[0].port: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "stopped"),
+    [
+        # The construct left open is reported where it starts; the message says where parsing
+        # stopped (PyYAML's problem_mark) when that is another line.
+        ("servers:\n  - a:1 x\n  - [a:2 y\nfailover: 1\n", 3, "on line 4"),
+        ("servers:\n  - a:1 x\n  - [a:2 y\n", 3, "on line 4"),
+        ("servers:\n  - {host: a, port: 1\n  - b:1\n", 2, "on line 4"),
+        ("servers:\n  - 'a:1 x\n  - b:2\n", 2, "on line 4"),
+        ("servers:\n  - a:1\nfoo\nbar: 1\n", 3, "on line 4"),
+        ("servers: [a: b: c]\n", 1, None),
+        # Otherwise the line where parsing stopped is the mistake.
+        ("servers:\n  - a:1\n failover: 1\n", 3, None),
+        ("servers:\n\t- a:1\n", 2, None),
+        ("servers: *nope\n", 1, None),
+    ],
+)
+def test_yaml_syntax_errors_name_the_line_to_look_at(
+    text: str, line: int, stopped: str | None
+) -> None:
+    err = _error(text)
+    assert err.line == line and err.field is None
+    assert str(err).startswith(f"c.yaml:{line}: not valid YAML: ")
+    rest = str(err).replace(f"starts on line {line}", "")
+    if stopped is None:
+        assert " on line " not in rest
+    else:
+        assert stopped in rest and f"starts on line {line}" in str(err)
+
+
+def test_placement_refuses_invalid_tube_names() -> None:
+    config = config_from_servers(["127.0.0.1:1 a"])
+    assert "tube 'ok-1' -> a" in placement_summary(config, ["ok-1"])
+    for bad in ("bad name", "", "-lead", "x" * 201, "caf\u00e9"):
+        with pytest.raises(InvalidArgument) as info:
+            placement_summary(config, ["default", bad])
+        assert repr(bad) in str(info.value)
+        assert isinstance(info.value, ValueError)
+    assert check_tube_names(["a", "b" * 200]) == ("a", "b" * 200)

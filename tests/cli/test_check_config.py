@@ -1,0 +1,49 @@
+"""``beanrouter check-config``: tube names are checked, YAML errors name the line to look at."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PY = [sys.executable, "-m", "beanrouter"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PY, *args], capture_output=True, text=True, timeout=20.0, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text("servers:\n  - 127.0.0.1:11301:1 one\n  - 127.0.0.1:11302:1 two\n")
+    return path
+
+
+@pytest.mark.parametrize("tube", ["bad name", "-lead", "x" * 201, "", "caf\u00e9"])
+def test_invalid_tube_name_is_refused_not_placed(good: Path, tube: str) -> None:
+    done = run("check-config", str(good), "--tube", "emails", "--tube", tube)
+    assert done.returncode == 2, done.stdout
+    assert done.stdout == ""
+    assert "--tube" in done.stderr and f"invalid tube name {tube!r}" in done.stderr
+
+
+def test_valid_tube_names_are_placed(good: Path) -> None:
+    longest = "t" * 200
+    done = run("check-config", str(good), "--tube", "a-b_c+d/e;f.g$h(i)", "--tube", longest)
+    assert done.returncode == 0, done.stderr
+    assert "tube 'a-b_c+d/e;f.g$h(i)' -> " in done.stdout
+    assert f"tube '{longest}' -> " in done.stdout
+
+
+def test_unclosed_bracket_is_reported_on_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text("servers:\n  - 127.0.0.1:11301 one\n  - [127.0.0.1:11302 two\nfailover: 1\n")
+    done = run("check-config", str(path))
+    assert done.returncode == 1
+    assert f"{path}:3: not valid YAML: " in done.stderr
+    assert "on line 4" in done.stderr  # where the parser stopped, for reference
