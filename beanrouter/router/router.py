@@ -25,6 +25,7 @@ from ..protocol import (
     Found,
     Inserted,
     Kicked,
+    LocalProtocolError,
     Ok,
     Reply,
     Reserved,
@@ -41,9 +42,11 @@ from .errors import (
     Buried,
     ConfigError,
     DeadlineSoon,
+    InvalidArgument,
     RouterError,
     ShardUnavailable,
     error_for_reply,
+    invalid_argument,
     reply_mapping,
 )
 from .job import DEFAULT_PRIORITY, DEFAULT_TTR, Job
@@ -68,7 +71,24 @@ def check_overrides(
 
 
 def as_body(body: bytes | str) -> bytes:
-    return body.encode("utf-8") if isinstance(body, str) else body
+    """A job body: ``str`` as UTF-8, ``bytes``-like as is.
+
+    Raises:
+        InvalidArgument: anything else.
+    """
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    raise InvalidArgument(f"put: the body must be bytes or str, not {type(body).__name__}")
+
+
+def checked(op: Op[T], what: str) -> Op[T]:
+    """``op``, with the codec's argument errors raised as ``InvalidArgument``."""
+    try:
+        return (yield from op)
+    except LocalProtocolError as exc:
+        raise invalid_argument(exc, what) from exc
 
 
 def put_result(reply: Reply, tube: str) -> int:
@@ -213,7 +233,7 @@ class Router:
         due = self._session.next_timer()
         if due is not None and due <= self._clock():
             self._driver.run(self._session.maintain())
-        return self._driver.run(op)
+        return self._driver.run(checked(op, op.__name__))
 
     @property
     def metrics(self) -> Any:
@@ -235,7 +255,10 @@ class Router:
         Raises:
             ShardUnavailable: every shard of the tube is marked down.
         """
-        Use(tube)  # validates the name
+        try:
+            Use(tube)
+        except LocalProtocolError as exc:
+            raise invalid_argument(exc, "shard_for") from exc
         now = self._clock()
         pref = self._cluster.preference(tube)
         for name in pref:

@@ -12,6 +12,7 @@ import pytest
 from beanrouter.router import Router
 from beanrouter.router.ring import Placement
 
+from .async_shell import SyncAsyncRouter
 from .cluster import BACKENDS, Shard, start_all
 
 NAMES = ("s0", "s1", "s2")
@@ -22,8 +23,13 @@ class Cluster:
     backend: str
     shards: dict[str, Shard]
     lines: list[str]
+    shell: str = "blocking"
 
     def router(self, **kw: object) -> Router:
+        """A router over the cluster: ``Router``, or ``AsyncRouter`` behind the same blocking API
+        (modules that set ``SHELLS`` run their tests with both)."""
+        if self.shell == "async":
+            return SyncAsyncRouter(self.lines, **kw)  # type: ignore[return-value]
         return Router(self.lines, **kw)  # type: ignore[arg-type]
 
     def tube_on(self, owner: str, prefix: str = "t") -> str:
@@ -47,12 +53,17 @@ def server_lines(shards: list[Shard]) -> list[str]:
     return lines
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "shell" in metafunc.fixturenames:
+        metafunc.parametrize("shell", getattr(metafunc.module, "SHELLS", ("blocking",)))
+
+
 @pytest.fixture(params=BACKENDS)
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, shell: str) -> Iterator[Cluster]:
     backend: str = request.param
     shards = start_all(backend, len(NAMES))
     try:
-        yield Cluster(backend, dict(zip(NAMES, shards, strict=True)), server_lines(shards))
+        yield Cluster(backend, dict(zip(NAMES, shards, strict=True)), server_lines(shards), shell)
     finally:
         for shard in shards:
             shard.stop()
