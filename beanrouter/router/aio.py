@@ -138,6 +138,7 @@ class AsyncRouter:
         self._closed = False
         self._busy = False
         self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_config(cls, path: str | Path, **overrides: Any) -> AsyncRouter:
@@ -185,7 +186,9 @@ class AsyncRouter:
     def _on_timer(self) -> None:
         self._timer = None
         if not self._closed:
-            asyncio.ensure_future(self._maintain())
+            task = asyncio.ensure_future(self._maintain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _maintain(self) -> None:
         due = self._session.next_timer()
