@@ -167,7 +167,7 @@ class AsyncRouter:
             await self._driver.run(self._session.maintain())
         self._busy = True
         try:
-            return await self._driver.run(checked(op, op.__name__))
+            return await self._driver.run(checked(op, getattr(op, "__name__", "router")))
         finally:
             self._busy = False
             self._arm_timer()

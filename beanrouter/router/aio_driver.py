@@ -44,7 +44,8 @@ class _Stream:
 
     def stale(self) -> bool:
         """The shard closed the idle connection (or sent something unasked)."""
-        return self.writer.is_closing() or self.reader.at_eof() or bool(self.reader._buffer)
+        buffered = getattr(self.reader, "_buffer", b"")  # bytes nobody asked for
+        return self.writer.is_closing() or self.reader.at_eof() or bool(buffered)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -225,12 +226,12 @@ class AsyncDriver:
             stream = link.io
             assert isinstance(stream, _Stream)
             if task in done and not task.cancelled():
-                exc = task.exception()
-                if isinstance(exc, _Lost):
-                    self._lost(link, str(exc), outcome)
+                error = task.exception()
+                if isinstance(error, _Lost):
+                    self._lost(link, str(error), outcome)
                     continue
-                if exc is not None:
-                    raise exc
+                if error is not None:
+                    raise error
                 outcome[link] = stream.got
             elif rnd.first:
                 outcome[link] = stream.got  # partial: the rest stays owed

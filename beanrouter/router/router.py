@@ -233,7 +233,7 @@ class Router:
         due = self._session.next_timer()
         if due is not None and due <= self._clock():
             self._driver.run(self._session.maintain())
-        return self._driver.run(checked(op, op.__name__))
+        return self._driver.run(checked(op, getattr(op, "__name__", "router")))
 
     @property
     def metrics(self) -> Any:
