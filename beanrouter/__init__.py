@@ -56,8 +56,7 @@ _EXPORTS["AsyncRouter"] = _EXPORTS["AsyncJob"] = "beanrouter.router.aio"
 
 if TYPE_CHECKING:
     # What type checkers see (they do not run __getattr__): the same names, statically. Names
-    # listed in ``__all__`` are re-exported; AsyncRouter and AsyncJob join once router/aio.py
-    # exists.
+    # listed in ``__all__`` are re-exported.
     from .router import (
         DEFAULT_PRIORITY,
         DEFAULT_TTR,
@@ -90,6 +89,7 @@ if TYPE_CHECKING:
         parse_config,
         placement_summary,
     )
+    from .router.aio import AsyncJob, AsyncRouter
 else:
     # Hidden from type checkers, so that a misspelt name is an error for them rather than Any.
 

@@ -477,6 +477,20 @@ class Session:
             return ErrorReply(words[0])
         raise ShardUnavailable(f"no shard can take a put to tube {tube!r}", tuple(causes))
 
+    def burn_id(self) -> Op[None]:
+        """Use up one job id where puts to the used tube go, as beanstalkd does for a put whose
+        body is not followed by CRLF (so a one-shard cluster's ids stay beanstalkd's). Best
+        effort: nothing is raised."""
+        now = self.cluster.clock()
+        for name in self.cluster.preference(self.using):
+            shard = self.cluster.shards[name]
+            if not shard.health.available(now):
+                continue
+            link = self.main(shard)
+            use, n = link.use_delta(self.using)
+            yield from self.request([Send(link, use + b"put 0 0 1 0\r\nXX", n + 1)])
+            return
+
     # ---- jobs by id --------------------------------------------------------------------------
 
     def _job_link(self, job_id: int, what: str, reservation: bool) -> tuple[ShardState, int, Link]:

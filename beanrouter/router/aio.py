@@ -26,7 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core import Cluster, Metrics, Op, Session
+from ..core.cluster import Cluster, Metrics
+from ..core.rounds import Op
+from ..core.session import Session
 from ..protocol import Kicked, LocalProtocolError, Reserved, StatValue, Use
 from .aio_driver import AsyncDriver
 from .config import ClusterConfig, config_from_servers, load_config

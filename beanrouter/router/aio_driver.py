@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from ..core import Failure, FailureKind, Link, Op, Outcome, Round, Session
+from ..core.links import Link
+from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
+from ..core.session import Session
 from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader
 
 __all__ = ["AsyncDriver"]

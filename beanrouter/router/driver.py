@@ -24,7 +24,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from ..core import Failure, FailureKind, Link, Op, Outcome, Round, Session
+from ..core.links import Link
+from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
+from ..core.session import Session
 from ..protocol import Reply
 from .connection import ConnectFailed, Connection, ReplyLost, SendFailed
 from .errors import RouterError

@@ -19,7 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core import Cluster, Op, Session
+from ..core.cluster import Cluster
+from ..core.rounds import Op
+from ..core.session import Session
 from ..protocol import Buried as BuriedReply
 from ..protocol import (
     Found,
