@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 from ..protocol import CLOSED, NEED_DATA, CommandReader
 from .dispatch import QUIT, WAITING, Session, reply_for_wake
 from .engine import Engine
+from .listen import BACKLOG
 
 if TYPE_CHECKING:  # binlog hook: imported only with -b
     from .commit import GroupCommit
@@ -254,10 +255,13 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     server = Server(engine, loop, commit(loop) if commit is not None else None)
+    # create_*_server listens on ``sock`` again, with asyncio's backlog of 100 unless told.
     if sock.family == socket.AF_UNIX:
-        listener = await loop.create_unix_server(server.protocol_factory, sock=sock)
+        listener = await loop.create_unix_server(
+            server.protocol_factory, sock=sock, backlog=BACKLOG
+        )
     else:
-        listener = await loop.create_server(server.protocol_factory, sock=sock)
+        listener = await loop.create_server(server.protocol_factory, sock=sock, backlog=BACKLOG)
     stopped = asyncio.Event()
     _install_signals(loop, engine, stopped.set)
     if ready is not None:
