@@ -141,6 +141,7 @@ class ServerProtocol(asyncio.BufferedProtocol):
         return True  # keep the transport open: pending replies still go out
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A reset or write error lands here first; after _close, disconnect is a no-op.
         self._closing = True
         self.server.protocols.discard(self)
         self.server.engine.disconnect(self.session.conn)
@@ -221,9 +222,15 @@ class ServerProtocol(asyncio.BufferedProtocol):
         self.server.loop.call_soon(self._process)
 
     def _close(self) -> None:
+        """End the session now (EOF or quit), as beanstalkd's ``connclose``: its reserved jobs
+        are ready and it stops being counted before any later event of another connection is
+        handled (``connection_lost`` comes a loop turn later). Replies written still go out."""
         if self._closing:
             return
         self._closing = True
+        server = self.server
+        server.engine.disconnect(self.session.conn)
+        server.schedule()
         assert self.transport is not None
         self.transport.close()
 

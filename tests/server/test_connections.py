@@ -86,3 +86,97 @@ def test_burst_of_connections_each_sending_stats(server: Server) -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def stopped(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until it really is stopped (delivery is asynchronous)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")
+
+
+class Client:
+    """A blocking client connection reading whole replies."""
+
+    def __init__(self, srv: Server) -> None:
+        self.sock = socket.create_connection((HOST, srv.port), timeout=10)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> bytes:
+        """One reply: a line, plus its body for ``OK``/``RESERVED``/``FOUND``."""
+        line = self.file.readline()
+        assert line.endswith(b"\r\n"), f"connection closed after {line!r}"
+        words = line.split()
+        if words and words[0] in (b"OK", b"RESERVED", b"FOUND"):
+            return line + self.file.read(int(words[-1]) + 2)
+        return line
+
+    def ask(self, command: bytes) -> bytes:
+        self.send(command)
+        return self.reply()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def stat(reply: bytes, key: bytes) -> int:
+    for line in reply.split(b"\n"):
+        name, _, value = line.partition(b": ")
+        if name == key:
+            return int(value)
+    raise AssertionError(f"{key!r} not in {reply!r}")
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_job_of_a_vanished_client_goes_to_the_next_command(server: Server, round_: int) -> None:
+    """A holds a job and closes; B's reserve-with-timeout 0, read in the same loop turn as A's
+    EOF, gets the job (beanstalkd releases it at the EOF, before B's command)."""
+    holder, other = Client(server), Client(server)
+    try:
+        tube = f"t{round_}".encode()
+        assert holder.ask(b"use " + tube + b"\r\n") == b"USING " + tube + b"\r\n"
+        assert holder.ask(b"watch " + tube + b"\r\n") == b"WATCHING 2\r\n"
+        assert other.ask(b"watch " + tube + b"\r\n") == b"WATCHING 2\r\n"
+        assert holder.ask(b"put 0 0 100 3\r\nabc\r\n").startswith(b"INSERTED ")
+        assert holder.ask(b"reserve-with-timeout 0\r\n").startswith(b"RESERVED ")
+        stopped(server.pid)
+        try:
+            holder.close()  # FIN: everything it was sent has been read
+            other.send(b"reserve-with-timeout 0\r\n")
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        reply = other.reply()
+        assert reply.startswith(b"RESERVED ") and reply.endswith(b"\r\nabc\r\n"), reply
+    finally:
+        holder.close()
+        other.close()
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_closed_connection_is_not_counted_by_the_next_one(server: Server, round_: int) -> None:
+    """A connects and closes, B connects and asks: both are accepted, and A's EOF and B's
+    commands read, in the same loop turns; B must see only itself."""
+    stopped(server.pid)
+    try:
+        probe = Client(server)
+        probe.close()
+        client = Client(server)
+        client.send(b"stats-tube default\r\nstats\r\n")
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    try:
+        tube, stats = client.reply(), client.reply()
+    finally:
+        client.close()
+    assert stat(tube, b"current-using") == 1
+    assert stat(tube, b"current-watching") == 1
+    assert stat(stats, b"current-connections") == 1
