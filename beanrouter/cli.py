@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["server"]:
         from .server.cli import main as server_main
 
-        server_main(args[1:])
+        server_main(args[1:], progname="beanrouter server")
         return
     _click_main(args)
 
@@ -38,7 +38,7 @@ def _click_main(args: list[str]) -> None:
         """Run the bundled beanstalkd-compatible server (takes beanstalkd's flags; -h for help)."""
         from .server.cli import main as server_main
 
-        server_main(list(flags))
+        server_main(list(flags), progname="beanrouter server")
 
     def tube_names(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> object:
         from .router import InvalidArgument

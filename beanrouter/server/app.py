@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 from ..protocol import CLOSED, NEED_DATA, CommandReader
 from .dispatch import QUIT, WAITING, Session, reply_for_wake
 from .engine import Engine
+from .listen import BACKLOG
 
 if TYPE_CHECKING:  # binlog hook: imported only with -b
     from .commit import GroupCommit
@@ -41,8 +42,10 @@ class Server:
         engine: Engine,
         loop: asyncio.AbstractEventLoop,
         commit: GroupCommit | None = None,
+        verbose: int = 0,
     ) -> None:
         self.engine = engine
+        self.verbose = verbose  # -V: "accept FD" / "close FD" on stdout, as beanstalkd
         self.loop = loop
         self.commit = commit  # binlog hook: None without -b
         self._timer: asyncio.TimerHandle | None = None
@@ -90,6 +93,7 @@ class ServerProtocol(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_closing",
+        "_fd",
         "_held",
         "_out_paused",
         "_read_paused",
@@ -113,6 +117,7 @@ class ServerProtocol(asyncio.BufferedProtocol):
         self._read_paused = False
         self._closing = False
         self._held: bytes | None = None  # binlog hook: a woken reserve's reply, see _on_wake
+        self._fd = -1  # the socket's descriptor, kept for -V only
 
     # -- asyncio callbacks ------------------------------------------------------------------------
 
@@ -124,6 +129,9 @@ class ServerProtocol(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.server.verbose and sock is not None:
+            self._fd = sock.fileno()
+            print(f"accept {self._fd}", flush=True)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.server.recv_view
@@ -140,10 +148,10 @@ class ServerProtocol(asyncio.BufferedProtocol):
         return True  # keep the transport open: pending replies still go out
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A reset or a write error lands here first; after _close there is nothing left to do.
         self._closing = True
         self.server.protocols.discard(self)
-        self.server.engine.disconnect(self.session.conn)
-        self.server.schedule()
+        self._end_session()
 
     def pause_writing(self) -> None:
         self._out_paused = True
@@ -220,11 +228,25 @@ class ServerProtocol(asyncio.BufferedProtocol):
         self.server.loop.call_soon(self._process)
 
     def _close(self) -> None:
+        """End the session now (EOF or quit), as beanstalkd's ``connclose``: its reserved jobs
+        are ready and it stops being counted before any later event of another connection is
+        handled (``connection_lost`` comes a loop turn later). Replies written still go out."""
         if self._closing:
             return
         self._closing = True
+        self._end_session()
         assert self.transport is not None
         self.transport.close()
+
+    def _end_session(self) -> None:
+        conn = self.session.conn
+        if conn.closed:
+            return
+        server = self.server
+        server.engine.disconnect(conn)
+        server.schedule()
+        if server.verbose and self._fd >= 0:
+            print(f"close {self._fd}", flush=True)
 
 
 def _install_signals(
@@ -247,17 +269,22 @@ async def serve(
     *,
     ready: Callable[[list[str]], None] | None = None,
     commit: Callable[[asyncio.AbstractEventLoop], GroupCommit] | None = None,
+    verbose: int = 0,
 ) -> None:
     """Serve on the listening socket ``sock`` until SIGTERM/SIGINT.
 
     ``commit`` makes the binlog's GroupCommit for the loop; it is closed (synced) on the way out.
+    ``verbose`` (``-V``) reports each connection's accept and close on stdout.
     """
     loop = asyncio.get_running_loop()
-    server = Server(engine, loop, commit(loop) if commit is not None else None)
+    server = Server(engine, loop, commit(loop) if commit is not None else None, verbose)
+    # create_*_server listens on ``sock`` again, with asyncio's backlog of 100 unless told.
     if sock.family == socket.AF_UNIX:
-        listener = await loop.create_unix_server(server.protocol_factory, sock=sock)
+        listener = await loop.create_unix_server(
+            server.protocol_factory, sock=sock, backlog=BACKLOG
+        )
     else:
-        listener = await loop.create_server(server.protocol_factory, sock=sock)
+        listener = await loop.create_server(server.protocol_factory, sock=sock, backlog=BACKLOG)
     stopped = asyncio.Event()
     _install_signals(loop, engine, stopped.set)
     if ready is not None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .listen import ListenError, bind, inherited_socket
+from .listen import ListenError, bind, describe, inherited_socket
 from .options import ServerOptions, UsageExit, parse_args
 
 if TYPE_CHECKING:
@@ -22,13 +22,18 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 
-def run(opts: ServerOptions) -> int:
+LISTEN_STATUS = 111
+"""Exit status when the address cannot be listened on (beanstalkd's)."""
+NO_USER_STATUS = 33
+"""``-u`` names no user (beanstalkd's)."""
+SETID_STATUS = 34
+"""``-u``: the group or user could not be taken (beanstalkd's)."""
+
+
+def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
     """Run the server described by ``opts`` until SIGTERM/SIGINT; returns the exit status."""
     for line in opts.warnings:
         print(line, file=sys.stderr)
-    if opts.user is not None:
-        print("beanrouter server: -u is not supported; start it as that user", file=sys.stderr)
-        return 3
     # Until the event loop takes the signals over, remember SIGUSR1 (drain) and exit on SIGTERM:
     # a harness may signal us while the rest is still being imported.
     early_drain: list[int] = []
@@ -40,12 +45,20 @@ def run(opts: ServerOptions) -> int:
 
     signal.signal(signal.SIGUSR1, lambda signum, frame: early_drain.append(signum))
     signal.signal(signal.SIGTERM, on_term)
+    if opts.verbose:
+        print(f"pid {os.getpid()}", flush=True)
     # Listen first, import the rest after: early connections wait in the backlog.
     try:
         sock = inherited_socket() or bind(opts.addr, opts.port)
     except ListenError as exc:
-        print(f"beanrouter server: {exc}", file=sys.stderr)
-        return 1
+        print(f"{progname}: {exc}", file=sys.stderr)
+        return LISTEN_STATUS
+    if opts.verbose:
+        print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
+    if opts.user is not None:
+        status = become(opts.user, progname)
+        if status:
+            return status
 
     from .app import serve
     from .engine import Engine
@@ -55,7 +68,7 @@ def run(opts: ServerOptions) -> int:
     engine.binlog_stats["binlog-max-size"] = opts.binlog_file_size  # shown even without -b
     make_commit = None
     if opts.binlog_dir is not None:
-        status, make_commit = _open_binlog(opts, engine)
+        status, make_commit = _open_binlog(opts, engine, progname)
         if make_commit is None:
             return status
 
@@ -64,17 +77,40 @@ def run(opts: ServerOptions) -> int:
         # SystemExit swallowed (raised inside a finalizer, say): deliver it again.
         if early_term:
             os.kill(os.getpid(), signal.SIGTERM)
-        if opts.verbose:
-            print(f"beanrouter server listening on {', '.join(names)}", file=sys.stderr)
 
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         import asyncio
 
-        asyncio.run(serve(engine, sock, ready=ready, commit=make_commit))
+        asyncio.run(serve(engine, sock, ready=ready, commit=make_commit, verbose=opts.verbose))
     else:  # pragma: no cover - optional extra
-        uvloop.run(serve(engine, sock, ready=ready, commit=make_commit))
+        uvloop.run(serve(engine, sock, ready=ready, commit=make_commit, verbose=opts.verbose))
+    return 0
+
+
+def become(user: str, progname: str) -> int:
+    """``-u USER``: take the user's group and then its uid (after binding, as beanstalkd);
+    run as root, also its supplementary groups (beanstalkd keeps root's). 0, or the exit
+    status with the message printed."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        print(f'{progname}: getpwnam("{user}"): no such user', file=sys.stderr)
+        return NO_USER_STATUS
+    steps: list[tuple[str, int, Callable[[], None]]] = []
+    if os.geteuid() == 0:
+        steps.append(("initgroups", entry.pw_gid, lambda: os.initgroups(user, entry.pw_gid)))
+    steps.append(("setgid", entry.pw_gid, lambda: os.setgid(entry.pw_gid)))
+    steps.append(("setuid", entry.pw_uid, lambda: os.setuid(entry.pw_uid)))
+    for name, number, step in steps:
+        try:
+            step()
+        except OSError as exc:
+            print(f'{progname}: {name}({number} "{user}"): {exc.strerror}', file=sys.stderr)
+            return SETID_STATUS
     return 0
 
 
@@ -83,7 +119,7 @@ LOCKED_STATUS = 10
 
 
 def _open_binlog(
-    opts: ServerOptions, engine: Engine
+    opts: ServerOptions, engine: Engine, progname: str
 ) -> tuple[int, Callable[[asyncio.AbstractEventLoop], GroupCommit] | None]:
     """Lock and replay ``-b DIR``; returns (0, a GroupCommit factory) or (exit status, None)."""
     from .binlog import DirLockError, RecoveryError, WalError, open_binlog
@@ -99,20 +135,20 @@ def _open_binlog(
             salvage=opts.salvage,
         )
     except DirLockError as exc:
-        print(f"beanrouter server: {exc}", file=sys.stderr)
+        print(f"{progname}: {exc}", file=sys.stderr)
         return LOCKED_STATUS, None
     except (RecoveryError, WalError) as exc:
-        print(f"beanrouter server: {exc}", file=sys.stderr)
+        print(f"{progname}: {exc}", file=sys.stderr)
         return 1, None
     except OSError as exc:
         print(
-            f"beanrouter server: cannot open the binlog in {opts.binlog_dir}: {exc}",
+            f"{progname}: cannot open the binlog in {opts.binlog_dir}: {exc}",
             file=sys.stderr,
         )
         return 1, None
     if opts.verbose:
         print(
-            f"beanrouter server: binlog {opts.binlog_dir}: {len(found.jobs)} jobs from "
+            f"{progname}: binlog {opts.binlog_dir}: {len(found.jobs)} jobs from "
             f"{found.records} records in {len(found.files)} files",
             file=sys.stderr,
         )
@@ -120,10 +156,13 @@ def _open_binlog(
     return 0, lambda loop: GroupCommit(wal, loop, fsync_ms)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``beanrouter-server``."""
+def main(argv: list[str] | None = None, progname: str | None = None) -> None:
+    """Entry point of ``beanrouter-server`` (``beanrouter server`` passes its own name)."""
     args = sys.argv[1:] if argv is None else argv
-    progname = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "beanrouter-server"
+    if progname is None:
+        progname = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        if not progname or progname.endswith(".py") or progname == "-c":
+            progname = "beanrouter-server"  # python -m / -c: no useful program name
     try:
         opts = parse_args(args, progname=progname)
     except UsageExit as exc:
@@ -131,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(exc.stderr)
         sys.exit(exc.code)
     try:
-        sys.exit(run(opts))
+        sys.exit(run(opts, progname))
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -38,13 +38,14 @@ def inherited_socket() -> socket.socket | None:
     return sock
 
 
-def bind(addr: str, port: int) -> socket.socket:
-    """A non-blocking listening socket on ``addr``:``port``, or on ``unix:PATH``."""
+def bind(addr: str, port: int | str) -> socket.socket:
+    """A non-blocking listening socket on ``addr``:``port``, or on ``unix:PATH``. A ``port``
+    given as text goes to getaddrinfo as is (service names work), as in beanstalkd."""
     try:
         if addr.startswith("unix:"):
             return _bind_unix(addr[5:])
         return _bind_inet(addr, port)
-    except OSError as exc:
+    except OSError as exc:  # socket.gaierror included (a port that is no number or service)
         raise ListenError(f"cannot listen on {addr}:{port}: {exc.strerror or exc}") from None
 
 
@@ -65,7 +66,7 @@ def _bind_unix(path: str) -> socket.socket:
     return sock
 
 
-def _bind_inet(addr: str, port: int) -> socket.socket:
+def _bind_inet(addr: str, port: int | str) -> socket.socket:
     infos = socket.getaddrinfo(addr or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     error: OSError | None = None
     for family, kind, proto, _name, sockaddr in infos:
@@ -81,3 +82,13 @@ def _bind_inet(addr: str, port: int) -> socket.socket:
         sock.setblocking(False)
         return sock
     raise error or OSError(f"no address for {addr}")
+
+
+def describe(sock: socket.socket) -> str:
+    """The listening address as beanstalkd's ``-V`` prints it: ``ADDR:PORT``, or the path."""
+    name = sock.getsockname()
+    if isinstance(name, str):
+        return name
+    if sock.family == socket.AF_INET6:
+        return f"[{name[0]}]:{name[1]}"
+    return f"{name[0]}:{name[1]}"

@@ -2,7 +2,8 @@
 
 Flags (as in beanstalkd 1.12): ``-b DIR -f MS -F -l ADDR -p PORT -u USER -z BYTES -s BYTES -v -V
 -h``. Flags may be grouped (``-VV``) and take their argument attached (``-p11300``) or as the next
-word. Errors print beanstalkd's usage text to stderr and exit 5. Differences: the default address
+word. Errors print beanstalkd's usage text to stderr and exit 5; messages and exit statuses are
+beanstalkd's (tests/cli compares them with /usr/bin/beanstalkd). Differences: the default address
 is 127.0.0.1, not 0.0.0.0 (pass ``-l 0.0.0.0`` to listen everywhere); one long option of our own,
 ``--salvage``, starts from a binlog with damage other than a torn tail (docs/server.md).
 Pure: parsing returns a ``ServerOptions`` or raises ``UsageExit``; printing is the caller's job.
@@ -41,7 +42,9 @@ class ServerOptions:
 
     def __init__(self) -> None:
         self.addr: str = DEFAULT_ADDR
-        self.port: int = DEFAULT_PORT
+        self.port: int | str = DEFAULT_PORT
+        """An int for a plain port number; else the text given, which goes to getaddrinfo as
+        beanstalkd hands it (a service name such as ``http`` works, junk fails at bind)."""
         self.max_job_size: int = DEFAULT_MAX_JOB_SIZE
         self.binlog_dir: str | None = None
         self.fsync_ms: int | None = DEFAULT_FSYNC_MS
@@ -96,6 +99,10 @@ def _size(progname: str, text: str, warnings: list[str]) -> int:
     return int(stripped)
 
 
+def _lines(lines: list[str]) -> str:
+    return "".join(line + "\n" for line in lines)
+
+
 def _warn(progname: str, warnings: list[str], message: str) -> str:
     lines = [*warnings, f"{progname}: {message}"]
     return "\n".join(lines) + "\n" + usage_text(progname)
@@ -131,10 +138,7 @@ def parse_args(argv: list[str], progname: str = "beanstalkd") -> ServerOptions:
                     message = f"flag requires an argument: -{flag}"
                     raise UsageExit(5, stderr=_warn(progname, warnings, message))
                 if flag == "p":
-                    if not value.isdigit() or int(value) > 65535:
-                        message = f"invalid port: {value}"
-                        raise UsageExit(5, stderr=_warn(progname, warnings, message))
-                    opts.port = int(value)
+                    opts.port = int(value) if value.isdigit() and int(value) <= 65535 else value
                 elif flag == "l":
                     opts.addr = value
                 elif flag == "z":
@@ -158,7 +162,7 @@ def parse_args(argv: list[str], progname: str = "beanstalkd") -> ServerOptions:
             elif flag == "V":
                 opts.verbose += 1
             elif flag == "v":
-                raise UsageExit(0, stdout=f"beanstalkd {VERSION}\n")
+                raise UsageExit(0, stdout=f"beanstalkd {VERSION}\n", stderr=_lines(warnings))
             elif flag == "h":
                 raise UsageExit(0, stderr="\n".join([*warnings, usage_text(progname)]).lstrip())
             elif flag in "cn":
@@ -166,7 +170,8 @@ def parse_args(argv: list[str], progname: str = "beanstalkd") -> ServerOptions:
                     f"{progname}: -{flag} flag was removed. binlog is always compacted."
                 )
             else:
-                message = f"unknown flag: -{flag}"
+                # beanstalkd names the word from just before the bad letter: -x, --help, Vx
+                message = f"unknown flag: {word[j - 1 :]}"
                 raise UsageExit(5, stderr=_warn(progname, warnings, message))
     opts.warnings = tuple(warnings)
     return opts

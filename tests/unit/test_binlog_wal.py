@@ -15,7 +15,7 @@ import pytest
 
 from beanrouter.server.binlog import format as fmt
 from beanrouter.server.binlog.recover import load
-from beanrouter.server.binlog.wal import MIN_FILE_SIZE, Wal, default_allocate
+from beanrouter.server.binlog.wal import Wal, default_allocate
 from beanrouter.server.engine import NS, Conn, Engine, OutOfSpace
 from beanrouter.server.job import BURIED, DELAYED, READY, RESERVED
 from beanrouter.server.procinfo import ProcInfo
@@ -145,10 +145,17 @@ def test_fsync_only_when_asked_and_only_when_something_was_written(tmp_path: Pat
     assert syncs == [wal.cur.fd]  # type: ignore[union-attr]
 
 
-def test_file_size_below_the_minimum_is_raised_but_reported_as_given(tmp_path: Path) -> None:
-    engine, wal = open_log(tmp_path, file_size=10)
-    assert wal.file_size == MIN_FILE_SIZE
-    assert engine.binlog_stats["binlog-max-size"] == 10
+@pytest.mark.parametrize(
+    ("given", "made"), [(0, 4096), (10, 4096), (4096, 4096), (5000, 8192), (8193, 12288)]
+)
+def test_file_size_is_rounded_up_to_4096_but_reported_as_given(
+    tmp_path: Path, given: int, made: int
+) -> None:
+    """As beanstalkd: ``-s 5000`` makes 8192-byte files and binlog-max-size shows 5000."""
+    engine, wal = open_log(tmp_path, file_size=given)
+    assert wal.file_size == made
+    assert engine.binlog_stats["binlog-max-size"] == given
+    assert wal.cur is not None and os.path.getsize(wal.cur.path) == made
 
 
 def test_rotation_and_gc(tmp_path: Path) -> None:

@@ -85,7 +85,9 @@ def test_help_goes_to_stderr_with_status_0() -> None:
         (["stray"], "unknown argument: stray"),
         (["-p"], "flag requires an argument: -p"),
         (["-z", "abc"], "invalid size: abc"),
-        (["-p", "99999"], "invalid port: 99999"),
+        (["--help"], "unknown flag: --help"),
+        (["-Vx"], "unknown flag: Vx"),
+        (["-xV"], "unknown flag: -xV"),
     ],
 )
 def test_errors_exit_5_with_usage(argv: list[str], message: str) -> None:
@@ -100,3 +102,17 @@ def test_removed_flags_warn_only() -> None:
     opts = parse_args(["-c"])
     assert isinstance(opts, ServerOptions)
     assert opts.warnings == ("beanstalkd: -c flag was removed. binlog is always compacted.",)
+
+
+def test_port_text_is_kept_for_getaddrinfo() -> None:
+    """As beanstalkd: a service name works, anything else fails when binding (exit 111)."""
+    assert parse_args(["-p", "65535"]).port == 65535
+    assert parse_args(["-p", "http"]).port == "http"
+    assert parse_args(["-p", "99999"]).port == "99999"
+
+
+def test_version_flag_still_prints_earlier_warnings() -> None:
+    with pytest.raises(UsageExit) as info:
+        parse_args(["-c", "-v"], progname="beanstalkd")
+    assert (info.value.code, info.value.stdout) == (0, "beanstalkd 1.12\n")
+    assert info.value.stderr == "beanstalkd: -c flag was removed. binlog is always compacted.\n"

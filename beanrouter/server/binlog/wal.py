@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["Allocate", "Wal", "WalError", "WalFile", "default_allocate", "file_name"]
 
 D: Final = fmt.STATE_SIZE
-MIN_FILE_SIZE: Final = 1024
-"""Smaller ``-s`` values are raised to this (binlog-max-size still shows the given value)."""
+FILE_SIZE_UNIT: Final = 4096
+"""``-s`` is rounded up to a multiple of this, at least one (as beanstalkd does; binlog-max-size
+still shows the value given)."""
 MAX_MOVES: Final = 4096
 """Compaction moves at most this many jobs per batch (bounds the pause it adds)."""
 
@@ -134,7 +135,7 @@ class Wal:
     ) -> None:
         self.directory = directory
         self.max_size = file_size
-        self.file_size = max(file_size, MIN_FILE_SIZE)
+        self.file_size = max(1, -(-file_size // FILE_SIZE_UNIT)) * FILE_SIZE_UNIT
         self.fsync = fsync
         self.allocate = allocate
         self.sync_file = sync_file
