@@ -10,18 +10,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from core_script import (
-    NAMES,
-    TUBE_ON,
-    Clock,
-    Script,
-    auto,
-    commands,
-    job_stats,
-    make,
-    tube_stats,
-    watch_only,
-)
 
 from beanrouter.core import Cluster, Failure, FailureKind, Link, Round, Session
 from beanrouter.core.reserve import PREFETCH_HOLD, SAFETY_MARGIN
@@ -36,6 +24,19 @@ from beanrouter.protocol import (
 )
 from beanrouter.router import ids
 from beanrouter.router.errors import ShardUnavailable
+
+from .core_script import (
+    NAMES,
+    TUBE_ON,
+    Clock,
+    Script,
+    auto,
+    commands,
+    job_stats,
+    make,
+    tube_stats,
+    watch_only,
+)
 
 SID = {"s0": 0, "s1": 1, "s2": 2}
 

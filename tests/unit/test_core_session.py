@@ -7,18 +7,6 @@ what it sends where, and answers with protocol reply objects or link failures.
 from __future__ import annotations
 
 import pytest
-from core_script import (
-    NAMES,
-    Clock,
-    Script,
-    auto,
-    commands,
-    job_stats,
-    make,
-    run_auto,
-    shard_stats,
-    watch_only,
-)
 
 from beanrouter.core import Cluster, Failure, FailureKind, Session
 from beanrouter.protocol import (
@@ -37,6 +25,19 @@ from beanrouter.protocol import (
 )
 from beanrouter.router import ids
 from beanrouter.router.errors import PutUncertain, ReservationLost, ShardUnavailable
+
+from .core_script import (
+    NAMES,
+    Clock,
+    Script,
+    auto,
+    commands,
+    job_stats,
+    make,
+    run_auto,
+    shard_stats,
+    watch_only,
+)
 
 
 def test_put_goes_to_the_owner_with_a_global_id() -> None:
@@ -141,7 +142,7 @@ def test_put_skips_a_shard_that_is_down() -> None:
 
 
 def test_put_with_every_shard_down_raises() -> None:
-    cluster, s, _ = make(failover=1)
+    _, s, _ = make(failover=1)
     run_auto(s.use("t1"))
     run = Script(s.put(1, 0, 5, b"x"))
     while not run.done:
@@ -189,7 +190,7 @@ def test_job_commands_go_to_the_link_holding_the_job() -> None:
 
 
 def test_a_failed_link_loses_its_jobs_once() -> None:
-    cluster, s, _ = _session_on_t1()
+    _, s, _ = _session_on_t1()
     _reserve_on_s1(s, 1)
     gid = ids.encode(1, 1)
     link = s.held[gid].link
@@ -270,8 +271,8 @@ def test_peek_returns_the_global_id() -> None:
 
 def _server_stats(i: int) -> Ok:
     return shard_stats(
-        current_jobs_ready=i, cmd_put=10 * i, current_tubes=2, current_connections=2, pid=100 + i, version="1.12",
-        uptime=50, id=f"shard{i}",
+        current_jobs_ready=i, cmd_put=10 * i, current_tubes=2, current_connections=2,
+        pid=100 + i, version="1.12", uptime=50, id=f"shard{i}",
     )  # fmt: skip
 
 
