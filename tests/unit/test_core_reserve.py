@@ -466,3 +466,60 @@ def test_a_failed_wait_is_rearmed_on_a_new_link() -> None:
     assert commands(send.data) == [b"watch t0", b"ignore default", b"reserve"]
     assert set(rnd.wait) == {links["s1"], links["s2"]}
     assert cluster.shards["s0"].health.failures == 0
+
+
+# ---- the proxy's exact single-shard wait ------------------------------------------------------
+
+
+def exact_session_holding_one(ttr: int = 60) -> tuple[Cluster, Session, Clock, int, Link]:
+    """A proxy session (``cancellable=False``) on t1 alone, holding one job on its main link."""
+    cluster, s, clock = make(cancellable=False)
+    watch_only(s, ["t1"])
+    run = Script(s.reserve(None))
+    assert run.data() == {"s1": [b"reserve"]}
+    run.auto(s1=[Reserved(1, b"held")])
+    run.auto(s1=[job_stats(1, "t1", 5, ttr=ttr, state="reserved")])
+    assert run.value() == Reserved(gid("s1", 1), b"held")
+    job = gid("s1", 1)
+    return cluster, s, clock, job, s.held[job].link
+
+
+def test_an_exact_wait_runs_on_the_link_holding_the_jobs() -> None:
+    _, s, _, _, holder = exact_session_holding_one()
+    run = Script(s.reserve(None))
+    (send,) = run.now.sends
+    assert send.link is holder and send.data == b"reserve\r\n"
+
+
+def test_an_exact_wait_whose_timeout_is_late_is_not_cancelled() -> None:
+    # Closing the link to cancel the wait would give the client's held jobs back: the shard's
+    # own TIMED_OUT is waited for however late it is.
+    cluster, s, clock, job, holder = exact_session_holding_one()
+    run = Script(s.reserve(1))
+    assert run.data() == {"s1": [b"reserve-with-timeout 1"]}
+    clock.t += 1
+    run.reply({})
+    while not run.done and holder not in run.now.close:
+        assert holder in run.now.wait
+        clock.t = max(clock.t + 0.05, run.now.until or 0)  # the shard is slow to answer
+        if clock.t > 1010:
+            break
+        run.reply({} if clock.t < 1003 else {holder: [TIMED_OUT]})
+    assert not holder.closed and holder not in s.take_closes()
+    assert run.value() == TIMED_OUT
+    assert job in s.held and s.lost == {}
+    assert cluster.metrics.wait_cancels == 0
+
+
+def test_an_exact_wait_gets_the_shards_own_deadline_soon() -> None:
+    _, s, clock, job, holder = exact_session_holding_one(ttr=3)
+    run = Script(s.reserve(None))
+    assert run.now.sends[0].link is holder
+    clock.t = s.held[job].deadline - SAFETY_MARGIN  # the core's estimate of the margin
+    run.reply({})
+    if not run.done:
+        assert holder not in run.now.close and holder in run.now.wait
+        run.reply({holder: [DEADLINE_SOON]})
+    assert run.value() == DEADLINE_SOON
+    assert not holder.closed and holder not in s.take_closes()
+    assert job in s.held
