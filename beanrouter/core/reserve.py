@@ -21,7 +21,9 @@
    competes with the ready jobs of every shard) and given back (``Metrics.give_backs``) only if no
    reserve takes it within ``PREFETCH_HOLD`` seconds or before its TTR margin. With one shard the
    wait is exactly the client's command: for the proxy (``cancellable=False``) it runs on the
-   link holding the client's jobs, so the shard's own ``DEADLINE_SOON`` applies.
+   link holding the client's jobs, so the shard's own ``DEADLINE_SOON`` applies; that wait is
+   never cancelled by closing its link (the jobs would go back): past the deadline (or the
+   emulated DEADLINE_SOON) it is read until the shard answers.
 
 beanstalkd's DEADLINE_SOON is per connection: across shards it is reproduced from the held jobs'
 deadlines (``SAFETY_MARGIN``).
@@ -498,7 +500,9 @@ def _wait(
                 return DEADLINE_SOON
             now = cl.clock()
             if soon is not None and now >= soon:
-                _cancel(s, waiters)
+                yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
+                if winners:
+                    return (yield from _settle_winners(s, winners))
                 return DEADLINE_SOON
             if deadline is not None and now >= deadline:
                 return (yield from _time_out(s, waiters, pending, idle_seen, relevant))
@@ -560,6 +564,24 @@ def _cancel(s: Session, waiters: dict[Link, _Waiter]) -> None:
         s.drop(link)
 
 
+def _cancel_or_await(
+    s: Session,
+    waiters: dict[Link, _Waiter],
+    winners: list[tuple[Link, Reserved]],
+    pending: list[ShardState],
+    idle_seen: set[str],
+) -> Op[None]:
+    """Cancel the waits still pending by closing their links, except a wait on a link that holds
+    jobs (the proxy's exact single-shard wait): closing it would give the client's jobs back, so
+    it is read until the shard answers (its own timeout, DEADLINE_SOON or a job)."""
+    _cancel(s, {link: w for link, w in waiters.items() if not link.held})
+    for link in [k for k in waiters if not k.held]:
+        del waiters[link]
+    while waiters:
+        outcome = yield Round(wait=list(waiters), first=True, until=None, close=s.take_closes())
+        _collect(s, outcome, waiters, winners, pending, idle_seen)
+
+
 def _time_out(
     s: Session,
     waiters: dict[Link, _Waiter],
@@ -587,8 +609,8 @@ def _time_out(
                 outcome = yield Round(wait=list(waiters), first=True, until=-math.inf)
                 _collect(s, outcome, waiters, winners, pending, idle_seen)
             break
-    cancelled = bool(waiters)
-    _cancel(s, waiters)
+    cancelled = any(not link.held for link in waiters)
+    yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
     if winners:
         got = yield from _settle_winners(s, winners)
         return got if got is not None else TIMED_OUT
