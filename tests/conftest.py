@@ -7,8 +7,9 @@ from one place, so pytest's summary reports them in one line, and everything els
 ``CI`` nothing is skipped: a missing reference fails the tests that need it.
 
 A test needs the reference when it is marked ``reference``, is parametrized with the value
-``"beanstalkd"`` (an implementation or backend), or uses a fixture that starts or replays it
-(``conformance``: transcripts are checked against beanstalkd's; ``bk``: a beanstalkd cluster).
+``"beanstalkd"`` (an implementation or backend), uses a fixture that starts or replays it
+(``conformance``: transcripts are checked against beanstalkd's; ``bk``: a beanstalkd cluster), or
+lives in a module whose tests replay beanstalkd's answers in their bodies (``REFERENCE_MODULES``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 REFERENCE = "beanstalkd"
 REFERENCE_FIXTURES = frozenset({"conformance", "bk"})
+REFERENCE_MODULES = frozenset({"tests/conformance/test_restart.py"})
 
 
 def reference_binary() -> str:
@@ -31,6 +33,8 @@ def reference_missing() -> bool:
 
 def needs_reference(item: pytest.Item) -> bool:
     if item.get_closest_marker("reference") is not None:
+        return True
+    if item.nodeid.partition("::")[0] in REFERENCE_MODULES:
         return True
     callspec = getattr(item, "callspec", None)
     if callspec is not None and REFERENCE in callspec.params.values():
