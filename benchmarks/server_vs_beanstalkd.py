@@ -7,14 +7,21 @@ median over the rounds, the spread, and the ratio ours / beanstalkd next to the 
 
 Measurements (all clients are raw sockets, stdlib only):
 
-* pipelined put: one client, ``-n`` puts of a 100-byte body, written in batches with up to
-  ``--window`` commands in flight -> put/s;
-* pipelined reserve+delete: the same client then drains those jobs, each ``reserve`` answered by a
-  ``delete <id>`` as soon as its reply arrives, with up to ``--pairs-window`` pairs in flight
-  -> pairs/s;
+* the matrix: for each body size (``--bodies``, default 5 B, 100 B, 10 KB) and window
+  (``--windows``, default 1, 10, 1000):
+  - pipelined put: one client puts ``-n`` jobs with up to ``window`` puts in flight, written in
+    batches of ``min(window, --batch)`` -> put/s;
+  - pipelined reserve+delete: the same client then drains those jobs, each ``reserve`` answered by
+    a ``delete <id>`` as soon as its reply arrives, with up to ``window`` pairs in flight
+    -> pairs/s. Window 1 is one command at a time (``-n`` / 5 jobs), 10 KB bodies use fewer jobs;
 * round trips: ``--clients`` processes, each looping put -> reserve -> delete one command at a
   time for ``--seconds`` seconds -> total cycles/s;
-* memory: VmRSS growth of the server per 100-byte job after ``--mem-jobs`` acknowledged puts.
+* memory: VmRSS growth of the server per 100-byte job after ``--mem-jobs`` acknowledged puts;
+* connection bursts: ``--seq-conns`` sequential connect/command/close cycles (a per-request client
+  such as PHP's) -> conns/s; ``--burst-conns`` connections opened at once, each sending ``stats``
+  -> seconds until every reply is in;
+* start-up: first reply (spawn until a connecting client's first reply) and idle RSS (VmRSS after
+  that reply and half a second of idling); their targets are absolute, on ours alone.
 
 Client and server CPU (in % of one core) are recorded too, to show which side saturates: the
 client shares the machine with the server. Exits 0 whatever the ratios; 1 if a server failed.
@@ -53,6 +60,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 BODY = b"x" * 100
 PUT = b"put 0 0 120 %d\r\n%s\r\n" % (len(BODY), BODY)
+BYTE_BUDGET = 100_000_000
+"""Bytes of job bodies per matrix cell at most (10 KB bodies: 10,000 jobs)."""
+
+
+def put_command(size: int) -> bytes:
+    return b"put 0 0 120 %d\r\n%s\r\n" % (size, b"x" * size)
+
+
 RESERVE = b"reserve\r\n"
 DEFAULT_REF_CMD = "/usr/bin/beanstalkd -l {host} -p {port}"
 DEFAULT_OURS_CMD = "{python} -m beanrouter server -l {host} -p {port}"
@@ -81,6 +96,8 @@ class Metric:
     unit: str
     target: str = ""
     """``">= 1.0"``-style bound on the ratio ours / beanstalkd; empty for informational rows."""
+    absolute: bool = False
+    """The target bounds our value itself, not the ratio (idle RSS, first reply)."""
 
     def met(self, ratio: float) -> bool | None:
         if not self.target:
@@ -90,12 +107,36 @@ class Metric:
         return shown >= float(value) if op == ">=" else shown <= float(value)
 
 
-METRICS: tuple[Metric, ...] = (
-    Metric("put_per_s", "pipelined put", "put/s", ">= 1.0"),
-    Metric("pairs_per_s", "pipelined reserve+delete", "pairs/s", ">= 1.0"),
+def _size_label(size: int) -> str:
+    return f"{size // 1024} KB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
+
+
+def matrix_metrics(bodies: Sequence[int], windows: Sequence[int]) -> tuple[Metric, ...]:
+    out: list[Metric] = []
+    for prefix, label, unit in (("put", "put", "put/s"), ("pairs", "reserve+delete", "pairs/s")):
+        for body in bodies:
+            for window in windows:
+                out.append(
+                    Metric(
+                        f"{prefix}_{body}_{window}",
+                        f"{label} {_size_label(body)} window {window}",
+                        unit,
+                        ">= 1.0",
+                    )
+                )
+    return tuple(out)
+
+
+OTHER_METRICS: tuple[Metric, ...] = (
     Metric("cycles_per_s", "round trips (put/reserve/delete)", "cycles/s", ">= 0.8"),
-    Metric("bytes_per_job", "memory per 100-byte job", "B/job", "<= 1.5"),
+    Metric("bytes_per_job", "memory per 100-byte job", "B/job", "<= 1.3"),
+    Metric("seq_conns_per_s", "sequential connect+command+close", "conns/s", ">= 1.0"),
+    Metric("burst_s", "burst of connections each sending stats", "s", "<= 1.0"),
+    Metric("first_reply_ms", "first reply after spawn", "ms", "<= 60", absolute=True),
+    Metric("idle_rss_mb", "idle RSS", "MB", "<= 15", absolute=True),
 )
+
+
 CPU_METRICS: tuple[Metric, ...] = (
     Metric("put_server_cpu", "pipelined put: server CPU", "%"),
     Metric("put_client_cpu", "pipelined put: client CPU", "%"),
@@ -113,33 +154,40 @@ CPU_METRICS: tuple[Metric, ...] = (
 class Config:
     rounds: int
     n: int
-    window: int
     batch: int
-    pairs_window: int
     clients: int
     seconds: float
     mem_jobs: int
+    seq_conns: int
+    burst_conns: int
+    bodies: tuple[int, ...] = (5, 100, 10240)
+    windows: tuple[int, ...] = (1, 10, 1000)
+
+    def jobs(self, body: int, window: int) -> int:
+        """Jobs in the matrix cell (body, window)."""
+        n = min(self.n, max(1000, BYTE_BUDGET // body))
+        return max(100, n // 5 if window == 1 else n)
 
 
 FULL = Config(
-    rounds=5,
-    n=200_000,
-    window=1000,
-    batch=250,
-    pairs_window=100,
+    rounds=3,
+    n=50_000,
+    batch=1000,
     clients=4,
     seconds=5.0,
     mem_jobs=200_000,
+    seq_conns=3000,
+    burst_conns=800,
 )
 QUICK = Config(
     rounds=1,
-    n=5_000,
-    window=1000,
-    batch=250,
-    pairs_window=100,
+    n=2_000,
+    batch=1000,
     clients=4,
     seconds=0.5,
     mem_jobs=5_000,
+    seq_conns=200,
+    burst_conns=100,
 )
 
 
@@ -272,16 +320,17 @@ def _recv(sock: socket.socket) -> bytes:
 # (a) pipelined put and reserve+delete
 
 
-def pipelined_puts(sock: socket.socket, n: int, window: int, batch: int) -> None:
-    """Put ``n`` jobs with up to ``window`` puts in flight; returns once all are INSERTED."""
+def pipelined_puts(sock: socket.socket, n: int, window: int, batch: int, put: bytes = PUT) -> None:
+    """Put ``n`` jobs (``put`` each) with up to ``window`` in flight; returns once all are
+    INSERTED."""
     batch = max(1, min(batch, window))
-    chunk = PUT * batch
+    chunk = put * batch
     sent = acked = 0
     tail = b""
     while acked < n:
         while sent < n and sent - acked + batch <= window:
             count = min(batch, n - sent)
-            sock.sendall(chunk if count == batch else PUT * count)
+            sock.sendall(chunk if count == batch else put * count)
             sent += count
         data = tail + _recv(sock)
         end = data.rfind(b"\r\n") + 2
@@ -362,13 +411,27 @@ def _phase(prefix: str, jobs: int, start: Clock, end: Clock) -> dict[str, float]
 
 
 def bench_pipelined(template: str, cfg: Config) -> dict[str, float]:
-    with running_server(template) as server, _connect(server.port) as sock:
-        start = Clock.now(server)
-        pipelined_puts(sock, cfg.n, cfg.window, cfg.batch)
-        middle = Clock.now(server)
-        pipelined_reserve_delete(sock, cfg.n, cfg.pairs_window)
-        end = Clock.now(server)
-    return _phase("put", cfg.n, start, middle) | _phase("pairs", cfg.n, middle, end)
+    """The matrix: a fresh server per body size, every window in turn (each drains to empty)."""
+    out: dict[str, float] = {}
+    for body in cfg.bodies:
+        put = put_command(body)
+        with running_server(template) as server, _connect(server.port) as sock:
+            for window in cfg.windows:
+                n = cfg.jobs(body, window)
+                start = Clock.now(server)
+                pipelined_puts(sock, n, window, cfg.batch, put)
+                middle = Clock.now(server)
+                pipelined_reserve_delete(sock, n, window)
+                end = Clock.now(server)
+                cell = f"{body}_{window}"
+                put_phase = _phase("put", n, start, middle)
+                pairs_phase = _phase("pairs", n, middle, end)
+                out[f"put_{cell}"] = put_phase["put_per_s"]
+                out[f"pairs_{cell}"] = pairs_phase["pairs_per_s"]
+                if body == 100 and window == max(cfg.windows):
+                    out |= {k: v for k, v in put_phase.items() if k.endswith("cpu")}
+                    out |= {k: v for k, v in pairs_phase.items() if k.endswith("cpu")}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,7 +568,7 @@ def bench_memory(template: str, cfg: Config) -> dict[str, float]:
     with running_server(template) as server, _connect(server.port) as sock:
         pipelined_puts(sock, 1, 1, 1)  # warm up the connection and the default tube
         before = server.rss_bytes()
-        pipelined_puts(sock, cfg.mem_jobs, cfg.window, cfg.batch)
+        pipelined_puts(sock, cfg.mem_jobs, 1000, cfg.batch)
         ready = _stat(sock, b"current-jobs-ready")
         if ready != cfg.mem_jobs + 1:
             raise BenchError(f"expected {cfg.mem_jobs + 1} ready jobs, stats says {ready}")
@@ -513,10 +576,100 @@ def bench_memory(template: str, cfg: Config) -> dict[str, float]:
     return {"bytes_per_job": (after - before) / cfg.mem_jobs}
 
 
+# --------------------------------------------------------------------------------------------
+# (d) connection bursts and start-up
+
+
+def _one_reply(sock: socket.socket) -> bytes:
+    data = _recv(sock)
+    if data.startswith(b"OK "):
+        header_end = data.find(b"\r\n")
+        while header_end < 0:
+            data += _recv(sock)
+            header_end = data.find(b"\r\n")
+        total = header_end + 2 + int(data[3:header_end]) + 2
+        while len(data) < total:
+            data += _recv(sock)
+        return data
+    return _recv_exactly_reply(sock, data)
+
+
+def bench_bursts(template: str, cfg: Config) -> dict[str, float]:
+    with running_server(template) as server:
+        start = time.perf_counter()
+        for _ in range(cfg.seq_conns):
+            with socket.create_connection((HOST, server.port), timeout=SOCKET_TIMEOUT) as sock:
+                sock.sendall(b"list-tube-used\r\n")
+                if _one_reply(sock) != b"USING default\r\n":
+                    raise BenchError("unexpected reply to list-tube-used")
+        sequential = time.perf_counter() - start
+        time.sleep(0.2)
+        start = time.perf_counter()
+        socks = []
+        try:
+            for _ in range(cfg.burst_conns):
+                sock = socket.socket()
+                sock.settimeout(SOCKET_TIMEOUT)
+                sock.setblocking(False)
+                sock.connect_ex((HOST, server.port))
+                socks.append(sock)
+            for sock in socks:
+                sock.setblocking(True)
+                sock.settimeout(SOCKET_TIMEOUT)
+                sock.sendall(b"stats\r\n")
+            for sock in socks:
+                if not _one_reply(sock).startswith(b"OK "):
+                    raise BenchError("unexpected reply to stats")
+            burst = time.perf_counter() - start
+        finally:
+            for sock in socks:
+                sock.close()
+    return {"seq_conns_per_s": cfg.seq_conns / sequential, "burst_s": burst}
+
+
+def bench_start(template: str, cfg: Config) -> dict[str, float]:
+    """Spawn to first reply (a client retrying its connect every millisecond), then idle RSS."""
+    port = _free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            _command(template, port),
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = Server(proc, port, log)
+        try:
+            deadline = start + START_TIMEOUT
+            while True:
+                try:
+                    sock = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT)
+                    break
+                except OSError:
+                    if time.perf_counter() > deadline or proc.poll() is not None:
+                        raise BenchError(f"server did not start: {server.log_tail()}") from None
+                    time.sleep(0.001)
+            with sock:
+                sock.sendall(b"list-tube-used\r\n")
+                _one_reply(sock)
+                first = time.perf_counter() - start
+            time.sleep(0.5)
+            rss = server.rss_bytes()
+        finally:
+            _stop(proc)
+    return {"first_reply_ms": first * 1000, "idle_rss_mb": rss / 1e6}
+
+
 BENCHES: tuple[tuple[str, Callable[[str, Config], dict[str, float]]], ...] = (
-    ("pipelined", bench_pipelined),
+    ("start-up", bench_start),
+    ("matrix", bench_pipelined),
     ("round trips", bench_round_trips),
     ("memory", bench_memory),
+    ("bursts", bench_bursts),
 )
 
 
@@ -587,20 +740,39 @@ def _cell(side: Side, metric: Metric) -> str:
     return text
 
 
-def print_table(ref: Side, ours: Side) -> dict[str, float]:
+def _ratio_cell(ref: Side, ours: Side, metric: Metric) -> str:
+    """The median ratio, and its (min-max) over rounds (round i of ours against round i of
+    beanstalkd: the same-run ratios)."""
+    ref_values, ours_values = ref.samples.get(metric.key, []), ours.samples.get(metric.key, [])
+    ref_med, ours_med = ref.median(metric.key), ours.median(metric.key)
+    if not ref_med or ours_med is None:
+        return ""
+    text = f"{ours_med / ref_med:.2f}"
+    pairs = [o / r for o, r in zip(ours_values, ref_values, strict=False) if r]
+    if len(pairs) > 1:
+        text += f" ({min(pairs):.2f}-{max(pairs):.2f})"
+    return text
+
+
+def print_table(ref: Side, ours: Side, metrics: Sequence[Metric]) -> dict[str, float]:
     ratios: dict[str, float] = {}
     head = ("metric", "unit", "beanstalkd", "ours", "ratio", "target", "")
     rows: list[tuple[str, ...]] = [head]
-    for group in (METRICS, CPU_METRICS):
+    for group in (metrics, CPU_METRICS):
         if group is CPU_METRICS:
             rows.append(("", "", "", "", "", "", ""))
         for metric in group:
             ref_med, ours_med = ref.median(metric.key), ours.median(metric.key)
             ratio_text, verdict = "", ""
-            if metric.target and ref_med and ours_med is not None:
+            if metric.absolute and ours_med is not None:
+                met = metric.met(ours_med)
+                verdict = "ok" if met else "MISS"
+                if ref_med:
+                    ratio_text = _ratio_cell(ref, ours, metric)
+            elif metric.target and ref_med and ours_med is not None:
                 ratio = ours_med / ref_med
                 ratios[metric.key] = ratio
-                ratio_text = f"{ratio:.2f}"
+                ratio_text = _ratio_cell(ref, ours, metric)
                 met = metric.met(ratio)
                 verdict = "" if met is None else ("ok" if met else "MISS")
             rows.append(
@@ -623,7 +795,10 @@ def print_table(ref: Side, ours: Side) -> dict[str, float]:
         print("  ".join(cells).rstrip())
         if index == 0:
             print("  ".join("-" * width for width in widths).rstrip())
-    print("\nmedian over rounds (min-max); ratio = ours / beanstalkd; CPU in % of one core")
+    print(
+        "\nmedian over rounds (min-max); ratio = ours / beanstalkd, median (min-max of the"
+        " per-round ratios); targets marked absolute bound ours alone; CPU in % of one core"
+    )
     return ratios
 
 
@@ -637,14 +812,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--rounds", type=int, help=f"rounds per server (default {FULL.rounds})")
-    parser.add_argument("-n", type=int, help=f"pipelined jobs (default {FULL.n})")
-    parser.add_argument("--window", type=int, help=f"puts in flight (default {FULL.window})")
-    parser.add_argument("--batch", type=int, help=f"puts per write (default {FULL.batch})")
+    parser.add_argument("-n", type=int, help=f"jobs per matrix cell (default {FULL.n})")
+    parser.add_argument("--batch", type=int, help=f"puts per write at most (default {FULL.batch})")
     parser.add_argument(
-        "--pairs-window",
-        type=int,
-        help=f"reserve+delete pairs in flight (default {FULL.pairs_window})",
+        "--bodies", type=_int_list, help="body sizes, comma-separated (default 5,100,10240)"
     )
+    parser.add_argument("--windows", type=_int_list, help="windows (default 1,10,1000)")
+    parser.add_argument(
+        "--seq-conns", type=int, help=f"sequential connections (default {FULL.seq_conns})"
+    )
+    parser.add_argument(
+        "--burst-conns", type=int, help=f"connections in a burst (default {FULL.burst_conns})"
+    )
+    parser.add_argument("--only", help="comma-separated benchmarks to run: " + _bench_names())
     parser.add_argument("--clients", type=int, help=f"round-trip clients (default {FULL.clients})")
     parser.add_argument(
         "--seconds", type=float, help=f"round-trip duration (default {FULL.seconds})"
@@ -671,9 +851,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     }
     cfg = Config(**{**asdict(base), **overrides})
     for key, value in asdict(cfg).items():
-        if value <= 0:
+        if (min(value, default=0) if isinstance(value, tuple) else value) <= 0:
             parser.error(f"--{key.replace('_', '-')} must be positive")
     return args, cfg
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)
+
+
+def _bench_names() -> str:
+    return ", ".join(name for name, _ in BENCHES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -687,15 +875,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"reference: {machine['beanstalkd']}: {args.ref_cmd}")
     print(f"ours: {args.ours_cmd}")
     print(
-        f"config: {cfg.rounds} rounds; pipelined n={cfg.n:,} (put window {cfg.window}, "
-        f"batch {cfg.batch}; {cfg.pairs_window} pairs in flight); round trips {cfg.clients} "
-        f"clients x {cfg.seconds:g}s; memory {cfg.mem_jobs:,} jobs; body {len(BODY)} bytes\n"
+        f"config: {cfg.rounds} rounds; matrix bodies {list(cfg.bodies)} x windows "
+        f"{list(cfg.windows)}, up to {cfg.n:,} jobs a cell, batch <= {cfg.batch}; round trips "
+        f"{cfg.clients} clients x {cfg.seconds:g}s ({len(BODY)}-byte body); memory "
+        f"{cfg.mem_jobs:,} jobs; bursts {cfg.seq_conns} sequential, {cfg.burst_conns} at once\n"
     )
+    only = set(args.only.split(",")) if args.only else None
+    metrics = matrix_metrics(cfg.bodies, cfg.windows) + OTHER_METRICS
     ref = Side("beanstalkd", args.ref_cmd)
     ours = Side("ours", args.ours_cmd)
     started, busy0, own0 = time.perf_counter(), _machine_busy_seconds(), _own_cpu_seconds()
     for round_no in range(1, cfg.rounds + 1):
         for bench_name, bench in BENCHES:
+            if only is not None and bench_name not in only:
+                continue
             for side in (ref, ours):
                 if bench_name in side.failed:
                     continue
@@ -728,7 +921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratios, if the load varied) are unreliable - rerun on an idle machine"
         )
     print()
-    ratios = print_table(ref, ours)
+    ratios = print_table(ref, ours, metrics)
     for side in (ref, ours):
         for error in side.errors:
             print(f"{side.name} failed: {error}")
@@ -748,8 +941,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for side in (ref, ours)
             },
             "ratios": ratios,
-            "targets": {m.key: m.target for m in METRICS},
-            "met": {m.key: m.met(ratios[m.key]) for m in METRICS if m.key in ratios},
+            "targets": {m.key: m.target for m in metrics},
+            "met": {m.key: m.met(ratios[m.key]) for m in metrics if m.key in ratios},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

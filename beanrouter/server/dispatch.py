@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Final
 
 from .. import protocol as p
-from .engine import DEADLINE_SOON, TIMED_OUT, WAIT, Conn, Draining, Engine, Job, OutOfSpace
+from .conn import DEADLINE_SOON, TIMED_OUT, WAIT, Conn
+from .engine import Draining, Engine, OutOfSpace
+from .job import Job
 
 __all__ = ["QUIT", "WAITING", "Session", "reply_for_wake"]
 

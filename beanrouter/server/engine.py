@@ -2,8 +2,9 @@
 
 The engine takes parsed values and returns plain values; the dispatch layer turns them into
 reply bytes and bumps the ``cmd-*`` counters. Every rule here follows beanstalkd's ``prot.c`` /
-``conn.c`` / ``tube.c`` / ``ms.c``; the module docstrings of ``job.py`` and ``tube.py`` describe
-the containers. Times are absolute integer nanoseconds from ``clock``; durations in the API are
+``conn.c`` / ``tube.c`` / ``ms.c``; the module docstrings of ``job.py``, ``tube.py``, ``conn.py``
+(a session's state) and ``timers.py`` (the per-conn timer heap) describe the containers.
+Times are absolute integer nanoseconds from ``clock``; durations in the API are
 whole seconds (u32), as on the wire.
 
 Invariants (checked by tests/unit/test_engine.py):
@@ -39,13 +40,14 @@ journal (the default) costs one ``is not None`` test on those paths.
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable, Iterable
 from heapq import heapify, heappop, heappush
 from operator import attrgetter
 from typing import Final, Protocol, TypeAlias
 
+from ..protocol import URGENT_THRESHOLD, StatValue
+from .conn import DEADLINE_SOON, TIMED_OUT, WAIT, Conn, ReserveOutcome, WakeResult
 from .job import (
     BURIED,
     BURY_ONE,
@@ -56,14 +58,16 @@ from .job import (
     RELEASE_ONE,
     RESERVED,
     TIMEOUT_ONE,
-    URGENT_THRESHOLD,
     Job,
 )
 from .procinfo import ProcInfo
+from .timers import NEVER, NS, ConnTimers
 from .tube import Tube, ms_remove, ms_take
 
 __all__ = [
     "DEADLINE_SOON",
+    "NEVER",
+    "NS",
     "OP_COUNTER_NAMES",
     "SAFETY_MARGIN",
     "TIMED_OUT",
@@ -77,14 +81,13 @@ __all__ = [
     "ProcInfo",
     "ReserveOutcome",
     "SavedJob",
+    "StatValue",
     "Tube",
     "WakeResult",
 ]
 
-NS: Final = 1_000_000_000
 SAFETY_MARGIN: Final = NS
 """beanstalkd's 1 s margin: DEADLINE_SOON when a reserved job's TTR ends within it."""
-NEVER: Final = (1 << 63) - 1
 DEFAULT_BINLOG_MAX_SIZE: Final = 10 << 20
 
 OP_COUNTER_NAMES: Final = (
@@ -114,23 +117,6 @@ OP_COUNTER_NAMES: Final = (
 """The ``cmd-*`` keys of ``stats``, in its order."""
 
 
-class ReserveOutcome(enum.Enum):
-    """A reserve's answer when it is not a job."""
-
-    DEADLINE_SOON = "DEADLINE_SOON"
-    TIMED_OUT = "TIMED_OUT"
-    WAIT = "WAIT"  # only returned by reserve(); never passed to on_wake
-
-    def __repr__(self) -> str:
-        return self.value
-
-
-DEADLINE_SOON: Final = ReserveOutcome.DEADLINE_SOON
-TIMED_OUT: Final = ReserveOutcome.TIMED_OUT
-WAIT: Final = ReserveOutcome.WAIT
-
-WakeResult: TypeAlias = Job | ReserveOutcome
-StatValue: TypeAlias = int | str | bool
 SavedJob: TypeAlias = tuple[int, str, int, int, int, bytes, int, int, int, int, int, int]
 """A job read back from the binlog, for ``Engine.restore``: (id, tube, pri, delay, ttr, body,
 state, created_at, deadline_at, counts, bury_seq, file); times in absolute ns, ``counts`` packed
@@ -173,10 +159,6 @@ class Journal(Protocol):
         ...
 
 
-def _ignore_wake(result: WakeResult) -> None:
-    pass
-
-
 def _trunc_seconds(ns: int) -> int:
     """C's int64 ``ns / 1000000000``: truncates toward zero."""
     return ns // NS if ns >= 0 else -(-ns // NS)
@@ -214,54 +196,6 @@ def _heap_fix(h: list[Job], i: int) -> None:
             else:
                 break
     h[i] = item
-
-
-class Conn:
-    """One client session's state (beanstalkd's ``Conn`` minus the socket).
-
-    Attributes:
-        use: the used Tube.
-        watch: the watched tubes, in beanstalkd's ms order (list-tubes-watched).
-        reserved: jobs reserved by this conn, by id, in reservation order.
-        waiting: blocked in reserve / reserve-with-timeout.
-        half_closed: the peer shut its write side (see ``Engine.half_close``).
-        on_wake: called with a Job, DEADLINE_SOON or TIMED_OUT when a blocked reserve is answered.
-        producer, worker: has issued a put / a reserve (stats current-producers/workers).
-    """
-
-    __slots__ = (
-        "closed",
-        "half_closed",
-        "on_wake",
-        "producer",
-        "reserved",
-        "soonest",
-        "timer_at",
-        "timer_seq",
-        "use",
-        "wait_deadline",
-        "waiting",
-        "watch",
-        "worker",
-    )
-
-    def __init__(self, tube: Tube) -> None:
-        self.use = tube
-        self.watch: list[Tube] = [tube]
-        self.reserved: dict[int, Job] = {}
-        self.soonest: Job | None = None  # cached reserved job with the earliest deadline
-        self.producer = False
-        self.worker = False
-        self.waiting = False
-        self.wait_deadline = NEVER  # absolute ns a waiting reserve-with-timeout gives up
-        self.half_closed = False
-        self.closed = False
-        self.on_wake: Callable[[WakeResult], None] = _ignore_wake
-        self.timer_at = NEVER  # time of this conn's live timer-heap entry
-        self.timer_seq = 0  # its sequence number (0: none)
-
-    def __repr__(self) -> str:
-        return f"<Conn use={self.use.name!r} reserved={len(self.reserved)} waiting={self.waiting}>"
 
 
 class Engine:
@@ -306,9 +240,7 @@ class Engine:
         self._paused: dict[Tube, None] = {}  # tubes with pause != 0
         self._waited: dict[Tube, None] = {}  # tubes with waiting conns
         self._delay_heap: list[tuple[int, int, Job]] = []  # all tubes' delay entries
-        self._timers: list[tuple[int, int, Conn]] = []
-        self._timer_seq = 0
-        self._live_timers = 0
+        self._timers = ConnTimers()
         self._bury_seq = 0
         self._wakes: list[tuple[Conn, WakeResult]] = []
         self._direct: Conn | None = None
@@ -376,10 +308,7 @@ class Engine:
         u = c.use
         u.using_ct -= 1
         self._tube_dref(u)
-        if c.timer_seq:
-            c.timer_seq = 0
-            c.timer_at = NEVER
-            self._live_timers -= 1
+        self._timers.drop(c)
         self._flush()
 
     def half_close(self, conn: Conn) -> None:
@@ -661,7 +590,7 @@ class Engine:
         if conn.soonest is j:
             conn.soonest = None
         if d < conn.timer_at:  # only if the clock went back
-            self._arm(conn, d)
+            self._timers.arm(conn, d)
         return True
 
     def kick(self, conn: Conn, bound: int) -> int:
@@ -818,18 +747,14 @@ class Engine:
         for t in self._paused:
             if t.unpause_at < best:
                 best = t.unpause_at
-        th = self._timers
-        while th:
-            at, seq, c = th[0]
-            if c.timer_seq != seq:
-                heappop(th)
-                continue
+        timers = self._timers
+        while (entry := timers.first()) is not None:
+            at, _, c = entry
             exact = self._tickat(c)
             if exact > at:  # an early entry: move it to the real time
-                heappop(th)
-                self._drop_timer(c)
+                timers.pop_first()
                 if exact != NEVER:
-                    self._arm(c, exact)
+                    timers.arm(c, exact)
                 continue
             if at < best:
                 best = at
@@ -1189,7 +1114,7 @@ class Engine:
         elif d < s.deadline_at:
             c.soonest = j
         if d < c.timer_at:
-            self._arm(c, d)
+            self._timers.arm(c, d)
 
     def _unreserve(self, c: Conn, j: Job) -> None:
         del c.reserved[j.id]
@@ -1218,27 +1143,10 @@ class Engine:
             at = c.wait_deadline
         return at
 
-    def _arm(self, c: Conn, at: int) -> None:
-        seq = self._timer_seq = self._timer_seq + 1
-        if not c.timer_seq:
-            self._live_timers += 1
-        c.timer_seq = seq
-        c.timer_at = at
-        th = self._timers
-        heappush(th, (at, seq, c))
-        if len(th) > 2 * self._live_timers + 64:
-            th[:] = [e for e in th if e[2].timer_seq == e[1]]
-            heapify(th)
-
-    def _drop_timer(self, c: Conn) -> None:
-        c.timer_seq = 0
-        c.timer_at = NEVER
-        self._live_timers -= 1
-
     def _rearm(self, c: Conn) -> None:
         at = self._tickat(c)
         if at < c.timer_at:
-            self._arm(c, at)
+            self._timers.arm(c, at)
 
     def _tick(self, now: int) -> None:
         # 1. Delayed jobs that are due, earliest first.
@@ -1256,16 +1164,14 @@ class Engine:
         if self._paused and any(t.unpause_at <= now for t in self._paused):
             self._process_queue(now)
         # 3. Conns whose time has come, in time order.
-        th = self._timers
-        while th and th[0][0] <= now:
-            at, seq, c = heappop(th)
-            if c.timer_seq != seq:
-                continue
-            self._drop_timer(c)
+        timers = self._timers
+        while (entry := timers.first()) is not None and entry[0] <= now:
+            at, _, c = entry
+            timers.pop_first()
             exact = self._tickat(c)
             if exact > at:
                 if exact != NEVER:
-                    self._arm(c, exact)
+                    timers.arm(c, exact)
                 continue
             self._conn_timeout(c, now)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .engine import Conn
+    from .conn import Conn
     from .tube import Tube
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "READY",
     "RESERVED",
     "STATE_NAMES",
-    "URGENT_THRESHOLD",
     "Job",
 ]
 
@@ -41,8 +40,6 @@ DELAYED: Final = 4
 
 STATE_NAMES: Final = ("invalid", "ready", "reserved", "buried", "delayed")
 
-URGENT_THRESHOLD: Final = 1024
-"""Jobs with pri below this are "urgent" (counted in current-jobs-urgent while ready)."""
 
 # Bit offsets of the counters packed in Job.counts.
 RESERVE_ONE: Final = 1

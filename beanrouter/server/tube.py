@@ -24,7 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from .engine import Conn
+    from .conn import Conn
     from .job import Job
 
 __all__ = ["Tube", "ms_remove", "ms_take"]

@@ -20,6 +20,8 @@ import pytest
 
 from tests.conformance.harness import BEANROUTER, BEANSTALKD, HOST, Server, normalise
 
+pytestmark = pytest.mark.reference  # every test here runs beanstalkd next to our server
+
 COMMANDS = [
     b"put {pri} 0 {ttr} {n}\r\n{body}\r\n",
     b"put {pri} {delay} {ttr} {n}\r\n{body}\r\n",

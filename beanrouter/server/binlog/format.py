@@ -168,7 +168,10 @@ def decode_header(data: bytes | memoryview) -> FileHeader:
         (word,) = struct.unpack_from("<i", head)
         if word in (5, 7):
             raise BadHeader(
-                f"a beanstalkd binlog (its format {word}), not a beanrouter one", foreign=True
+                f"a beanstalkd binlog (its format {word}), not a beanrouter one; the formats "
+                "are not interchangeable: run beanstalkd on this directory, or give beanrouter "
+                "server a directory of its own (see docs/server.md)",
+                foreign=True,
             )
         raise BadHeader("not a beanrouter binlog file (bad magic)", foreign=True)
     if len(head) < HEADER_SIZE:

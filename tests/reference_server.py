@@ -1,0 +1,73 @@
+"""Make sure the reference server (Debian's beanstalkd) is installed, if that can be done.
+
+Run by ``make test`` before pytest. The real beanstalkd is the oracle of the conformance,
+differential and peer tests. When ``/usr/bin/beanstalkd`` is missing and ``$BEANSTALKD_BIN`` is not
+set, this installs Debian's package with apt-get, as root or through passwordless sudo, and stops
+the service the package may start (tests use their own ports; ``make run`` wants 11300). When that
+is not possible it says so in one line and exits 0: tests/conftest.py then skips the reference
+comparisons, except under ``CI``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+DEFAULT = "/usr/bin/beanstalkd"
+
+
+def _root_prefix() -> list[str] | None:
+    """How to run a command as root here: [], ["sudo", "-n"], or None (not possible)."""
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo") is None:
+        return None
+    probe = subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False)
+    return ["sudo", "-n"] if probe.returncode == 0 else None
+
+
+def _quiet(argv: list[str]) -> bool:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    done = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, check=False
+    )
+    return done.returncode == 0
+
+
+def install() -> str:
+    """Install beanstalkd if possible; returns a one-line account of what happened."""
+    if shutil.which("apt-get") is None:
+        return "no apt-get on this machine"
+    root = _root_prefix()
+    if root is None:
+        return "installing it needs root or passwordless sudo"
+    install = [*root, "apt-get", "install", "-y", "-q", "--no-install-recommends", "beanstalkd"]
+    if not _quiet(install) and not (_quiet([*root, "apt-get", "update", "-q"]) and _quiet(install)):
+        return "apt-get install beanstalkd failed"
+    # The package may start a service on 127.0.0.1:11300: stop it, as .ci/run does.
+    if os.path.isdir("/run/systemd/system"):
+        _quiet([*root, "systemctl", "disable", "--now", "beanstalkd.service", "beanstalkd.socket"])
+    elif os.access("/etc/init.d/beanstalkd", os.X_OK):
+        _quiet([*root, "/etc/init.d/beanstalkd", "stop"])
+    return "installed" if os.access(DEFAULT, os.X_OK) else "apt-get did not install it"
+
+
+def main() -> int:
+    chosen = os.environ.get("BEANSTALKD_BIN")
+    if chosen:  # the user picked a binary: use it or not, never install over it
+        return 0
+    if os.access(DEFAULT, os.X_OK):
+        return 0
+    print("make test: the reference server beanstalkd is missing; installing Debian's package")
+    outcome = install()
+    if outcome == "installed":
+        print(f"make test: installed {DEFAULT}")
+    else:
+        print(f"make test: beanstalkd not installed ({outcome}); reference comparisons will skip")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
