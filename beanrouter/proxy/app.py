@@ -21,8 +21,8 @@ replies, as with beanstalkd); a reserve blocked when EOF arrives is cancelled an
 runs as ``reserve-with-timeout 0`` (beanstalkd: a ready job, else TIMED_OUT at once). One
 difference: the frame cannot tell a reserve that waits from one whose job is on its way from a
 shard, so a reserve in flight when EOF arrives is cancelled too (a job it got is given back).
-``quit``, EOF and a vanished client close the session at once (it gives back the reservations). A cancelled reserve's task is
-always finished before ``close`` runs.
+``quit``, EOF and a vanished client close the session at once (it gives back the reservations);
+a cancelled reserve's task is always finished before ``close`` runs.
 
 Signals (``install_signals``): SIGTERM/SIGINT stop gracefully — stop accepting, let each
 connection finish the command it is running and write its replies, cancel blocked reserves, close
