@@ -29,24 +29,21 @@ SIGHUP is logged and ignored (the configuration is built in memory). A shard tha
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+# Only what binding the listening socket needs is imported up front (start-up speed).
 from ..server.listen import ListenError, bind, inherited_socket
 from ..server.options import ServerOptions, UsageExit, parse_args
-from .child import spawn
 
 if TYPE_CHECKING:
     import asyncio
     import subprocess
+    from collections.abc import Callable
 
     from ..router.config import ClusterConfig
     from .app import ProxyServer
@@ -151,6 +148,9 @@ def shard_args(opts: ServerOptions, index: int, port: int) -> list[str]:
 
 def _prepare_binlog(directory: str, shards: int) -> str | None:
     """Create ``DIR`` and ``DIR/shard-i``; check the recorded shard count. Returns an error."""
+    import json
+    from pathlib import Path
+
     root = Path(directory)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -186,6 +186,8 @@ class Shard:
         self.restart_at: float | None = None
 
     def start(self) -> None:
+        from .child import spawn
+
         self.proc = spawn(self.args, listen=self.sock)
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -278,6 +280,7 @@ async def wait_ready(shards: list[Shard], timeout: float, stop: asyncio.Event) -
 async def supervise(shards: list[Shard], wake: asyncio.Event, stopping: Callable[[], bool]) -> None:
     """Restart shards that exit, with backoff, until cancelled or ``stopping()``."""
     import asyncio
+    import contextlib
 
     while not stopping():
         now = time.monotonic()
