@@ -69,7 +69,7 @@ class Proc:
     inherit it, so a pipe could block or never end)."""
 
     def __init__(self, args: list[str], backend: str | None = FORWARDING) -> None:
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "beanrouter", *args],
             cwd=REPO_ROOT,

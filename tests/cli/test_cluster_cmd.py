@@ -49,7 +49,7 @@ def cluster(procs: list[Proc], *args: str, backend: str | None = None) -> tuple[
     return p, port
 
 
-# -- flags ------------------------------------------------------------------------------------------
+# -- flags ----------------------------------------------------------------------------------------
 
 
 def test_version_flag_prints_like_beanstalkd() -> None:
@@ -93,7 +93,7 @@ def test_shard_ids_give_the_owner_of_default_id_0() -> None:
         assert ids[owner] == 0
 
 
-# -- running ----------------------------------------------------------------------------------------
+# -- running --------------------------------------------------------------------------------------
 
 
 def test_listens_at_once_and_answers_only_when_every_shard_is_ready(procs: list[Proc]) -> None:
@@ -123,7 +123,7 @@ def test_sigterm_stops_every_shard(procs: list[Proc]) -> None:
 
 
 def test_sigterm_while_starting_leaves_no_shard(procs: list[Proc]) -> None:
-    p, port = cluster(procs, "--shards", "3")
+    p, _ = cluster(procs, "--shards", "3")
     wait_for(lambda: len(children(p.pid)) == 3, "the shards to be spawned")
     kids = children(p.pid)
     p.proc.send_signal(signal.SIGTERM)
