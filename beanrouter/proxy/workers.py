@@ -26,7 +26,9 @@ from .child import spawn
 
 __all__ = ["DRAIN_ENV", "run_workers"]
 
-START_GRACE: Final = 2.0
+START_GRACE: Final = 10.0
+SETTLED: Final = 2.0
+"""A worker this old has installed its signal handlers (a drain sent earlier is sent again)."""
 RESTART_DELAY: Final = 1.0
 KILL_AFTER: Final = 5.0
 POLL: Final = 0.05
@@ -87,7 +89,7 @@ def run_workers(count: int, worker_args: Callable[[int], list[str]], *, grace: f
             if rc is None:
                 alive += 1
                 # A drain signalled while the worker was still starting may have been missed.
-                if state["draining"] and not resent_drain[i] and now - started[i] > START_GRACE:
+                if state["draining"] and not resent_drain[i] and now - started[i] > SETTLED:
                     resent_drain[i] = True
                     proc.send_signal(signal.SIGUSR1)
                 continue
