@@ -127,9 +127,7 @@ def test_workers_share_the_port_and_die_with_the_supervisor(
     wait_for(lambda: not any(alive(w) for w in workers), "the orphaned workers to exit", 15)
 
 
-def test_a_worker_that_cannot_start_stops_the_supervisor(
-    procs: list[Proc], tmp_path: Path
-) -> None:
+def test_a_worker_that_cannot_start_stops_the_supervisor(procs: list[Proc], tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("servers: 3\n")
     p = Proc(["proxy", "--config", str(bad), "-p", str(free_port()), "--workers", "2"])

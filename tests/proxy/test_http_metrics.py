@@ -76,7 +76,8 @@ def test_http_endpoints() -> None:
             port = sock.getsockname()[1]
             await http.start(sock)
             try:
-                await request(px.port, b"put 0 0 1 1\r\na\r\nput 0 0 1 1\r\nb\r\nbogus\r\nstats\r\n")
+                script = b"put 0 0 1 1\r\na\r\nput 0 0 1 1\r\nb\r\nbogus\r\nstats\r\n"
+                await request(px.port, script)
                 status, ctype, body = await http_get(port, "/healthz")
                 assert status == 200 and ctype == "application/json"
                 doc = json.loads(body)
