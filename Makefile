@@ -7,11 +7,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SRC    := beanrouter tests benchmarks
 PYTEST_ARGS ?=
+DATA   ?= .data
+SHARDS ?= 3
+PORT   ?= 11300
 
 .PHONY: help venv peers run test lint fmt bench clean distclean
 
 help:
-	@echo "make run     start the main job (for now: beanrouter server on 127.0.0.1:11300)"
+	@echo "make run     start the main job: beanrouter cluster (3 shards + proxy) on 127.0.0.1:11300,"
+	@echo "             persistent (binlogs under $(DATA)/); SHARDS=N PORT=P to change"
 	@echo "make test    run the test suite (fetches the peer client suites into .peers/)"
 	@echo "make lint    ruff check, ruff format --check, mypy --strict"
 	@echo "make fmt     ruff check --fix and ruff format"
@@ -34,7 +38,8 @@ peers: venv
 	@$(PY) tests/peers/fetch_peers.py --quiet
 
 run: venv
-	$(VENV)/bin/beanrouter server -l 127.0.0.1 -p 11300
+	@echo "beanrouter cluster: $(SHARDS) shards (binlogs in $(DATA)/) behind 127.0.0.1:$(PORT); ^C stops it"
+	$(VENV)/bin/beanrouter cluster -l 127.0.0.1 -p $(PORT) --shards $(SHARDS) -b $(DATA) -V
 
 # The reference beanstalkd is installed first when missing and possible (root or passwordless
 # sudo); otherwise the tests that compare with it skip, in one summary line (not under CI).

@@ -1,8 +1,9 @@
 """The ``beanrouter`` command line: a thin click group over the library.
 
-``beanrouter server [beanstalkd flags]`` hands its arguments to the server's own beanstalkd-style
-parser untouched (so it is a drop-in for ``beanstalkd``); it is dispatched before click is even
-imported, to keep the server's start-up fast.
+``beanrouter server [beanstalkd flags]`` and ``beanrouter cluster [beanstalkd flags] [--shards N]``
+hand their arguments to beanstalkd-style parsers untouched (so they are drop-ins for
+``beanstalkd``); they are dispatched before click is even imported, to keep start-up fast.
+``beanrouter proxy --config FILE`` runs the proxy in front of a configured cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
         from .server.cli import main as server_main
 
         server_main(args[1:], progname="beanrouter server")
+        return
+    if args[:1] == ["cluster"]:
+        from .proxy.cluster import main as cluster_main
+
+        cluster_main(args[1:], progname="beanrouter cluster")
         return
     _click_main(args)
 
@@ -48,6 +54,81 @@ def _click_main(args: list[str]) -> None:
             return check_tube_names(value)
         except InvalidArgument as exc:
             raise click.BadParameter(str(exc.__cause__ or exc)) from None
+
+    @cli.command(
+        context_settings={"ignore_unknown_options": True, "help_option_names": []},
+        add_help_option=False,
+    )
+    @click.argument("flags", nargs=-1, type=click.UNPROCESSED)
+    def cluster(flags: tuple[str, ...]) -> None:
+        """Run N bundled shards and a proxy in front (beanstalkd's flags, --shards N; -h)."""
+        from .proxy.cluster import main as cluster_main
+
+        cluster_main(list(flags), progname="beanrouter cluster")
+
+    @cli.command()
+    @click.option(
+        "-c", "--config", "config_path", required=True,
+        type=click.Path(dir_okay=False), help="The cluster configuration (docs/config.md).",
+    )  # fmt: skip
+    @click.option("-l", "--listen", "addr", default="127.0.0.1", show_default=True,
+                  help="Address to listen on; unix:PATH for a UNIX socket.")  # fmt: skip
+    @click.option("-p", "--port", default=11300, show_default=True, type=click.IntRange(0, 65535))
+    @click.option(
+        "-z", "--max-job-size", default=65535, show_default=True,
+        type=click.IntRange(0, 1_073_741_824), help="Largest job body accepted, in bytes.",
+    )  # fmt: skip
+    @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+                  help="Proxy processes sharing the port (SO_REUSEPORT).")  # fmt: skip
+    @click.option("--http-port", type=click.IntRange(0, 65535), default=None,
+                  help="Serve /healthz, /metrics, /route here (worker i: +i).")  # fmt: skip
+    @click.option("--http-addr", default="127.0.0.1", show_default=True)
+    @click.option("--reuse-port", is_flag=True,
+                  help="Bind with SO_REUSEPORT (share the port with others).")  # fmt: skip
+    @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0),
+                  help="Seconds a graceful stop waits for clients.")  # fmt: skip
+    def proxy(
+        config_path: str,
+        addr: str,
+        port: int,
+        max_job_size: int,
+        workers: int,
+        http_port: int | None,
+        http_addr: str,
+        reuse_port: bool,
+        grace: float,
+    ) -> None:
+        """Serve the beanstalkd protocol in front of a cluster: one big beanstalkd."""
+        if workers > 1:
+            if port == 0 or addr.startswith("unix:"):
+                raise click.UsageError("--workers needs a TCP port other than 0")
+            from .proxy.workers import run_workers
+
+            def worker_args(i: int) -> list[str]:
+                args = ["proxy", "--config", config_path, "-l", addr, "-p", str(port)]
+                args += ["-z", str(max_job_size), "--grace", str(grace), "--reuse-port"]
+                if http_port is not None:
+                    args += ["--http-addr", http_addr, "--http-port", str(http_port + i)]
+                return args
+
+            sys.exit(run_workers(workers, worker_args, grace=grace))
+        import logging
+
+        from .proxy.run import run_proxy, setup_logging
+
+        setup_logging(logging.INFO)
+        sys.exit(
+            run_proxy(
+                config_path,
+                addr,
+                port,
+                http_addr=http_addr,
+                http_port=http_port,
+                max_job_size=max_job_size,
+                reuse_port=reuse_port,
+                grace=grace,
+            )
+        )
 
     @cli.command("check-config")
     @click.argument("file", type=click.Path(dir_okay=False))

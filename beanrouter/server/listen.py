@@ -38,13 +38,16 @@ def inherited_socket() -> socket.socket | None:
     return sock
 
 
-def bind(addr: str, port: int | str) -> socket.socket:
+def bind(addr: str, port: int | str, *, reuse_port: bool = False) -> socket.socket:
     """A non-blocking listening socket on ``addr``:``port``, or on ``unix:PATH``. A ``port``
-    given as text goes to getaddrinfo as is (service names work), as in beanstalkd."""
+    given as text goes to getaddrinfo as is (service names work), as in beanstalkd.
+
+    ``reuse_port`` sets SO_REUSEPORT (TCP only), so several processes can listen on one port
+    and the kernel spreads connections between them (``beanrouter proxy --workers``)."""
     try:
         if addr.startswith("unix:"):
             return _bind_unix(addr[5:])
-        return _bind_inet(addr, port)
+        return _bind_inet(addr, port, reuse_port)
     except OSError as exc:  # socket.gaierror included (a port that is no number or service)
         raise ListenError(f"cannot listen on {addr}:{port}: {exc.strerror or exc}") from None
 
@@ -66,13 +69,15 @@ def _bind_unix(path: str) -> socket.socket:
     return sock
 
 
-def _bind_inet(addr: str, port: int | str) -> socket.socket:
+def _bind_inet(addr: str, port: int | str, reuse_port: bool = False) -> socket.socket:
     infos = socket.getaddrinfo(addr or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     error: OSError | None = None
     for family, kind, proto, _name, sockaddr in infos:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(sockaddr)
             sock.listen(BACKLOG)
         except OSError as exc:

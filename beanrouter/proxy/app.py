@@ -1,0 +1,471 @@
+"""The proxy's asyncio frame: a listening socket, one task per client, replies with backpressure.
+
+Per connection, ``ClientConnection`` feeds received bytes to the project's ``CommandReader`` (the
+same codec and the same handling of ``Rejected``, ``PutStarted``, ``NEED_DATA`` and ``CLOSED`` as
+the bundled server's ``app.py``) and one task runs the parsed commands in order, one at a time,
+through the connection's ``ClientSession`` (``seam.py``). Everything about where a command goes
+is the session's business; the frame only counts (``stats.py``), answers rejected input with the
+reader's own reply bytes, and handles ``quit``.
+
+Output: replies produced while more input is already parsed are joined and written together; the
+batch is written before the task waits for input, before a reserve (which may block), and at
+``BATCH_LIMIT`` bytes. While the transport's write buffer is above its high-water mark no further
+command runs, and reading stops once ``INPUT_HIGH_WATER`` (plus one job body) of unparsed input is
+buffered, so a client that never reads its replies is paused: per client the proxy holds at most
+about OUTPUT_HIGH_WATER + BATCH_LIMIT + one reply of output and INPUT_HIGH_WATER + max job size +
+one receive of input.
+
+EOF: commands received before it still run and are answered (a half-closed client reads its
+replies, as with beanstalkd); a reserve blocked when EOF arrives is cancelled and answered
+``TIMED_OUT``, as beanstalkd answers a half-closed waiting client, and a reserve issued after EOF
+runs as ``reserve-with-timeout 0`` (beanstalkd: a ready job, else TIMED_OUT at once). One
+difference: the frame cannot tell a reserve that waits from one whose job is on its way from a
+shard, so a reserve in flight when EOF arrives is cancelled too (a job it got is given back).
+``quit``, EOF and a vanished client close the session at once (it gives back the reservations);
+a cancelled reserve's task is always finished before ``close`` runs.
+
+Signals (``install_signals``): SIGTERM/SIGINT stop gracefully — stop accepting, let each
+connection finish the command it is running and write its replies, cancel blocked reserves, close
+every session, wait at most ``grace`` seconds for replies to drain, then abort what is left and
+close the backend. SIGUSR1 sets ``ProxyStats.draining`` (the core answers puts DRAINING). SIGHUP
+re-reads the configuration file with ``load_config``: a bad file is logged and the running
+configuration kept; a good one goes to ``Backend.reload``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from typing import Final, cast
+
+from .. import protocol as p
+from ..protocol import CLOSED, NEED_DATA, CommandReader
+from ..router.config import ClusterConfig, load_config
+from ..router.errors import ConfigError
+from .seam import Backend, ClientSession
+from .stats import ClientCounters, ProxyStats
+
+__all__ = [
+    "BACKLOG",
+    "BATCH_LIMIT",
+    "INPUT_HIGH_WATER",
+    "OUTPUT_HIGH_WATER",
+    "ClientConnection",
+    "ProxyServer",
+]
+
+log = logging.getLogger("beanrouter.proxy")
+
+BACKLOG: Final = 1024
+"""Listen backlog (``create_server(sock=...)`` would otherwise re-listen with 100)."""
+INPUT_HIGH_WATER: Final = 256 * 1024
+"""Unparsed input (beyond a job body being collected) above which a client is not read."""
+OUTPUT_HIGH_WATER: Final = 64 * 1024
+"""Transport write buffer above which a client's next command waits."""
+BATCH_LIMIT: Final = 64 * 1024
+"""Replies joined into one write at most (more is written at once)."""
+DEFAULT_GRACE: Final = 10.0
+"""Seconds a graceful stop waits for connections to finish before aborting them."""
+
+_BLOCKING: Final = (p.Reserve, p.ReserveWithTimeout)
+_TIMED_OUT: Final = p.TIMED_OUT.encode()
+_NO_WAIT: Final = p.ReserveWithTimeout(0)
+_INTERNAL_ERROR: Final = p.INTERNAL_ERROR.encode()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: the protocol callbacks feed the reader; ``_run`` does the rest."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.reader = CommandReader(server.stats.max_job_size)
+        self.transport: asyncio.Transport | None = None
+        self.session: ClientSession | None = None
+        self.counters: ClientCounters | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._blocked: asyncio.Task[bytes] | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._eof = False
+        self._lost = False
+        self._stop = False
+        self._closed = asyncio.get_running_loop().create_future()
+        """Done at ``connection_lost`` (the socket is really closed)."""
+
+    # -- asyncio callbacks ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server = self.server
+        server.connections.add(self)
+        if server.stopping:  # accepted just as we stopped accepting
+            self.transport.abort()
+            return
+        self.counters = server.stats.connect()
+        try:
+            self.session = server.backend.session(server.stats)
+        except Exception:
+            log.exception("the backend could not open a session; closing the connection")
+            self.counters.disconnect()
+            self.counters = None
+            self.transport.abort()
+            return
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        server.tasks.add(self.task)
+        self.task.add_done_callback(server.tasks.discard)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.receive_data(data)
+        if reader.buffered > INPUT_HIGH_WATER + reader.max_job_size:
+            self._pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self.reader.receive_data(b"")
+        if self._blocked is not None:
+            self._blocked.cancel()  # answered TIMED_OUT by _run, as beanstalkd does
+        self._wake()
+        return True  # keep the transport open: pending replies still go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.server.connections.discard(self)
+        if not self._closed.done():
+            self._closed.set_result(None)
+        if self._blocked is not None:
+            self._blocked.cancel()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
+
+    # -- control from the server ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Graceful stop: finish the running command, write what is pending, close."""
+        self._stop = True
+        if self._blocked is not None:
+            self._blocked.cancel()
+        self._wake()
+
+    async def wait_closed(self) -> None:
+        await self._closed
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- the connection's task ------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self._lost:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self._lost:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _flush(self, out: list[bytes]) -> None:
+        if out:
+            if not self._lost and self.transport is not None:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    async def _run(self) -> None:
+        session = self.session
+        counters = self.counters
+        assert session is not None and counters is not None
+        reader = self.reader
+        out: list[bytes] = []
+        size = 0
+        try:
+            while not (self._stop or self._lost):
+                event = reader.next_event()
+                if event is NEED_DATA:
+                    self._flush(out)
+                    size = 0
+                    self._resume_reading()
+                    await self._wait()
+                    continue
+                if event is CLOSED:
+                    break
+                if isinstance(event, p.Command):
+                    if type(event) is p.Quit:
+                        counters.command(event)
+                        break
+                    if self._write_paused:
+                        self._flush(out)
+                        size = 0
+                        while self._write_paused and not (self._stop or self._lost):
+                            await self._wait()
+                        if self._stop or self._lost:
+                            break
+                    counters.command(event)
+                    if type(event) in _BLOCKING:
+                        self._flush(out)
+                        size = 0
+                        reply = await self._execute_blocking(session, event)
+                    else:
+                        reply = await self._execute(session, event)
+                    counters.replied(event, reply)
+                    if reply is None:  # a reserve cancelled by EOF, a lost client or a stop
+                        if self._lost or self._stop or not self._eof:
+                            break
+                        reply = _TIMED_OUT
+                    out.append(reply)
+                    size += len(reply)
+                    if size >= BATCH_LIMIT:
+                        self._flush(out)
+                        size = 0
+                    if self._read_paused and reader.buffered <= INPUT_HIGH_WATER:
+                        self._resume_reading()
+                elif isinstance(event, p.PutStarted):
+                    counters.put_started(event)
+                else:
+                    assert isinstance(event, p.Rejected)
+                    burned = counters.rejected(event)
+                    reply = event.reply.encode()
+                    out.append(reply)
+                    size += len(reply)
+                    if burned:
+                        await self._burn_id(session)
+        finally:
+            self._flush(out)
+            counters.disconnect()
+            self.counters = None
+            try:
+                await session.close()
+            except Exception:
+                log.exception("closing a client session failed")
+            if self.transport is not None and not self._lost:
+                self.transport.close()  # after the pending replies are written
+
+    async def _execute(self, session: ClientSession, cmd: p.Command) -> bytes:
+        try:
+            return await session.execute(cmd)
+        except Exception:
+            log.exception("the backend failed on %r; answering INTERNAL_ERROR", cmd)
+            return _INTERNAL_ERROR
+
+    async def _execute_blocking(self, session: ClientSession, cmd: p.Command) -> bytes | None:
+        """Run a reserve in its own task, so EOF, a lost client or a stop can cancel it (and
+        only it). Returns None when it was cancelled; its task has finished by then."""
+        if self._eof:  # half-closed: a job if one is ready, else TIMED_OUT at once
+            cmd = _NO_WAIT
+        task = asyncio.get_running_loop().create_task(session.execute(cmd))
+        self._blocked = task
+        if self._lost or self._stop:
+            task.cancel()
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:  # our own task is being cancelled (hard stop)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait((task,))
+            raise
+        finally:
+            self._blocked = None
+        if task.cancelled():
+            return None
+        exc = task.exception()
+        if exc is not None:
+            log.error("the backend failed on %r; answering INTERNAL_ERROR", cmd, exc_info=exc)
+            return _INTERNAL_ERROR
+        return task.result()
+
+    async def _burn_id(self, session: ClientSession) -> None:
+        try:
+            await session.burn_id()
+        except Exception:
+            log.exception("the backend failed to burn a job id")
+
+
+class ProxyServer:
+    """The proxy of one process: listeners, connections, signals, reload, graceful stop.
+
+    Args:
+        backend: the routing core's backend for this process.
+        stats: the process's counters (its ``max_job_size`` sizes the command reader).
+        config: the running configuration (kept when a reload fails).
+        config_path: the file SIGHUP re-reads; None: SIGHUP only logs that there is none.
+        grace: seconds a graceful stop waits for connections.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        stats: ProxyStats,
+        *,
+        config: ClusterConfig | None = None,
+        config_path: str | None = None,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
+        self.backend = backend
+        self.stats = stats
+        self.config = config
+        self.config_path = config_path
+        self.grace = grace
+        self.connections: set[ClientConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.listeners: list[asyncio.Server] = []
+        self.stopping = False
+        self.stopped = asyncio.Event()
+        """Set when a stop was asked for (SIGTERM, SIGINT or ``request_stop``)."""
+        self._reload_lock = asyncio.Lock()
+        self._signals: list[int] = []
+        self._background: set[asyncio.Task[object]] = set()
+        registry = stats.metrics
+        up = registry.gauge("shard_up", "1 when the proxy sees the shard up, else 0.", ["shard"])
+        reloads = registry.counter(
+            "config_reloads_total", "Configuration reloads, by result.", ["result"]
+        )
+        self._reloads = reloads
+
+        def collect_shards() -> None:
+            up.clear()
+            for name, is_up in self.backend.shard_health():
+                up.set(1 if is_up else 0, (name,))
+
+        registry.add_collector(collect_shards)
+
+    async def start(self, sock: socket.socket) -> None:
+        """Accept clients on the listening socket ``sock`` (TCP or UNIX)."""
+        loop = asyncio.get_running_loop()
+        if sock.family == socket.AF_UNIX:
+            listener = await loop.create_unix_server(self._factory, sock=sock, backlog=BACKLOG)
+        else:
+            listener = await loop.create_server(self._factory, sock=sock, backlog=BACKLOG)
+        self.listeners.append(listener)
+
+    def _factory(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    # -- signals ----------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self.stopped.set()
+
+    def drain(self) -> None:
+        """SIGUSR1: refuse puts from now on (DRAINING), as beanstalkd does."""
+        if not self.stats.draining:
+            log.info("drain mode: puts answer DRAINING from now on")
+        self.stats.draining = True
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGUSR1 drains, SIGHUP reloads (removed by ``remove_signals``)."""
+        loop = asyncio.get_running_loop()
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: self.request_stop,
+            signal.SIGINT: self.request_stop,
+            signal.SIGUSR1: self.drain,
+            signal.SIGHUP: self.request_reload,
+        }
+        for signum, handler in handlers.items():
+            try:
+                loop.add_signal_handler(signum, handler)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+                continue
+            self._signals.append(signum)
+
+    def remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in self._signals:
+            loop.remove_signal_handler(signum)
+        self._signals.clear()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in the background (reloads run one at a time)."""
+        self._spawn(self.reload())
+
+    async def reload(self) -> bool:
+        """Re-read ``config_path``; a valid configuration goes to the backend. Returns success."""
+        if self.config_path is None:
+            log.warning("SIGHUP: there is no configuration file to reload")
+            return False
+        async with self._reload_lock:
+            try:
+                config = load_config(self.config_path)  # a small file: read in the loop
+            except ConfigError as exc:
+                log.error("SIGHUP: %s; keeping the running configuration", exc)
+                self._reloads.inc(("rejected",))
+                return False
+            try:
+                await self.backend.reload(config)
+            except Exception:
+                log.exception("SIGHUP: the backend could not switch; keeping the running one")
+                self._reloads.inc(("failed",))
+                return False
+            self.config = config
+            self._reloads.inc(("ok",))
+            log.info("SIGHUP: reloaded %s (%d shards)", self.config_path, len(config.servers))
+            return True
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Graceful stop (see the module docstring); closes the backend last."""
+        self.stopping = True
+        for listener in self.listeners:
+            listener.close()
+        for conn in list(self.connections):
+            conn.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=self.grace)
+        for task in list(self.tasks):  # past the grace period: sessions still close in finally
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=1.0)
+        pending = [c.wait_closed() for c in list(self.connections)]
+        if pending:
+            await asyncio.wait(
+                [loop.create_task(w) for w in pending], timeout=max(0.0, deadline - loop.time())
+            )
+        for conn in list(self.connections):
+            conn.abort()
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.wait_closed(), 1.0)
+        for job in list(self._background):
+            job.cancel()
+        try:
+            await self.backend.aclose()
+        except Exception:
+            log.exception("closing the backend failed")

@@ -1,0 +1,196 @@
+"""The proxy's backend: the seam's ``Backend`` and ``ClientSession`` over the routing core.
+
+One ``CoreBackend`` per proxy process holds the shared ``Cluster`` (placement, health, metrics);
+each client connection gets a ``CoreSession``: a core ``Session`` (``cancellable=False``: a
+client cancels a reserve only by leaving) run by an ``AsyncDriver``. ``execute`` maps each parsed
+command to the session operation and encodes the reply; it makes no routing decision itself.
+
+Cluster trouble maps to beanstalkd words (docs/proxy.md): a job id naming no shard and a lost
+reservation answer ``NOT_FOUND`` (as one beanstalkd does for a job it does not have, or that the
+client no longer holds); no shard reachable, a put whose fate is unknown, or a shard that answers
+nonsense answer ``INTERNAL_ERROR``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .. import protocol as p
+from ..core import Cluster, Op, Session
+from ..router.aio_driver import AsyncDriver
+from ..router.errors import JobIdError, NotFound, RouterError
+
+if TYPE_CHECKING:
+    from ..router.config import ClusterConfig
+    from .stats import ProxyStats
+
+__all__ = ["CoreBackend", "CoreSession", "make_backend"]
+
+log = logging.getLogger("beanrouter.proxy")
+
+_NOT_FOUND = p.NOT_FOUND.encode()
+_INTERNAL_ERROR = p.INTERNAL_ERROR.encode()
+_DRAINING = p.DRAINING.encode()
+
+
+def reply_for_error(exc: RouterError) -> bytes:
+    """The beanstalkd reply a client gets for a routing error (see the module docstring)."""
+    if isinstance(exc, JobIdError | NotFound):
+        return _NOT_FOUND
+    return _INTERNAL_ERROR
+
+
+class CoreSession:
+    """One client connection of the proxy."""
+
+    def __init__(self, backend: CoreBackend, counters: ProxyStats) -> None:
+        self.counters = counters
+        self.session = Session(backend.cluster, cancellable=False)
+        config = backend.cluster.config
+        self.driver = AsyncDriver(
+            self.session, config.connect_timeout, config.timeout, backend.cluster.clock
+        )
+        self._ops: dict[type[p.Command], Callable[[p.Command], Op[p.Reply]]] = {}
+
+    def _op(self, cmd: p.Command) -> Op[p.Reply] | p.Reply:
+        s = self.session
+        match cmd:
+            case p.Put():
+                if self.counters.draining:
+                    return p.DRAINING
+                return s.put(cmd.priority, cmd.delay, cmd.ttr, cmd.body)
+            case p.Use():
+                return s.use(cmd.tube)
+            case p.Reserve():
+                return s.reserve(None)
+            case p.ReserveWithTimeout():
+                return s.reserve(cmd.timeout)
+            case p.ReserveJob():
+                return s.reserve_job(cmd.id)
+            case p.Delete():
+                return s.delete(cmd.id)
+            case p.Release():
+                return s.release(cmd.id, cmd.priority, cmd.delay)
+            case p.Bury():
+                return s.bury(cmd.id, cmd.priority)
+            case p.Touch():
+                return s.touch(cmd.id)
+            case p.Watch():
+                return s.watch(cmd.tube)
+            case p.Ignore():
+                return s.ignore(cmd.tube)
+            case p.Peek():
+                return s.peek(cmd.id)
+            case p.PeekReady():
+                return _first(s.peek_state("ready"))
+            case p.PeekDelayed():
+                return _first(s.peek_state("delayed"))
+            case p.PeekBuried():
+                return _first(s.peek_state("buried"))
+            case p.Kick():
+                return s.kick(cmd.bound)
+            case p.KickJob():
+                return s.kick_job(cmd.id)
+            case p.StatsJob():
+                return s.stats_job(cmd.id)
+            case p.StatsTube():
+                return s.stats_tube(cmd.tube)
+            case p.Stats():
+                return s.stats(self.counters.fields())
+            case p.ListTubes():
+                return s.list_tubes()
+            case p.ListTubeUsed():
+                return s.list_tube_used()
+            case p.ListTubesWatched():
+                return s.list_tubes_watched()
+            case p.PauseTube():
+                return s.pause_tube(cmd.tube, cmd.delay)
+        return p.UNKNOWN_COMMAND
+
+    async def execute(self, command: p.Command) -> bytes:
+        """The reply bytes for one client command (see ``seam.ClientSession``)."""
+        due = self.session.next_timer()
+        if due is not None and due <= self.session.cluster.clock():
+            await self._quietly(self.session.maintain())
+        op = self._op(command)
+        if isinstance(op, p.Reply):
+            return op.encode()
+        try:
+            reply = await self.driver.run(op)
+        except RouterError as exc:
+            log.debug("%r: %s", command, exc)
+            return reply_for_error(exc)
+        except p.ProtocolError as exc:  # a shard that answers nonsense
+            log.warning("%r: %s", command, exc)
+            return _INTERNAL_ERROR
+        return reply.encode()
+
+    async def _quietly(self, op: Op[None]) -> None:
+        try:
+            await self.driver.run(op)
+        except (RouterError, p.ProtocolError) as exc:
+            log.debug("maintenance: %s", exc)
+
+    async def burn_id(self) -> None:
+        """A put ended in EXPECTED_CRLF: use up the id on the shard too."""
+        await self._quietly(self.session.burn_id())
+
+    async def close(self) -> None:
+        """The client is gone: every link closes, so each shard gives back its jobs now."""
+        self.driver.close()
+
+
+def _first(op: Op[tuple[p.Reply, object]]) -> Op[p.Reply]:
+    reply, _ = yield from op
+    return reply
+
+
+class CoreBackend:
+    """The shared state of one proxy process."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.cluster = Cluster(config)
+
+    def session(self, counters: ProxyStats) -> CoreSession:
+        return CoreSession(self, counters)
+
+    async def reload(self, config: ClusterConfig) -> None:
+        self.cluster.reconfigure(config)
+
+    def shard_health(self) -> list[tuple[str, bool]]:
+        now = self.cluster.clock()
+        return [
+            (s.name, s.health.available(now))
+            for s in self.cluster.shards.values()
+            if s.name in {c.name for c in self.cluster.config.servers}
+        ]
+
+    def route(self, tube: str) -> dict[str, object]:
+        now = self.cluster.clock()
+        pref = self.cluster.preference(tube)
+        takes = next((n for n in pref if self.cluster.shards[n].health.available(now)), None)
+        return {
+            "tube": tube,
+            "owner": pref[0],
+            "preference": list(pref),
+            "puts_go_to": takes,
+            "consumers_watch": list(self.cluster.consumer_shards(tube)),
+            "shards": {
+                n: {
+                    "id": self.cluster.shards[n].id,
+                    "address": self.cluster.shards[n].config.address,
+                    "up": self.cluster.shards[n].health.available(now),
+                }
+                for n in pref
+            },
+        }
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_backend(config: ClusterConfig) -> CoreBackend:
+    """The backend for ``config`` (``seam.BackendFactory``)."""
+    return CoreBackend(config)

@@ -1,0 +1,93 @@
+"""The seam between the proxy's asyncio frame and the routing core.
+
+The frame (``app.py``) owns sockets, parsing, counting and signals; the core owns everything about
+where a command goes and what the cluster answers. The frame talks to the core only through these
+two protocols. One ``Backend`` per proxy process holds the shared cluster state; each client
+connection gets one ``ClientSession`` from it.
+
+The frame guarantees, per session:
+- ``execute`` is called with one parsed command at a time, in the client's order, never
+  concurrently, never with ``Quit`` (the frame handles it), and never after ``close``;
+- ``burn_id`` is called (instead of ``execute``) where beanstalkd uses up a job id without
+  storing a job: a put whose body is not followed by ``\\r\\n`` (``EXPECTED_CRLF``);
+- ``close`` is called exactly once, when the client quits, is gone, or the proxy stops; a blocked
+  ``execute`` (a reserve) is cancelled first, so ``close`` never runs alongside ``execute``.
+
+Before ``execute`` is called the frame has already counted the command in ``ProxyStats``
+(``cmd-*``, current-producers/workers/waiting), exactly when beanstalkd counts it, so a ``stats``
+reply built while executing includes itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..protocol import Command
+    from ..router.config import ClusterConfig
+    from .stats import ProxyStats
+
+__all__ = ["Backend", "BackendFactory", "ClientSession"]
+
+
+class ClientSession(Protocol):
+    """One client connection's view of the cluster: used tube, watch list, reservations."""
+
+    async def execute(self, command: Command) -> bytes:
+        """The complete reply bytes for one parsed client command.
+
+        Never raises for shard trouble: that maps to beanstalkd reply words (``INTERNAL_ERROR``,
+        ``OUT_OF_MEMORY``…). May block for a long time (``reserve``). Cancelling the task that
+        runs it must be safe and gives back anything it reserved on the client's behalf.
+        ``ProxyStats.draining`` set means puts answer ``DRAINING``.
+        """
+        ...
+
+    async def burn_id(self) -> None:
+        """A put on this session ended in ``EXPECTED_CRLF``: beanstalkd used up one job id.
+
+        The frame has already answered the client. Mirroring the burn on the shard that would
+        have taken the put keeps a one-shard cluster's ids byte-identical to beanstalkd's; the
+        core may also do nothing. Must not raise.
+        """
+        ...
+
+    async def close(self) -> None:
+        """The client quit or is gone: give back every job reserved on its behalf, now.
+
+        Must not raise.
+        """
+        ...
+
+
+class Backend(Protocol):
+    """The shared cluster state of one proxy process (links to shards, health, placement)."""
+
+    def session(self, counters: ProxyStats) -> ClientSession:
+        """A new session for a client that just connected. ``counters`` is the process's own
+        ``ProxyStats`` (the proxy's part of ``stats``, the drain flag and the metrics registry)."""
+        ...
+
+    async def reload(self, config: ClusterConfig) -> None:
+        """Switch to a new, already validated configuration (SIGHUP). Must not strand jobs."""
+        ...
+
+    def shard_health(self) -> list[tuple[str, bool]]:
+        """``(shard name, up)`` for every configured shard, in configuration order."""
+        ...
+
+    def route(self, tube: str) -> dict[str, object]:
+        """A JSON-serialisable explanation of where ``tube`` goes (for ``/route?tube=NAME``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """The proxy is stopping; every session has been closed already."""
+        ...
+
+
+class BackendFactory(Protocol):
+    """``beanrouter.proxy.backend.make_backend``: builds the backend for a configuration.
+
+    Called once per proxy process, inside its running event loop."""
+
+    def __call__(self, config: ClusterConfig) -> Backend: ...

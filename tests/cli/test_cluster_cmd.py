@@ -1,0 +1,225 @@
+"""``beanrouter cluster``, the supervisor: flags, readiness, shard processes, binlogs, no orphans.
+
+The routing core is not what is tested here: the proxy runs with the test backend of
+``tests/proxy/fakes.py`` (``$BEANROUTER_BACKEND``), which forwards commands to the first shard and
+answers ``list-tube-used`` only once *every* shard has answered it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beanrouter.proxy.cluster import parse_cluster_args, shard_ids
+from beanrouter.server.options import UsageExit
+
+from .procs import REPO_ROOT, Proc, alive, children, env, free_port, talk, wait_for
+
+PY = [sys.executable, "-m", "beanrouter", "cluster"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PY, *args], capture_output=True, text=True, timeout=30, cwd=REPO_ROOT, env=env()
+    )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.close()
+
+
+def cluster(procs: list[Proc], *args: str, backend: str | None = None) -> tuple[Proc, int]:
+    port = free_port()
+    p = Proc(
+        ["cluster", "-p", str(port), *args], **({} if backend is None else {"backend": backend})
+    )
+    procs.append(p)
+    return p, port
+
+
+# -- flags ----------------------------------------------------------------------------------------
+
+
+def test_version_flag_prints_like_beanstalkd() -> None:
+    done = run("-v")
+    assert (done.returncode, done.stdout) == (0, "beanstalkd 1.12\n")
+
+
+def test_help_shows_beanstalkd_flags_and_shards() -> None:
+    done = run("-h")
+    assert done.returncode == 0
+    assert "Use: beanrouter cluster [OPTIONS]" in done.stderr
+    assert " -b DIR" in done.stderr and "--shards N" in done.stderr
+
+
+def test_bad_flags_exit_5_with_usage() -> None:
+    for args in (["-x"], ["--shards", "0"], ["--shards=x"], ["--shards"], ["-p", "70000"]):
+        done = run(*args)
+        assert done.returncode == 5, args
+        assert "Options:" in done.stderr and "--shards N" in done.stderr, args
+
+
+def test_parse_cluster_args() -> None:
+    opts = parse_cluster_args(["-l", "0.0.0.0", "-p11301", "--shards=5", "-z", "10", "-F"])
+    assert (opts.server.addr, opts.server.port, opts.shards) == ("0.0.0.0", 11301, 5)
+    assert opts.server.max_job_size == 10 and opts.server.fsync_ms is None
+    opts = parse_cluster_args(["--http-port", "9000", "--shards", "1", "-V"])
+    assert (opts.http_port, opts.shards, opts.server.verbose) == (9000, 1, 1)
+    with pytest.raises(UsageExit):
+        parse_cluster_args(["--http-port", "x"])
+
+
+def test_shard_ids_give_the_owner_of_default_id_0() -> None:
+    from beanrouter.router.ring import Placement
+
+    assert shard_ids(["shard-0"]) == {"shard-0": 0}
+    for n in (2, 3, 5):
+        names = [f"shard-{i}" for i in range(n)]
+        ids = shard_ids(names)
+        assert sorted(ids.values()) == list(range(n))
+        owner = Placement([(name, 1) for name in names]).owner("default")
+        assert ids[owner] == 0
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def test_listens_at_once_and_answers_only_when_every_shard_is_ready(procs: list[Proc]) -> None:
+    p, port = cluster(procs, "--shards", "3", "-V")
+    sock = p.connect(port)  # bound first: this connection waits in the backlog
+    with sock:
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"  # all 3 answered
+        assert talk(sock, b"put 0 0 1 1\r\nx\r\n") == b"INSERTED 1\r\n"
+    kids = children(p.pid)
+    assert len(kids) == 3
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+); 3 shards: (.*)", p.output())
+    assert match is not None and int(match.group(1)) == port
+    assert sorted(re.findall(r"id=(\d+)", match.group(2))) == ["0", "1", "2"]
+    assert p.stop() == 0
+    wait_for(lambda: not any(alive(k) for k in kids), "the shards to exit")
+
+
+def test_sigterm_stops_every_shard(procs: list[Proc]) -> None:
+    p, port = cluster(procs, "--shards", "2")
+    with p.connect(port) as sock:
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"
+    kids = children(p.pid)
+    assert len(kids) == 2
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(30) == 0
+    assert not any(alive(k) for k in kids)  # reaped before the supervisor exited
+
+
+def test_sigterm_while_starting_leaves_no_shard(procs: list[Proc]) -> None:
+    p, _ = cluster(procs, "--shards", "3")
+    wait_for(lambda: len(children(p.pid)) == 3, "the shards to be spawned")
+    kids = children(p.pid)
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(30) == 0
+    assert not any(alive(k) for k in kids)
+
+
+def test_sigkill_of_the_supervisor_leaves_no_orphan_shards(procs: list[Proc]) -> None:
+    p, port = cluster(procs, "--shards", "3")
+    with p.connect(port) as sock:
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"
+    kids = children(p.pid)
+    assert len(kids) == 3
+    p.proc.send_signal(signal.SIGKILL)
+    p.proc.wait(10)
+    wait_for(lambda: not any(alive(k) for k in kids), "the orphaned shards to exit", 10)
+
+
+def test_sigusr1_drains(procs: list[Proc]) -> None:
+    p, port = cluster(procs, "--shards", "1", backend="tests.proxy.fakes:make_backend")
+    with p.connect(port) as sock:
+        assert talk(sock, b"put 0 0 1 1\r\nx\r\n") == b"INSERTED 1\r\n"
+        p.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: talk(sock, b"put 0 0 1 1\r\nx\r\n") == b"DRAINING\r\n", "drain mode")
+    assert p.stop() == 0
+
+
+def test_a_shard_that_dies_is_restarted_on_the_same_port(procs: list[Proc]) -> None:
+    p, port = cluster(procs, "--shards", "2")
+    with p.connect(port) as sock:
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"
+    before = children(p.pid)
+    os.kill(before[0], signal.SIGKILL)
+    wait_for(lambda: len(set(children(p.pid)) - set(before)) == 1, "a new shard process")
+    with p.connect(port) as sock:
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"  # both answer again
+    assert "shard-" in p.output() and "restarting" in p.output()
+    assert p.stop() == 0
+
+
+def test_binlog_dir_gets_one_directory_per_shard_and_jobs_survive(
+    procs: list[Proc], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    p, port = cluster(procs, "--shards", "1", "-b", str(data))
+    with p.connect(port) as sock:
+        assert talk(sock, b"put 0 0 60 4\r\nkeep\r\n") == b"INSERTED 1\r\n"
+    assert p.stop() == 0
+    assert json.loads((data / "cluster.json").read_text()) == {"shards": 1}
+    assert [d.name for d in data.iterdir() if d.is_dir()] == ["shard-0"]
+    assert any(f.name.startswith("binlog.") for f in (data / "shard-0").iterdir())
+    p2, port2 = cluster(procs, "--shards", "1", "-b", str(data))
+    with p2.connect(port2) as sock:
+        assert talk(sock, b"reserve-with-timeout 0\r\n", b"keep\r\n") == b"RESERVED 1 4\r\nkeep\r\n"
+    assert p2.stop() == 0
+    # Three shards need three directories; another count for the same data is refused.
+    p3, _ = cluster(procs, "--shards", "3", "-b", str(data))
+    assert p3.proc.wait(30) == 1
+    assert "1-shard cluster" in p3.output()
+    other = tmp_path / "three"
+    p4, port4 = cluster(procs, "--shards", "3", "-b", str(other))
+    with p4.connect(port4) as sock:
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"
+    assert sorted(d.name for d in other.iterdir() if d.is_dir()) == [
+        "shard-0",
+        "shard-1",
+        "shard-2",
+    ]
+    assert p4.stop() == 0
+
+
+def test_a_shard_that_cannot_start_stops_everything(procs: list[Proc], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first, port = cluster(procs, "--shards", "2", "-b", str(data))
+    with first.connect(port) as sock:
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"
+    second, _ = cluster(procs, "--shards", "2", "-b", str(data))  # the binlogs are locked
+    assert second.proc.wait(30) == 10  # the bundled server's (and beanstalkd's) status
+    assert children(second.pid) == []
+    assert first.stop() == 0
+
+
+def test_missing_backend_is_a_clear_error(procs: list[Proc]) -> None:
+    p, _ = cluster(procs, "--shards", "2", backend="no_such_module:make_backend")
+    assert p.proc.wait(30) == 1
+    assert "cannot import the proxy backend" in p.output()
+
+
+def test_port_in_use_is_a_clear_error(procs: list[Proc]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = Proc(["cluster", "-p", str(port)])
+        procs.append(p)
+        assert p.proc.wait(30) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in p.output()
