@@ -67,7 +67,7 @@ import tomllib
 with open("pyproject.toml", "rb") as f:
     print("\n".join(tomllib.load(f)["project"]["dependencies"]))')
 # Wheels for the image's Python (3.11, glibc), whatever Python builds them.
-"$py" -m pip download --quiet --only-binary=:all: --python-version 3.11 --implementation cp \
+"$py" -m pip download --quiet --disable-pip-version-check --only-binary=:all: --python-version 3.11 --implementation cp \
     --abi cp311 --platform "manylinux2014_$(uname -m)" -d compose/wheels "${deps[@]}"
 rm -rf build beanrouter.egg-info
 
@@ -81,7 +81,14 @@ for target in beanrouter beanstalkd; do
     tag=$image
     [ "$target" = beanstalkd ] && tag=$bimage
     echo "docker build --target $target -t $tag (BASE_IMAGE=$base)"
-    docker build --quiet -f compose/Dockerfile --target "$target" --build-arg "BASE_IMAGE=$base" \
-        --label "beanrouter.source=$source_hash" -t "$tag" compose >/dev/null
+    log=$(mktemp)
+    if ! docker build -f compose/Dockerfile --target "$target" --build-arg "BASE_IMAGE=$base" \
+            --label "beanrouter.source=$source_hash" -t "$tag" compose >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "build-images: docker build --target $target failed" >&2
+        exit 1
+    fi
+    rm -f "$log"
 done
 echo "built $image and $bimage in $(($(date +%s) - start)) s (sources $source_hash)"

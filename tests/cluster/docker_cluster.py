@@ -183,7 +183,16 @@ class DockerCluster:
         shard.restarts += 1
 
     def pause(self, name: str) -> None:
-        self.shards[name].container.pause()
+        # The cgroup v1 freezer may fail to freeze a busy process at the first try ("unable to
+        # freeze"): retry a few times.
+        for attempt in range(10):
+            try:
+                self.shards[name].container.pause()
+                return
+            except docker.errors.APIError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.2)
 
     def unpause(self, name: str) -> None:
         self.shards[name].container.unpause()

@@ -41,6 +41,7 @@ class Fault:
     recover_shard: int | None  # recovered = an acknowledged put stored on this shard again
     restarted: set[int] = field(default_factory=set)  # shard ids whose process was restarted
     extra: dict[str, object] = field(default_factory=dict)
+    failover: bool = False  # puts must have gone to a successor while the shard was out
 
 
 def victim(cluster: DockerCluster) -> str:
@@ -128,6 +129,8 @@ def run(
             "never recovered: no acknowledged put "
             + ("after the fault" if done.recover_shard is None else "on the faulted shard")
         )
+    if done.failover and result.report.failovers == 0:
+        result.problems.append("no put failed over to a successor during the outage")
     if result.report.acked < 1000:
         result.problems.append(
             f"only {result.report.acked} jobs acknowledged: the load did not run"

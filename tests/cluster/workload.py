@@ -58,6 +58,8 @@ class Ledger:
     deliveries: dict[bytes, list[tuple[int, int | None]]] = field(
         default_factory=lambda: defaultdict(list)
     )  # body -> [(id, reserves)]
+    ack_time: dict[bytes, float] = field(default_factory=dict)  # body -> first acknowledgement
+    first_delivery: dict[bytes, float] = field(default_factory=dict)  # body -> time
     lost_reservations: int = 0
     consumer_errors: int = 0
     errors: list[str] = field(default_factory=list)  # unexpected exceptions: failures
@@ -74,11 +76,13 @@ class Ledger:
     def ack(self, body: bytes, job_id: int) -> None:
         with self.lock:
             self.acked.setdefault(body, []).append(job_id)
+            self.ack_time.setdefault(body, time.monotonic())
             self.ack_log.append((time.monotonic(), ids.decode(job_id)[0]))
 
     def deliver(self, body: bytes, job_id: int, reserves: int | None) -> None:
         with self.lock:
             self.deliveries[body].append((job_id, reserves))
+            self.first_delivery.setdefault(body, time.monotonic())
 
     def count(self, what: str) -> None:
         with self.lock:
@@ -91,6 +95,18 @@ class Ledger:
     def all_delivered(self) -> bool:
         with self.lock:
             return all(body in self.deliveries for body in self.acked)
+
+    def restored(self, shard_id: int, down: float, up: float) -> int:
+        """Jobs acknowledged by ``shard_id`` before ``down`` and first delivered after ``up``:
+        they existed only on that shard while it was dead (brought back by its binlog)."""
+        with self.lock:
+            return sum(
+                1
+                for body, job_ids in self.acked.items()
+                if ids.decode(job_ids[0])[0] == shard_id
+                and self.ack_time[body] < down
+                and self.first_delivery.get(body, 0.0) > up
+            )
 
     def first_ack_after(self, since: float, shard_id: int | None = None) -> float | None:
         """Seconds from ``since`` to the first acknowledgement (by ``shard_id``) after it."""
@@ -356,6 +372,7 @@ class Check:
 
     report: Report
     problems: list[str]
+    ledger: Ledger
 
 
 def check(
@@ -439,4 +456,4 @@ def check(
         lost_reservations=ledger.lost_reservations,
         max_call_s=ledger.max_call,
     )
-    return Check(report, problems[:12])
+    return Check(report, problems[:12], ledger)
