@@ -31,6 +31,10 @@ RATE = 100.0  # puts per second per producer
 WARMUP = 2.0  # seconds of load before the fault
 SETTLE = 4.0  # seconds of load after the fault ends
 DRAIN_DEADLINE = 120.0
+# Producers go on after SETTLE until this many jobs are acknowledged (on a slow or busy machine),
+# for at most TOP_UP seconds more: the size of the run does not depend on the machine's speed.
+MIN_JOBS = 2000
+TOP_UP = 60.0
 
 
 @dataclass
@@ -88,6 +92,9 @@ def run(
         time.sleep(WARMUP)
         done = fault(ledger)
         time.sleep(SETTLE)
+        top_up = time.monotonic() + TOP_UP
+        while len(ledger.acked) < MIN_JOBS and time.monotonic() < top_up and not ledger.errors:
+            time.sleep(0.2)
     finally:
         stop_producing.set()
         for t in producers:

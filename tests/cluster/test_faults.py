@@ -1,11 +1,12 @@
 """Fault injection on a containerised cluster while producers and consumers run.
 
 Every scenario: 3 producers put ~100 jobs/s each over 24 tubes, 4 consumers drain, the fault is
-injected after 2 s and the load goes on 4 s after the fault ends; then producers stop and the
-consumers drain everything. The checker (``workload.check``) requires: every acknowledged put
-consumed at least once (none lost), nothing delivered that nobody put, no put abandoned, no
-thread hung, every shard empty at the end, ``reserves`` consistent with the deliveries seen, and
-the faulted shard (or the proxy) taking puts again. Duplicates are counted and reported.
+injected after 2 s and the load goes on 4 s after the fault ends (and until 2,000 jobs are
+acknowledged, on a slow machine); then producers stop and the consumers drain everything. The
+checker (``workload.check``) requires: every acknowledged put consumed at least once (none
+lost), nothing delivered that nobody put, no put abandoned, no thread hung, every shard empty at
+the end, ``reserves`` consistent with the deliveries seen, and the faulted shard (or the proxy)
+taking puts again. Duplicates are counted and reported.
 
 ``library`` runs go through ``beanrouter.Router`` on the shards' published ports; ``proxy`` runs
 through ``beanrouter proxy`` in a container with a raw-protocol client.
