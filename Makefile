@@ -11,7 +11,17 @@ DATA   ?= .data
 SHARDS ?= 3
 PORT   ?= 11300
 
+# The docker-compose cluster (compose/) and its fault tests (tests/cluster/). BACKEND=beanstalkd
+# puts Debian's beanstalkd behind the proxy instead of the bundled server.
+COMPOSE ?= $(shell docker-compose version >/dev/null 2>&1 && echo docker-compose || echo docker compose)
+BACKEND ?= bundled
+CLUSTER_FILES := -f compose/docker-compose.yml \
+	$(if $(filter beanstalkd,$(BACKEND)),-f compose/docker-compose.beanstalkd.yml)
+CLUSTER := $(COMPOSE) -p beanrouter $(CLUSTER_FILES)
+CLUSTER_IMAGE ?= beanrouter:local
+
 .PHONY: help venv peers run test lint fmt bench clean distclean
+.PHONY: cluster-images cluster-up cluster-down cluster-test
 
 help:
 	@echo "make run     start the main job: beanrouter cluster (3 shards + proxy) on 127.0.0.1:11300,"
@@ -23,6 +33,9 @@ help:
 	@echo "make venv    create $(VENV) and install -e .[test,dev] (no-op when up to date)"
 	@echo "make peers   fetch the pinned peer test suites into .peers/"
 	@echo "make clean   remove caches, build output and .peers/; distclean also removes $(VENV)"
+	@echo "make cluster-up      docker-compose cluster: 3 shards + proxy on 127.0.0.1 (BACKEND=beanstalkd)"
+	@echo "make cluster-down    stop it and remove its containers and volumes"
+	@echo "make cluster-test    build the images (offline) and run the fault tests (tests/cluster)"
 
 venv: $(STAMP)
 
@@ -44,6 +57,7 @@ run: venv
 # The reference beanstalkd is installed first when missing and possible (root or passwordless
 # sudo); otherwise the tests that compare with it skip, in one summary line (not under CI).
 # pytest exits 5 when it collected no tests: that is a failure, and says so.
+# The docker cluster tests are not part of it yet: `make cluster-test` runs them.
 test: venv peers
 	@$(PY) tests/reference_server.py
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -64,8 +78,30 @@ bench: venv
 		{ echo "benchmarks/server_vs_beanstalkd.py does not exist yet" >&2; exit 1; }
 	$(PY) benchmarks/server_vs_beanstalkd.py
 
+cluster-images: venv
+	compose/build-images.sh
+
+# Starts the proxy only when this build has `beanrouter proxy`.
+cluster-up: cluster-images
+	@if docker run --rm $(CLUSTER_IMAGE) beanrouter proxy --help >/dev/null 2>&1; then \
+		$(CLUSTER) up -d --no-build; \
+	else \
+		echo "note: this build has no 'beanrouter proxy' yet: starting the shards only"; \
+		$(CLUSTER) up -d --no-build shard1 shard2 shard3; \
+	fi
+	@compose/wait-healthy.sh beanrouter
+	@echo "shards on 127.0.0.1:11301-11303 (library: see compose/cluster.yaml); proxy on 127.0.0.1:11300"
+
+cluster-down:
+	$(COMPOSE) -p beanrouter -f compose/docker-compose.yml -f compose/docker-compose.beanstalkd.yml \
+		down -v --remove-orphans
+
+cluster-test: cluster-images
+	BEANROUTER_DOCKER=1 BEANROUTER_CLUSTER_REPORT=docs/cluster.md \
+		$(PY) -m pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
 clean:
-	rm -rf .peers build dist .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf .peers build dist .mypy_cache .ruff_cache .pytest_cache *.egg-info compose/wheels compose/debs
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
