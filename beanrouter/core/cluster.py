@@ -93,6 +93,7 @@ class Cluster:
         self.shards: dict[str, ShardState] = {}
         self.by_id: dict[int, ShardState] = {}
         self.config = config
+        self._failover = failover
         self.placement = Placement(
             [(s.name, s.weight) for s in config.servers],
             failover=config.failover if failover is None else failover,
@@ -131,7 +132,8 @@ class Cluster:
         del self._old_placements[:-4]
         self.config = config
         self.placement = Placement(
-            [(s.name, s.weight) for s in config.servers], failover=self.placement.failover
+            [(s.name, s.weight) for s in config.servers],
+            failover=config.failover if self._failover is None else self._failover,
         )
         for sc in config.servers:
             old = self.shards.get(sc.name)

@@ -65,6 +65,7 @@ from .session import DEFAULT_PRIORITY, Held, Session
 
 __all__ = [
     "IDLE_SKIP_SWEEP",
+    "LINGER",
     "PREFETCH_HOLD",
     "SAFETY_MARGIN",
     "expire",
@@ -74,6 +75,11 @@ __all__ = [
 
 SAFETY_MARGIN = 1.0
 """beanstalkd's DEADLINE_SOON margin: a held job less than this from its deadline."""
+LINGER = 0.05
+"""Seconds the other waits of a reserve stay armed for the session's next reserve, in shells
+that keep time (``AsyncRouter``, the proxy): a consumer that loops reserve → delete → reserve
+within it reuses them, so no wait is cancelled (closing a wait can give back a job the shard
+reserved for it in the meantime, unseen: a phantom reserve nobody can count)."""
 PREFETCH_HOLD = 1.0
 """Seconds a job that raced in during a wait is kept for the session's next reserve."""
 TIMEOUT_GRACE = 0.1
@@ -164,6 +170,7 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
     deadline = None if timeout is None else start + max(0.0, timeout)
     yield from expire(s, start)
     wmap = s.watch_map()
+    adopted = yield from _resume_lingering(s, wmap)
     relevant = [cl.shards[n] for n in wmap]
     ready = [sh for sh in relevant if sh.health.available(start)]
     if not ready:
@@ -184,15 +191,21 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
     while True:
         if (len(ready) > 1 or s.prefetched) and not skip:
             reply = yield from _sweep(s, ready, wmap)
+            if reply is None:
+                now = cl.clock()
+                if soon is not None and soon <= now:
+                    reply = DEADLINE_SOON
+                elif deadline is not None and now >= deadline:
+                    reply = TIMED_OUT
             if reply is not None:
+                caught: list[tuple[Link, Reserved]] = []
+                yield from _finish_waits(s, adopted, caught, [], set(), wmap)
+                if caught:
+                    yield from _adopt(s, caught, late=True)
                 return reply
-            now = cl.clock()
-            if soon is not None and soon <= now:
-                return DEADLINE_SOON
-            if deadline is not None and now >= deadline:
-                return TIMED_OUT
         skip = False
-        reply = yield from _wait(s, relevant, wmap, deadline, soon)
+        reply = yield from _wait(s, relevant, wmap, deadline, soon, adopted)
+        adopted = {}
         if reply is not None:
             return reply
         ready = [sh for sh in relevant if sh.health.available(cl.clock())]
@@ -368,16 +381,17 @@ def _nothing() -> Op[dict[Link, list[Reply] | Failure]]:
     yield  # pragma: no cover - makes this a generator
 
 
-def _settle_winners(
+def _adopt(
     s: Session,
     winners: Sequence[tuple[Link, Reserved]],
     known: dict[str, StatValue] | None = None,
-) -> Op[Reply | None]:
-    """Jobs just reserved on the session's behalf: hand out the most urgent, keep the others as
-    prefetched. ``known``: the stats of a single winner, when already read. None: every winner
-    vanished (its link failed)."""
-    cl = s.cluster
-    now = cl.clock()
+    late: bool = False,
+) -> Op[list[int]]:
+    """Jobs just reserved on the session's behalf become prefetched, with their priority, TTR
+    and tube read by ``stats-job`` (``known``: a single winner's stats, read already). ``late``:
+    the jobs were reserved some time ago (a lingering wait), so their deadline comes from
+    ``time-left``. Returns the global ids kept (a job whose link failed is given back by it)."""
+    now = s.cluster.clock()
     entries: list[tuple[Link, Reserved, int]] = []
     for link, reply in winners:
         gid = ids.encode(link.shard.id, reply.id)
@@ -389,7 +403,7 @@ def _settle_winners(
     stats_by_gid: dict[int, dict[str, StatValue]] = {}
     if known is not None and len(entries) == 1:
         stats_by_gid[entries[0][2]] = known
-    else:
+    elif entries:
         sends = [Send(link, StatsJob(reply.id).encode(), 1) for link, reply, _ in entries]
         outcome = yield from s.request(sends)
         for (link, _, gid), send in zip(entries, sends, strict=True):
@@ -398,29 +412,45 @@ def _settle_winners(
                 stats_by_gid[gid] = parse_mapping(result[0].body)
             elif isinstance(result, list) and not link.closed:
                 s.drop(link)  # an answer we cannot use: closing gives the job back
-    best: tuple[tuple[int, int, int], int] | None = None
-    for i, (_, _, gid) in enumerate(entries):
+    kept: list[int] = []
+    for _, _, gid in entries:
         held = s.prefetched.get(gid)
         stats = stats_by_gid.get(gid)
         if held is None or stats is None:
             continue
         held.priority = _int(stats.get("pri"), DEFAULT_PRIORITY)
         held.ttr = max(1, _int(stats.get("ttr"), 1))
-        held.deadline = now + held.ttr
+        left = _int(stats.get("time-left"), held.ttr)
+        held.deadline = now + (min(left, held.ttr) if late else held.ttr)
         held.tube = str(stats.get("tube", ""))
         held.keep_until = min(now + PREFETCH_HOLD, held.deadline - SAFETY_MARGIN)
-        key = (held.priority, -_int(stats.get("age"), 0), i)
-        if best is None or key < best[0]:
-            best = (key, gid)
-    if best is None:
-        return None
-    gid = best[1]
+        stats["age"] = _int(stats.get("age"), 0)
+        kept.append(gid)
+    return kept
+
+
+def _hand_out(s: Session, gid: int) -> Reply:
+    """Hand out the prefetched job ``gid``."""
     held = s.prefetched.pop(gid)
     held.keep_until = math.inf
     s.held[gid] = held
-    cl.metrics.deliveries += 1
-    cl.metrics.raced += sum(1 for _, _, g in entries if g in s.prefetched)
+    s.cluster.metrics.deliveries += 1
     return Reserved(gid, held.body)
+
+
+def _settle_winners(
+    s: Session,
+    winners: Sequence[tuple[Link, Reserved]],
+    known: dict[str, StatValue] | None = None,
+) -> Op[Reply | None]:
+    """Jobs just reserved on the session's behalf: hand out the most urgent, keep the others as
+    prefetched. None: every winner vanished (its link failed)."""
+    kept = yield from _adopt(s, winners, known)
+    if not kept:
+        return None
+    best = min(kept, key=lambda g: (s.prefetched[g].priority, kept.index(g)))
+    s.cluster.metrics.raced += len(kept) - 1
+    return _hand_out(s, best)
 
 
 @dataclass(slots=True)
@@ -436,11 +466,13 @@ def _wait(
     wmap: Mapping[str, list[str]],
     deadline: float | None,
     soon: float | None,
+    adopted: dict[Link, _Waiter] | None = None,
 ) -> Op[Reply | None]:
     """Phase 2: block on every relevant shard at once; the first job wins. None: a winner
-    vanished before it could be handed out (the caller starts again)."""
+    vanished before it could be handed out (the caller starts again). ``adopted``: waits the
+    previous reserve left armed (``Session.linger``)."""
     cl = s.cluster
-    waiters: dict[Link, _Waiter] = {}
+    waiters: dict[Link, _Waiter] = dict(adopted or {})
     idle_seen: set[str] = set()
     pending = list(relevant)
     exact = len(relevant) == 1 and not s.cancellable
@@ -491,21 +523,26 @@ def _wait(
             winners: list[tuple[Link, Reserved]] = []
             soon_reply = _collect(s, outcome, waiters, winners, pending, idle_seen)
             if winners or soon_reply:
-                if waiters:  # jobs that raced in on other shards: take what has arrived
-                    outcome = yield Round(wait=list(waiters), first=True, until=-math.inf)
-                    _collect(s, outcome, waiters, winners, pending, idle_seen)
-                _cancel(s, waiters)
+                # Jobs that raced in on other shards are read, not given back (see the module
+                # docstring); the other waits linger or are cancelled.
+                yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 if winners:  # a job and a shard's DEADLINE_SOON at once: the job wins
                     return (yield from _settle_winners(s, winners))
                 return DEADLINE_SOON
             now = cl.clock()
             if soon is not None and now >= soon:
+                yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
                 if winners:
                     return (yield from _settle_winners(s, winners))
                 return DEADLINE_SOON
             if deadline is not None and now >= deadline:
-                return (yield from _time_out(s, waiters, pending, idle_seen, relevant))
+                if not waiters and not idle_seen:  # every shard failed: no answer is no job
+                    raise ShardUnavailable(
+                        "no shard of the watched tubes answered",
+                        tuple((sh.name, sh.health.last_error or "failed") for sh in relevant),
+                    )
+                return (yield from _time_out(s, waiters, pending, idle_seen, relevant, wmap))
     except BaseException:
         _cancel(s, waiters)
         raise
@@ -557,11 +594,93 @@ def _collect(
 
 
 def _cancel(s: Session, waiters: dict[Link, _Waiter]) -> None:
-    """Cancel the waits still pending by closing their links."""
+    """Cancel the waits still pending by closing their links (an interrupted reserve)."""
     for link in list(waiters):
         del waiters[link]
         s.cluster.metrics.wait_cancels += 1
         s.drop(link)
+
+
+def _cancel_round(
+    s: Session,
+    waiters: dict[Link, _Waiter],
+    winners: list[tuple[Link, Reserved]],
+    pending: list[ShardState],
+    idle_seen: set[str],
+) -> Op[None]:
+    """Cancel the waits that hold no job in one shell step: what already arrived is read (a job
+    that raced in joins ``winners``), the links still owing are closed at once."""
+    links = [link for link in waiters if not link.held]
+    if not links:
+        return
+    outcome = yield Round(cancel=links, close=s.take_closes())
+    _collect(s, outcome, waiters, winners, pending, idle_seen)
+    for link in links:
+        if link in waiters:  # still owing: the shell closed it
+            del waiters[link]
+            s.cluster.metrics.wait_cancels += 1
+            if not link.closed:
+                s._forget(link)
+
+
+def _finish_waits(
+    s: Session,
+    waiters: dict[Link, _Waiter],
+    winners: list[tuple[Link, Reserved]],
+    pending: list[ShardState],
+    idle_seen: set[str],
+    wmap: Mapping[str, list[str]],
+) -> Op[None]:
+    """The reserve is answered: leave the other waits armed for the session's next reserve
+    (``Session.linger``), or cancel them now."""
+    if s.linger > 0 and waiters and all(not link.held for link in waiters):
+        s.lingering.update(waiters)
+        waiters.clear()
+        s.linger_until = s.cluster.clock() + s.linger
+        s.linger_wmap = dict(wmap)
+        return
+    yield from _cancel_round(s, waiters, winners, pending, idle_seen)
+
+
+def _resume_lingering(s: Session, wmap: Mapping[str, list[str]]) -> Op[dict[Link, _Waiter]]:
+    """At the start of a reserve: jobs that lingering waits caught become prefetched; the waits
+    still armed are returned for this reserve's wait (all are cancelled if the watch list
+    changed since)."""
+    if not s.lingering:
+        return {}
+    waiters: dict[Link, _Waiter] = {
+        link: w for link, w in s.lingering.items() if isinstance(w, _Waiter)
+    }
+    s.lingering.clear()
+    s.linger_until = math.inf
+    winners: list[tuple[Link, Reserved]] = []
+    pending: list[ShardState] = []
+    idle: set[str] = set()
+    if s.linger_wmap != dict(wmap):
+        yield from _cancel_round(s, waiters, winners, pending, idle)
+        waiters = {}
+    else:
+        outcome = yield Round(wait=list(waiters), first=True, until=-math.inf)
+        _collect(s, outcome, waiters, winners, pending, idle)
+    if winners:
+        yield from _adopt(s, winners, late=True)
+    return waiters
+
+
+def expire_lingering(s: Session, now: float) -> Op[None]:
+    """Cancel lingering waits whose time is up (a job one caught is kept as prefetched)."""
+    if not s.lingering or now < s.linger_until:
+        return
+    waiters: dict[Link, _Waiter] = {
+        link: w for link, w in s.lingering.items() if isinstance(w, _Waiter)
+    }
+    s.lingering.clear()
+    s.linger_until = math.inf
+    winners: list[tuple[Link, Reserved]] = []
+    yield from _cancel_round(s, waiters, winners, [], set())
+    # A job caught meanwhile is kept like a raced one (PREFETCH_HOLD), for a reserve that may
+    # still come.
+    yield from _adopt(s, winners, late=True)
 
 
 def _cancel_or_await(
@@ -588,6 +707,7 @@ def _time_out(
     pending: list[ShardState],
     idle_seen: set[str],
     relevant: Sequence[ShardState],
+    wmap: Mapping[str, list[str]],
 ) -> Op[Reply | None]:
     """The caller's deadline passed: let shards whose own timeout is about to fire answer (so
     their links are kept), cancel the rest. A job that arrives meanwhile wins."""
@@ -605,11 +725,9 @@ def _time_out(
         outcome = yield Round(wait=list(waiters), first=True, until=until)
         _collect(s, outcome, waiters, winners, pending, idle_seen)
         if winners:
-            if waiters:
-                outcome = yield Round(wait=list(waiters), first=True, until=-math.inf)
-                _collect(s, outcome, waiters, winners, pending, idle_seen)
             break
     cancelled = any(not link.held for link in waiters)
+    yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
     yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
     if winners:
         got = yield from _settle_winners(s, winners)

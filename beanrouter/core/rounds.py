@@ -10,6 +10,7 @@ Round modes:
 * ``first=False`` (a *request*): the shell returns when every link has all the replies it owes or
   has failed; each reply is bounded by the shell's reply timeout (a timeout is a ``Failure`` of
   kind ``LOST`` with ``timed_out``).
+* ``cancel`` links (with no sends): see ``Round.cancel``.
 * ``first=True`` (a *wait*): blocking reserves. The shell returns as soon as one link has every
   reply it owes (or failed), or when ``until`` (on the core's clock) has passed, or at once after
   one non-blocking read of every link when ``until`` is already past. Links still owing replies
@@ -84,6 +85,10 @@ class Round:
     first: bool = False
     until: float | None = None
     close: list[Link] = field(default_factory=list)
+    cancel: list[Link] = field(default_factory=list)
+    """Waits to cancel: read, without waiting, what has already arrived on each, then close at
+    once each link still owing replies (one step in the shell, so that no job a shard reserves
+    in between is given back unseen). The outcome has the replies read (possibly partial)."""
 
 
 Outcome = dict["Link", "list[Reply] | Failure"]

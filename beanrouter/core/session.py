@@ -118,9 +118,16 @@ class Session:
             client's own command would (the shard's DEADLINE_SOON included).
     """
 
-    def __init__(self, cluster: Cluster, *, cancellable: bool = True) -> None:
+    def __init__(self, cluster: Cluster, *, cancellable: bool = True, linger: float = 0.0) -> None:
         self.cluster = cluster
         self.cancellable = cancellable
+        self.linger = linger
+        """Seconds the other waits of a reserve stay armed after it returned, for the session's
+        next reserve (0: cancelled at once). Only for shells that run ``maintain`` on time."""
+        self.lingering: dict[Link, object] = {}
+        """Waits left armed by the last reserve (reserve.py's waiters), with ``linger_wmap``."""
+        self.linger_until = math.inf
+        self.linger_wmap: dict[str, list[str]] | None = None
         self.using = "default"
         self.watching: list[str] = ["default"]
         self.links: dict[str, list[Link]] = {}
@@ -167,6 +174,7 @@ class Session:
     def _forget(self, link: Link) -> None:
         """``link`` is closed: forget it; its jobs are lost (held) or given back (prefetched)."""
         link.closed = True
+        self.lingering.pop(link, None)
         links = self.links.get(link.shard.name)
         if links is not None and link in links:
             links.remove(link)
@@ -199,7 +207,7 @@ class Session:
         """After an operation was interrupted (an exception, a cancelled task): close every link
         left owing a reply or with an unsettled reserve. Returns the links to close."""
         for link in self.all_links():
-            if link.owed or link.reserving:
+            if (link.owed or link.reserving) and link not in self.lingering:
                 self.drop(link)
         return self.take_closes()
 
@@ -784,15 +792,19 @@ class Session:
         return (yield from reserve_job(self, job_id))
 
     def next_timer(self) -> float | None:
-        """When ``maintain`` has work (a prefetched job to give back), on the core clock."""
-        if not self.prefetched:
-            return None
-        return min(h.keep_until for h in self.prefetched.values())
+        """When ``maintain`` has work (a prefetched job to give back, lingering waits to cancel),
+        on the core clock."""
+        due = [h.keep_until for h in self.prefetched.values()]
+        if self.lingering:
+            due.append(self.linger_until)
+        return min(due) if due else None
 
     def maintain(self) -> Op[None]:
-        """Give back prefetched jobs whose time is up, and forget held jobs whose TTR ran out."""
-        from .reserve import expire
+        """Cancel lingering waits whose time is up, give back prefetched jobs whose time is up,
+        and forget held jobs whose TTR ran out."""
+        from .reserve import expire, expire_lingering
 
+        yield from expire_lingering(self, self.cluster.clock())
         yield from expire(self, self.cluster.clock())
 
 

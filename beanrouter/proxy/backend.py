@@ -13,12 +13,14 @@ nonsense answer ``INTERNAL_ERROR``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import protocol as p
 from ..core import Cluster, Op, Session
+from ..core.reserve import LINGER
 from ..router.aio_driver import AsyncDriver
 from ..router.errors import JobIdError, NotFound, RouterError
 
@@ -47,12 +49,15 @@ class CoreSession:
 
     def __init__(self, backend: CoreBackend, counters: ProxyStats) -> None:
         self.counters = counters
-        self.session = Session(backend.cluster, cancellable=False)
+        self.session = Session(backend.cluster, cancellable=False, linger=LINGER)
         config = backend.cluster.config
         self.driver = AsyncDriver(
             self.session, config.connect_timeout, config.timeout, backend.cluster.clock
         )
-        self._ops: dict[type[p.Command], Callable[[p.Command], Op[p.Reply]]] = {}
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._closed = False
 
     def _op(self, cmd: p.Command) -> Op[p.Reply] | p.Reply:
         s = self.session
@@ -111,6 +116,13 @@ class CoreSession:
 
     async def execute(self, command: p.Command) -> bytes:
         """The reply bytes for one client command (see ``seam.ClientSession``)."""
+        async with self._lock:
+            try:
+                return await self._execute(command)
+            finally:
+                self._arm_timer()
+
+    async def _execute(self, command: p.Command) -> bytes:
         due = self.session.next_timer()
         if due is not None and due <= self.session.cluster.clock():
             await self._quietly(self.session.maintain())
@@ -127,6 +139,29 @@ class CoreSession:
             return _INTERNAL_ERROR
         return reply.encode()
 
+    def _arm_timer(self) -> None:
+        """Run ``maintain`` on time (lingering waits, prefetched jobs) while the client is away."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due = self.session.next_timer()
+        if due is None or self._closed:
+            return
+        delay = max(0.0, due - self.session.cluster.clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._closed and not self._lock.locked():
+            self._maintenance = asyncio.ensure_future(self._maintain())
+
+    async def _maintain(self) -> None:
+        async with self._lock:
+            due = self.session.next_timer()
+            if due is not None and due <= self.session.cluster.clock() and not self._closed:
+                await self._quietly(self.session.maintain())
+            self._arm_timer()
+
     async def _quietly(self, op: Op[None]) -> None:
         try:
             await self.driver.run(op)
@@ -135,10 +170,19 @@ class CoreSession:
 
     async def burn_id(self) -> None:
         """A put ended in EXPECTED_CRLF: use up the id on the shard too."""
-        await self._quietly(self.session.burn_id())
+        async with self._lock:
+            await self._quietly(self.session.burn_id())
 
     async def close(self) -> None:
         """The client is gone: every link closes, so each shard gives back its jobs now."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        task = self._maintenance
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self.driver.close()
 
 

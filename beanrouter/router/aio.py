@@ -20,6 +20,7 @@ consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.cluster import Cluster, Metrics
+from ..core.reserve import LINGER
 from ..core.rounds import Op
 from ..core.session import Session
 from ..protocol import Kicked, LocalProtocolError, Reserved, StatValue, Use
@@ -130,7 +132,7 @@ class AsyncRouter:
         self.config = config
         self._clock = clock
         self._cluster = Cluster(config, clock=clock, rng=rng, failover=failover)
-        self._session = Session(self._cluster)
+        self._session = Session(self._cluster, linger=LINGER)
         self._driver = AsyncDriver(
             self._session,
             connect_timeout=config.connect_timeout if connect_timeout is None else connect_timeout,
@@ -138,7 +140,7 @@ class AsyncRouter:
             clock=clock,
         )
         self._closed = False
-        self._busy = False
+        self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -158,6 +160,10 @@ class AsyncRouter:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._driver.close()
 
     async def _run(self, op: Op[T]) -> T:
@@ -165,14 +171,14 @@ class AsyncRouter:
             op.close()
             raise RouterError("the router is closed")
         due = self._session.next_timer()
-        if due is not None and due <= self._clock():
-            await self._driver.run(self._session.maintain())
-        self._busy = True
-        try:
-            return await self._driver.run(checked(op, getattr(op, "__name__", "router")))
-        finally:
-            self._busy = False
-            self._arm_timer()
+        async with self._lock:  # the timer's maintenance and a call never overlap
+            try:
+                due = self._session.next_timer()
+                if due is not None and due <= self._clock():
+                    await self._driver.run(self._session.maintain())
+                return await self._driver.run(checked(op, getattr(op, "__name__", "router")))
+            finally:
+                self._arm_timer()
 
     def _arm_timer(self) -> None:
         """Give back a prefetched job on time even if no call comes (see core.reserve)."""
@@ -193,16 +199,14 @@ class AsyncRouter:
             task.add_done_callback(self._tasks.discard)
 
     async def _maintain(self) -> None:
-        due = self._session.next_timer()
-        if self._busy or self._closed:
-            return  # the running call gives them back (and re-arms the timer) as it ends
-        if due is not None and due <= self._clock():
-            self._busy = True
-            try:
-                await self._driver.run(self._session.maintain())
-            finally:
-                self._busy = False
-        self._arm_timer()
+        if self._lock.locked() or self._closed:
+            return  # the running call does it (and re-arms the timer) as it ends
+        async with self._lock:
+            due = self._session.next_timer()
+            if due is not None and due <= self._clock() and not self._closed:
+                with contextlib.suppress(RouterError):
+                    await self._driver.run(self._session.maintain())
+            self._arm_timer()
 
     @property
     def metrics(self) -> Metrics:

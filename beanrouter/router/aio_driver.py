@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
@@ -169,9 +170,46 @@ class AsyncDriver:
         link.io = None
         outcome[link] = Failure(FailureKind.LOST, message, timed_out)
 
+    def _cancel(self, links: list[Link], outcome: Outcome) -> None:
+        """Read what has arrived on each link without waiting (what the stream holds, then the
+        socket itself); close those still owing. Synchronous: nothing runs in between."""
+        for link in links:
+            stream = link.io
+            got: list[Reply] = []
+            if isinstance(stream, _Stream):
+                codec = stream.codec
+                buffered = getattr(stream.reader, "_buffer", None)
+                if buffered:
+                    codec.receive_data(bytes(buffered))
+                    buffered.clear()
+                sock = stream.writer.get_extra_info("socket")
+                fd = sock.fileno() if sock is not None else -1
+                try:
+                    while len(got) < link.owed:
+                        event = codec.next_event()
+                        if isinstance(event, Reply):
+                            got.append(event)
+                            continue
+                        if event is not NEED_DATA or fd < 0:
+                            break
+                        try:
+                            data = os.read(fd, _READ_SIZE)
+                        except BlockingIOError:
+                            break
+                        if not data:
+                            break
+                        codec.receive_data(data)
+                except (OSError, ProtocolError):
+                    pass
+            if len(got) < link.owed:
+                self.close_links([link])
+            outcome[link] = got
+
     async def _execute(self, rnd: Round) -> Outcome:
         self.close_links(rnd.close)
         outcome: Outcome = {}
+        if rnd.cancel:
+            self._cancel(rnd.cancel, outcome)
         for send in rnd.sends:
             await self._send(send.link, send.data, outcome)
         live = [s.link for s in rnd.sends if s.link not in outcome]

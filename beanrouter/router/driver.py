@@ -140,6 +140,8 @@ class Driver:
     def _execute(self, rnd: Round) -> Outcome:
         self._close(rnd.close)
         outcome: Outcome = {}
+        if rnd.cancel:
+            self._cancel(rnd.cancel, outcome)
         for send in rnd.sends:
             link = send.link
             conn = link.io
@@ -169,6 +171,35 @@ class Driver:
         elif live:
             self._read_all(live, outcome)
         return outcome
+
+    def _cancel(self, links: list[Link], outcome: Outcome) -> None:
+        """Read what has arrived on each link without waiting; close those still owing."""
+        for link in links:
+            conn = link.io
+            replies: list[Reply] = []
+            if isinstance(conn, Connection):
+                try:
+                    while True:
+                        if self._drain_buffered(link, conn, replies, outcome):
+                            break
+                        conn.sock.setblocking(False)
+                        try:
+                            data = conn.sock.recv(65536)
+                        except BlockingIOError:
+                            break
+                        finally:
+                            with contextlib.suppress(OSError):
+                                conn.sock.setblocking(True)
+                        conn.reader.receive_data(data)
+                        if not data:
+                            break
+                except OSError:
+                    pass
+            if link in outcome and not isinstance(outcome[link], list):
+                continue  # failed: closed already
+            if len(replies) < link.owed:
+                self._close([link])
+            outcome[link] = replies
 
     def _read_one(self, link: Link, outcome: Outcome) -> None:
         conn = link.io

@@ -12,14 +12,17 @@ A ``Router`` is not thread-safe: use one per thread (it is cheap). The one excep
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.cluster import Cluster
+from ..core.reserve import LINGER
 from ..core.rounds import Op
 from ..core.session import Session
 from ..protocol import Buried as BuriedReply
@@ -52,6 +55,7 @@ from .errors import (
     reply_mapping,
 )
 from .job import DEFAULT_PRIORITY, DEFAULT_TTR, Job
+from .timers import TIMERS
 
 __all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTR", "Job", "Router"]
 
@@ -194,7 +198,10 @@ class Router:
         self.config = config
         self._clock = clock
         self._cluster = Cluster(config, clock=clock, rng=rng, failover=failover)
-        self._session = Session(self._cluster)
+        self._session = Session(self._cluster, linger=LINGER)
+        self._calls = threading.RLock()
+        """Held by every call, and by the timer thread's maintenance (see ``timers``)."""
+        self._timer_due: float | None = None
         self._driver = Driver(
             self._session,
             connect_timeout=config.connect_timeout if connect_timeout is None else connect_timeout,
@@ -232,10 +239,34 @@ class Router:
         if self._closed:
             op.close()
             raise RouterError("the router is closed")
+        with self._calls:
+            try:
+                due = self._session.next_timer()
+                if due is not None and due <= self._clock():
+                    self._driver.run(self._session.maintain())
+                return self._driver.run(checked(op, getattr(op, "__name__", "router")))
+            finally:
+                self._arm_timer()
+
+    def _arm_timer(self) -> None:
         due = self._session.next_timer()
-        if due is not None and due <= self._clock():
-            self._driver.run(self._session.maintain())
-        return self._driver.run(checked(op, getattr(op, "__name__", "router")))
+        if due is not None and due != self._timer_due and not self._closed:
+            self._timer_due = due
+            TIMERS.at(due - self._clock(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        """On the timer thread: run ``maintain`` unless a call runs (it does it as it ends)."""
+        if self._closed or not self._calls.acquire(blocking=False):
+            return
+        try:
+            self._timer_due = None
+            due = self._session.next_timer()
+            if due is not None and due <= self._clock():
+                with contextlib.suppress(RouterError):
+                    self._driver.run(self._session.maintain())
+        finally:
+            self._arm_timer()
+            self._calls.release()
 
     @property
     def metrics(self) -> Any:

@@ -198,13 +198,12 @@ def wait_raced(s: Session, first_pri: int = 5, raced_pri: int = 10) -> tuple[Scr
     assert run.data() == {n: [b"reserve"] for n in NAMES}
     links = {n: send.link for n, send in run.sends().items()}
     run.reply({links["s1"]: [Reserved(7, b"first")]})
-    # One non-blocking read of the other waits collects what raced in.
+    # One cancel step: the shell reads what raced in on the other waits without waiting, and
+    # closes at once those still owing (s0).
     rnd = run.now
-    assert rnd.first and rnd.until == -math.inf and rnd.sends == []
-    assert set(rnd.wait) == {links["s0"], links["s2"]}
-    run.reply({links["s2"]: [Reserved(9, b"raced")]})
-    # s0's wait is cancelled by closing its link, before anything else is sent.
-    assert run.now.close == [links["s0"]]
+    assert rnd.sends == [] and set(rnd.cancel) == {links["s0"], links["s2"]}
+    run.reply({links["s2"]: [Reserved(9, b"raced")], links["s0"]: []})
+    assert links["s0"].closed
     assert run.data() == {"s1": [b"stats-job 7"], "s2": [b"stats-job 9"]}
     run.auto(
         s1=[job_stats(7, "t1", first_pri, state="reserved")],
@@ -336,9 +335,10 @@ def test_deadline_soon_during_the_wait() -> None:
     assert holder not in waits  # waits never run on a link holding jobs (closing it loses them)
     clock.t = soon
     run.reply({})
+    assert set(run.now.cancel) == set(waits)  # read once, then closed, in one shell step
+    run.reply({link: [] for link in waits})
     assert run.value() == DEADLINE_SOON
-    closing = s.take_closes()
-    assert set(closing) == set(waits)
+    assert all(link.closed for link in waits)
     assert not holder.closed and job in s.held
     assert cluster.metrics.wait_cancels == 3
 
@@ -412,8 +412,10 @@ def test_shards_late_past_the_grace_are_cancelled() -> None:
     assert set(rnd.wait) == {links["s1"], links["s2"]}
     clock.t = rnd.until or 0
     run.reply({links["s1"]: [TIMED_OUT]})
+    assert run.now.cancel == [links["s2"]]
+    run.reply({links["s2"]: []})
     assert run.value() == TIMED_OUT
-    assert s.take_closes() == [links["s2"]]
+    assert links["s2"].closed and not links["s1"].closed
     assert cluster.metrics.wait_cancels == 1
 
 
@@ -423,9 +425,9 @@ def test_a_job_in_the_grace_wins() -> None:
     clock.t += 1
     run.reply({})
     run.reply({links["s1"]: [Reserved(4, b"late")]})
-    assert run.now.until == -math.inf  # the others are read once, then cancelled
-    run.reply({})
-    assert set(run.now.close) == {links["s0"], links["s2"]}
+    # The others are read once and cancelled in one shell step.
+    assert set(run.now.cancel) == {links["s0"], links["s2"]}
+    run.reply({links["s0"]: [], links["s2"]: []})
     run.auto(s1=[job_stats(4, "t1", 5, state="reserved")])
     assert run.value() == Reserved(gid("s1", 4), b"late")
     assert cluster.metrics.give_backs == 0
@@ -437,8 +439,10 @@ def test_a_fractional_timeout_rounds_the_shards_wait_up() -> None:
     clock.t += 0.5
     run.reply({})
     # The shards' waits (1 s) end after the grace: they are cancelled.
+    assert set(run.now.cancel) == set(links.values())
+    run.reply({link: [] for link in links.values()})
     assert run.value() == TIMED_OUT
-    assert set(s.take_closes()) == set(links.values())
+    assert all(link.closed for link in links.values())
 
 
 def test_a_reserve_right_after_an_idle_timeout_skips_the_choice() -> None:
@@ -523,3 +527,99 @@ def test_an_exact_wait_gets_the_shards_own_deadline_soon() -> None:
     assert run.value() == DEADLINE_SOON
     assert not holder.closed and holder not in s.take_closes()
     assert job in s.held
+
+
+# ---- lingering waits (Session.linger: the asyncio shells and the proxy) ---------------------
+
+
+def lingering_three(linger: float = 0.05) -> tuple[Cluster, Session, Clock]:
+    cluster, s, clock = three()
+    s.linger = linger
+    return cluster, s, clock
+
+
+def first_wait(s: Session) -> tuple[Script, dict[str, Link]]:
+    """A blocking reserve over three empty shards, s1 delivering: returns the links."""
+    run = Script(s.reserve(None))
+    answer_sweep(run, {})
+    links = {n: send.link for n, send in run.sends().items()}
+    run.reply({links["s1"]: [Reserved(7, b"first")]})
+    # Nothing is cancelled: the other waits stay armed for the next reserve.
+    assert run.data() == {"s1": [b"stats-job 7"]}
+    assert run.now.cancel == [] and run.now.close == []
+    run.auto(s1=[job_stats(7, "t1", 5, state="reserved")])
+    assert run.value() == Reserved(gid("s1", 7), b"first")
+    return run, links
+
+
+def test_other_waits_linger_after_a_delivery_and_are_reused() -> None:
+    cluster, s, clock = lingering_three()
+    _, links = first_wait(s)
+    assert set(s.lingering) == {links["s0"], links["s2"]}
+    assert s.next_timer() == clock.t + 0.05
+    s.held.clear()  # (the job was deleted)
+    run = Script(s.reserve(None))
+    # First: what the lingering waits caught meanwhile, read without waiting.
+    rnd = run.now
+    assert rnd.first and rnd.until == -math.inf and set(rnd.wait) == {links["s0"], links["s2"]}
+    run.reply({})
+    answer_sweep(run, {})
+    # Only s1 is armed again (on a new link: the first holds the job); s0 and s2 still wait
+    # from the previous reserve.
+    assert list(run.data()) == ["s1"] and run.data()["s1"][-1] == b"reserve"
+    assert set(run.now.wait) == {links["s0"], links["s2"]}
+    run.reply({links["s2"]: [Reserved(9, b"next")]})
+    assert run.data() == {"s2": [b"stats-job 9"]}
+    run.auto(s2=[job_stats(9, "t2", 5, state="reserved")])
+    assert run.value() == Reserved(gid("s2", 9), b"next")
+    assert cluster.metrics.wait_cancels == 0 and cluster.metrics.give_backs == 0
+
+
+def test_a_job_caught_by_a_lingering_wait_is_handed_out_next() -> None:
+    cluster, s, clock = lingering_three()
+    _, links = first_wait(s)
+    run = Script(s.reserve(0))
+    run.reply({links["s2"]: [Reserved(9, b"caught")]})
+    assert run.data() == {"s2": [b"stats-job 9"]}
+    run.auto(s2=[job_stats(9, "t2", 5, state="reserved", **{"time-left": 30})])
+    # It competes with the shards' ready jobs (none) and wins: no shard reserve is sent.
+    answer_sweep(run, {})
+    assert run.value() == Reserved(gid("s2", 9), b"caught")
+    assert s.held[gid("s2", 9)].deadline == clock.t + 30  # from time-left: reserved earlier
+    assert (cluster.metrics.give_backs, cluster.metrics.prefetch_hits) == (0, 1)
+
+
+def test_lingering_waits_are_cancelled_when_their_time_is_up() -> None:
+    cluster, s, clock = lingering_three()
+    _, links = first_wait(s)
+    clock.t += 0.05
+    run = Script(s.maintain())
+    assert set(run.now.cancel) == {links["s0"], links["s2"]}
+    run.reply({links["s0"]: [], links["s2"]: [Reserved(9, b"late")]})
+    # A job caught meanwhile is kept for a reserve that may still come (PREFETCH_HOLD)...
+    assert run.data() == {"s2": [b"stats-job 9"]}
+    run.auto(s2=[job_stats(9, "t2", 5, state="reserved", **{"time-left": 30})])
+    run.value()
+    assert links["s0"].closed and not s.lingering and list(s.prefetched) == [gid("s2", 9)]
+    assert s.next_timer() == clock.t + PREFETCH_HOLD
+    # ... and given back (counted) when none did.
+    clock.t += PREFETCH_HOLD
+    run = Script(s.maintain())
+    assert run.data() == {"s2": [b"release 9 5 0"]}
+    run.auto(s2=[RELEASED])
+    run.value()
+    assert not s.prefetched
+    assert (cluster.metrics.wait_cancels, cluster.metrics.give_backs) == (1, 1)
+
+
+def test_lingering_waits_are_cancelled_when_the_watch_list_changed() -> None:
+    cluster, s, _ = lingering_three()
+    _, links = first_wait(s)
+    s.held.clear()
+    s.watching.append("other")
+    s._wmap = None  # (what watch() does, without its own round)
+    run = Script(s.reserve(0))
+    assert set(run.now.cancel) == {links["s0"], links["s2"]}
+    run.reply({links["s0"]: [], links["s2"]: []})
+    assert links["s0"].closed and links["s2"].closed
+    assert cluster.metrics.wait_cancels == 2

@@ -313,3 +313,14 @@ def test_stats_when_no_shard_answers_raises() -> None:
     run.answer({name: Failure(FailureKind.CONNECT, "refused") for name in NAMES})
     with pytest.raises(ShardUnavailable):
         run.value()
+
+
+def test_a_reload_takes_the_new_failover_depth() -> None:
+    from beanrouter.core import Cluster
+    from beanrouter.router.config import config_from_servers
+
+    servers = ["127.0.0.1:1 a id=0", "127.0.0.1:2 b id=1", "127.0.0.1:3 c id=2"]
+    cluster = Cluster(config_from_servers(servers, failover=0))
+    assert len(cluster.preference("t1")) == 1
+    cluster.reconfigure(config_from_servers(servers, failover=2))
+    assert len(cluster.preference("t1")) == 3
