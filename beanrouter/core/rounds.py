@@ -26,9 +26,9 @@ sent. Links are identified by object.
 from __future__ import annotations
 
 import enum
-from collections.abc import Generator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from ..protocol import Reply
 
@@ -66,8 +66,7 @@ class Failure:
         return self.message
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
     """Send ``data`` on ``link``: commands that produce ``replies`` replies."""
 
     link: Link
@@ -75,20 +74,44 @@ class Send:
     replies: int
 
 
-@dataclass(slots=True)
 class Round:
-    """One step of an operation: what the shell is to do now."""
+    """One step of an operation: what the shell is to do now.
 
-    sends: list[Send] = field(default_factory=list)
-    wait: list[Link] = field(default_factory=list)
-    """Links that already owe replies, to be read in this round too."""
-    first: bool = False
-    until: float | None = None
-    close: list[Link] = field(default_factory=list)
-    cancel: list[Link] = field(default_factory=list)
-    """Waits to cancel: read, without waiting, what has already arrived on each, then close at
-    once each link still owing replies (one step in the shell, so that no job a shard reserves
-    in between is given back unseen). The outcome has the replies read (possibly partial)."""
+    Attributes:
+        sends: bytes to send, each on its link.
+        wait: links that already owe replies, to be read in this round too.
+        first: a wait round (see the module docstring).
+        until: a wait round's deadline on the core's clock (None: none).
+        close: links to close before anything is sent.
+        cancel: waits to cancel: read, without waiting, what has already arrived on each, then
+            close at once each link still owing replies (one step in the shell, so that no job a
+            shard reserves in between is given back unseen). The outcome has the replies read
+            (possibly partial).
+    """
+
+    __slots__ = ("cancel", "close", "first", "sends", "until", "wait")
+
+    def __init__(
+        self,
+        sends: Sequence[Send] = (),
+        wait: Sequence[Link] = (),
+        first: bool = False,
+        until: float | None = None,
+        close: Sequence[Link] = (),
+        cancel: Sequence[Link] = (),
+    ) -> None:
+        self.sends = sends
+        self.wait = wait
+        self.first = first
+        self.until = until
+        self.close = close
+        self.cancel = cancel
+
+    def __repr__(self) -> str:
+        return (
+            f"Round(sends={list(self.sends)!r}, wait={list(self.wait)!r}, first={self.first},"
+            f" until={self.until}, close={list(self.close)!r}, cancel={list(self.cancel)!r})"
+        )
 
 
 Outcome = dict["Link", "list[Reply] | Failure"]

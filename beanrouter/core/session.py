@@ -82,6 +82,8 @@ from .rounds import Failure, FailureKind, Op, Outcome, Round, Send
 
 __all__ = ["DEFAULT_PRIORITY", "MAX_IDLE_LINKS", "MAX_LOST", "Held", "Session"]
 
+_NO_LINKS: list[Link] = []
+"""Shared and never appended to: ``take_closes`` when there is nothing to close."""
 DEFAULT_PRIORITY = 1024
 """Priority assumed for a job whose priority is unknown."""
 MAX_IDLE_LINKS = 2
@@ -145,6 +147,8 @@ class Session:
         """Round-robin offset among equally urgent candidates of different shards."""
         self.idle_at: float | None = None
         self.idle_shards: frozenset[str] = frozenset()
+        self.refused_by: tuple[str, str] | None = None
+        """Set by ``put_fast_done`` when the fast put was refused: (shard, word)."""
 
     # ---- links -------------------------------------------------------------------------------
 
@@ -200,7 +204,10 @@ class Session:
 
     def take_closes(self) -> list[Link]:
         """Links the shell must close now (each reported once)."""
-        closing, self._closing = self._closing, []
+        closing = self._closing
+        if not closing:
+            return _NO_LINKS
+        self._closing = []
         return closing
 
     def abandon(self) -> list[Link]:
@@ -413,11 +420,19 @@ class Session:
 
     # ---- put ---------------------------------------------------------------------------------
 
-    def put(self, priority: int, delay: int, ttr: int, body: bytes) -> Op[Reply]:
+    def put(
+        self,
+        priority: int,
+        delay: int,
+        ttr: int,
+        body: bytes,
+        refused: tuple[str, str] | None = None,
+    ) -> Op[Reply]:
         """``put`` into the used tube: the first available shard of its preference takes it; a
         shard that refuses the connection, drains or is out of memory costs nothing (the next one
         is tried). Returns ``INSERTED``/``BURIED`` with the global id, or ``JOB_TOO_BIG``, or the
-        word every shard answered (``DRAINING``, ``OUT_OF_MEMORY``).
+        word every shard answered (``DRAINING``, ``OUT_OF_MEMORY``). ``refused``: the tube's
+        first shard already refused this put (``put_fast``) with that word.
 
         Raises:
             PutUncertain: the put was sent but its reply was lost (it may be stored).
@@ -430,7 +445,12 @@ class Session:
         words: list[str] = []
         clock = self.cluster.clock
         shards = self.cluster.shards
-        for index, name in enumerate(self.cluster.preference(tube)):
+        preference = self.cluster.preference(tube)
+        if refused is not None:
+            causes.append(refused)
+            words.append(refused[1])
+        for index in range(0 if refused is None else 1, len(preference)):
+            name = preference[index]
             shard = shards[name]
             health = shard.health
             if health.failures >= health.failure_limit and clock() < health.retry_at:
@@ -451,39 +471,76 @@ class Session:
                     break
             if result is None or isinstance(result, Failure):
                 if result is not None and result.kind is FailureKind.LOST:
-                    self.cluster.metrics.put_uncertain += 1
-                    raise PutUncertain(
-                        f"put to tube {tube!r} was sent to shard {name} but its reply was lost"
-                        f" ({result}): the job may or may not be stored",
-                        shard=name,
-                        tube=tube,
-                    )
+                    raise self.put_uncertain(shard, result)
                 causes.append((name, str(result)))
                 continue
-            reply = result[-1]
             if count == 2 and not isinstance(result[0], Using):
                 self.drop(link)
                 raise UnexpectedReply(f"use {tube}: unexpected reply {result[0]!r}")
-            if type(reply) is Inserted:
-                if index:
-                    self.cluster.metrics.failovers += 1
-                local = reply.id
-                if local <= ids.MAX_LOCAL_ID:
-                    return Inserted(shard.id_base | local)
-                raise JobIdError(
-                    f"put to tube {tube!r}: the job WAS stored on shard {name} as id {local},"
-                    f" which does not fit {ids.LOCAL_BITS} bits: it has no global id"
-                )
-            if isinstance(reply, BuriedReply):
-                return BuriedReply(None if reply.id is None else ids.encode(shard.id, reply.id))
-            if isinstance(reply, ErrorReply) and reply.word in ("DRAINING", "OUT_OF_MEMORY"):
-                causes.append((name, reply.word))
-                words.append(reply.word)
+            reply = self._put_reply(shard, index, result[-1])
+            if isinstance(reply, str):
+                causes.append((name, reply))
+                words.append(reply)
                 continue
-            return reply  # JOB_TOO_BIG, or an error the caller maps
+            return reply
         if words and len(words) == len(causes) and len(set(words)) == 1:
             return ErrorReply(words[0])
         raise ShardUnavailable(f"no shard can take a put to tube {tube!r}", tuple(causes))
+
+    def _put_reply(self, shard: ShardState, index: int, reply: Reply) -> Reply | str:
+        """What a shard's reply to a put means: the reply for the client (global ids), or the
+        word of a shard that refused the job (DRAINING, OUT_OF_MEMORY: the next one is tried)."""
+        if type(reply) is Inserted:
+            if index:
+                self.cluster.metrics.failovers += 1
+            local = reply.id
+            if local <= ids.MAX_LOCAL_ID:
+                return reply if not shard.id else Inserted(shard.id_base | local)
+            raise JobIdError(
+                f"put to tube {self.using!r}: the job WAS stored on shard {shard.name} as id"
+                f" {local}, which does not fit {ids.LOCAL_BITS} bits: it has no global id"
+            )
+        if isinstance(reply, BuriedReply):
+            return BuriedReply(None if reply.id is None else ids.encode(shard.id, reply.id))
+        if isinstance(reply, ErrorReply) and reply.word in ("DRAINING", "OUT_OF_MEMORY"):
+            return reply.word
+        return reply  # JOB_TOO_BIG, or an error the caller maps
+
+    def put_uncertain(self, shard: ShardState, failure: Failure) -> PutUncertain:
+        """The error of a put whose reply was lost."""
+        self.cluster.metrics.put_uncertain += 1
+        tube = self.using
+        return PutUncertain(
+            f"put to tube {tube!r} was sent to shard {shard.name} but its reply was lost"
+            f" ({failure}): the job may or may not be stored",
+            shard=shard.name,
+            tube=tube,
+        )
+
+    def put_fast(self) -> Link | None:
+        """The common put, decided without an operation: the link it goes on when the used
+        tube's first shard is up and its main link is ready and uses the tube already. The
+        shell sends the put there itself, then calls ``put_fast_done``; None: run ``put``."""
+        tube = self.using
+        shard = self.cluster.shards[self.cluster.preference(tube)[0]]
+        if shard.health.failures:
+            return None
+        links = self.links.get(shard.name)
+        if not links:
+            return None
+        link = links[0]
+        if link.used != tube or not link.ready:
+            return None
+        return link
+
+    def put_fast_done(self, link: Link, reply: Reply) -> Reply | None:
+        """The reply to a put sent on ``put_fast``'s link. None: the shard refused it
+        (``refused_by`` says how): run ``put(..., refused=...)`` for the next shards."""
+        result = self._put_reply(link.shard, 0, reply)
+        if isinstance(result, str):
+            self.refused_by = (link.shard.name, result)
+            return None
+        return result
 
     def burn_id(self) -> Op[None]:
         """Use up one job id where puts to the used tube go, as beanstalkd does for a put whose
@@ -794,6 +851,8 @@ class Session:
     def next_timer(self) -> float | None:
         """When ``maintain`` has work (a prefetched job to give back, lingering waits to cancel),
         on the core clock."""
+        if not self.prefetched and not self.lingering:
+            return None
         due = [h.keep_until for h in self.prefetched.values()]
         if self.lingering:
             due.append(self.linger_until)

@@ -40,7 +40,6 @@ from .router import (
     as_body,
     bury_result,
     check_overrides,
-    checked,
     kicked_result,
     list_result,
     peek_job_fields,
@@ -176,7 +175,9 @@ class AsyncRouter:
                 due = self._session.next_timer()
                 if due is not None and due <= self._clock():
                     await self._driver.run(self._session.maintain())
-                return await self._driver.run(checked(op, getattr(op, "__name__", "router")))
+                return await self._driver.run(op)
+            except LocalProtocolError as exc:  # the codec refused an argument
+                raise invalid_argument(exc, getattr(op, "__name__", None)) from exc
             finally:
                 self._arm_timer()
 

@@ -19,7 +19,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from ..core.links import Link
@@ -170,7 +170,7 @@ class AsyncDriver:
         link.io = None
         outcome[link] = Failure(FailureKind.LOST, message, timed_out)
 
-    def _cancel(self, links: list[Link], outcome: Outcome) -> None:
+    def _cancel(self, links: Sequence[Link], outcome: Outcome) -> None:
         """Read what has arrived on each link without waiting (what the stream holds, then the
         socket itself); close those still owing. Synchronous: nothing runs in between."""
         for link in links:

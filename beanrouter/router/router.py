@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from ..core.cluster import Cluster
 from ..core.reserve import LINGER
-from ..core.rounds import Op
+from ..core.rounds import FailureKind, Op
 from ..core.session import Session
 from ..protocol import Buried as BuriedReply
 from ..protocol import (
@@ -38,6 +38,7 @@ from ..protocol import (
     Use,
     Watching,
     Word,
+    encode_put,
     parse_list,
     parse_mapping,
 )
@@ -244,7 +245,9 @@ class Router:
                 due = self._session.next_timer()
                 if due is not None and due <= self._clock():
                     self._driver.run(self._session.maintain())
-                return self._driver.run(checked(op, getattr(op, "__name__", "router")))
+                return self._driver.run(op)
+            except LocalProtocolError as exc:  # the codec refused an argument
+                raise invalid_argument(exc, getattr(op, "__name__", None)) from exc
             finally:
                 self._arm_timer()
 
@@ -336,8 +339,34 @@ class Router:
             JobTooBig: the body exceeds the shard's max-job-size.
             Buried: the shard stored the job buried (out of memory).
         """
-        reply = self._run(self._session.put(priority, delay, ttr, as_body(body)))
-        return put_result(reply, self._session.using)
+        body = as_body(body)
+        s = self._session
+        refused = None
+        if not self._closed and s.next_timer() is None:
+            # The common case without an operation (see Session.put_fast).
+            with self._calls:
+                link = s.put_fast()
+                if link is not None:
+                    try:
+                        data = encode_put(priority, delay, ttr, body)
+                    except LocalProtocolError as exc:
+                        raise invalid_argument(exc, "put") from exc
+                    link.owed = 1  # until the reply is read: never reused after an interruption
+                    result = self._driver.one(link, data)
+                    if isinstance(result, list):
+                        link.owed = 0
+                        reply = s.put_fast_done(link, result[0])
+                        if reply is not None:
+                            return put_result(reply, s.using)
+                        refused = s.refused_by
+                    elif result is None:
+                        link.owed = 0  # nothing was sent
+                    else:
+                        s.settle(link, result)
+                        if result.kind is FailureKind.LOST:
+                            raise s.put_uncertain(link.shard, result)
+        reply = self._run(s.put(priority, delay, ttr, body, refused))
+        return put_result(reply, s.using)
 
     def watch(self, tube: str) -> int:
         """Add ``tube`` to the watch list; returns the number of watched tubes."""

@@ -201,7 +201,7 @@ def wait_raced(s: Session, first_pri: int = 5, raced_pri: int = 10) -> tuple[Scr
     # One cancel step: the shell reads what raced in on the other waits without waiting, and
     # closes at once those still owing (s0).
     rnd = run.now
-    assert rnd.sends == [] and set(rnd.cancel) == {links["s0"], links["s2"]}
+    assert not rnd.sends and set(rnd.cancel) == {links["s0"], links["s2"]}
     run.reply({links["s2"]: [Reserved(9, b"raced")], links["s0"]: []})
     assert links["s0"].closed
     assert run.data() == {"s1": [b"stats-job 7"], "s2": [b"stats-job 9"]}
@@ -395,7 +395,7 @@ def test_timed_out_at_the_deadline_keeps_the_links() -> None:
     run.reply({})
     # The shards' own timeouts fire now: they are waited for briefly, so no link is closed.
     rnd = run.now
-    assert rnd.first and rnd.sends == [] and set(rnd.wait) == set(links.values())
+    assert rnd.first and not rnd.sends and set(rnd.wait) == set(links.values())
     assert clock.t < (rnd.until or 0) <= clock.t + 0.1
     run.reply({link: [TIMED_OUT] for link in links.values()})
     assert run.value() == TIMED_OUT
@@ -546,7 +546,7 @@ def first_wait(s: Session) -> tuple[Script, dict[str, Link]]:
     run.reply({links["s1"]: [Reserved(7, b"first")]})
     # Nothing is cancelled: the other waits stay armed for the next reserve.
     assert run.data() == {"s1": [b"stats-job 7"]}
-    assert run.now.cancel == [] and run.now.close == []
+    assert not run.now.cancel and not run.now.close
     run.auto(s1=[job_stats(7, "t1", 5, state="reserved")])
     assert run.value() == Reserved(gid("s1", 7), b"first")
     return run, links
