@@ -79,6 +79,8 @@ def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
             os.kill(os.getpid(), signal.SIGTERM)
 
     try:
+        if os.environ.get("BEANROUTER_NO_UVLOOP"):  # benchmarks compare both loops
+            raise ImportError
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         import asyncio

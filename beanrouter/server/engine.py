@@ -168,7 +168,7 @@ _deadline_of = attrgetter("deadline_at")
 _bury_seq_of = attrgetter("bury_seq")
 
 
-def _heap_fix(h: list[Job], i: int) -> None:
+def _heap_fix(h: list[tuple[int, int, Job]], i: int) -> None:
     """Restore the heap property around index ``i`` (after h[i] was replaced)."""
     item = h[i]
     start = i
@@ -396,7 +396,7 @@ class Engine:
             self._flush()
         else:  # the hot path of _enqueue
             j.state = READY
-            heappush(t.ready, j)
+            heappush(t.ready, (pri, job_id, j))
             t.ready_ct += 1
             self.ready_ct += 1
             if pri < URGENT_THRESHOLD:
@@ -432,18 +432,27 @@ class Engine:
             # Fast path. No tube is paused, so no tube has both waiters and ready jobs: the best
             # ready job among the watched tubes goes to this conn, exactly as wait_for_job +
             # process_queue would do (ms_take on a one-element waiting set leaves cursor 1).
-            best: Job | None = None
-            for t in c.watch:
+            watch = c.watch
+            if len(watch) == 1:
+                t = watch[0]
                 if t.ready_ct:
-                    top = t.ready[0]
-                    if best is None or top < best:
-                        best = top
-            if best is not None:
-                t = best.tube
-                self._pop_ready(t)
-                t.waiting_last = 1
-                self._reserve_to(c, best, now)
-                return best
+                    j = self._pop_ready(t)
+                    t.waiting_last = 1
+                    self._reserve_to(c, j, now)
+                    return j
+            else:
+                best: tuple[int, int, Job] | None = None
+                for t in watch:
+                    if t.ready_ct:
+                        top = t.ready[0]
+                        if best is None or top < best:
+                            best = top
+                if best is not None:
+                    t = best[2].tube
+                    j = self._pop_ready(t)
+                    t.waiting_last = 1
+                    self._reserve_to(c, j, now)
+                    return j
             self._wait(c, timeout, now)
             if not c.half_closed and self._tickat(c) > now:
                 return WAIT
@@ -517,11 +526,11 @@ class Engine:
             j.state = INVALID  # stays in the heap as a dead entry, without its body
             j.body = b""
             t.ready_dead += 1
-            if t.ready[0] is j:
+            if t.ready[0][2] is j:
                 self._clean_ready_top(t)
             elif t.ready_dead > 64 and t.ready_dead > t.ready_ct:
                 h = t.ready
-                h[:] = [x for x in h if x.state == READY]
+                h[:] = [x for x in h if x[2].state == READY]
                 heapify(h)
                 t.ready_dead = 0
         elif st == BURIED:
@@ -651,7 +660,7 @@ class Engine:
     def peek_ready(self, conn: Conn) -> Job | None:
         """peek-ready: the used tube's lowest (pri, id) ready job (even if paused)."""
         t = conn.use
-        return t.ready[0] if t.ready_ct else None
+        return t.ready[0][2] if t.ready_ct else None
 
     def peek_delayed(self, conn: Conn) -> Job | None:
         """peek-delayed: the used tube's delayed job with the earliest (deadline, id)."""
@@ -879,7 +888,7 @@ class Engine:
 
     def _pop_ready(self, t: Tube) -> Job:
         """Pop the (live) top of ``t``'s ready heap, with its counters."""
-        j = heappop(t.ready)
+        j = heappop(t.ready)[2]
         t.ready_ct -= 1
         self.ready_ct -= 1
         if j.pri < URGENT_THRESHOLD:
@@ -893,7 +902,7 @@ class Engine:
         """Take a ready job out of the middle of the heap, eagerly: the job lives on and its pri
         may change, so it must not linger in the heap."""
         h = t.ready
-        i = h.index(j)  # identity (Job has no __eq__); O(n), reserve-job only
+        i = next(k for k, e in enumerate(h) if e[2] is j)  # O(n), reserve-job only
         last = h.pop()
         if i < len(h):
             h[i] = last
@@ -908,7 +917,7 @@ class Engine:
 
     def _clean_ready_top(self, t: Tube) -> None:
         h = t.ready
-        while h and h[0].state != READY:
+        while h and h[0][2].state != READY:
             heappop(h)
             t.ready_dead -= 1
 
@@ -1015,14 +1024,14 @@ class Engine:
                 self._reserve_to(c, j, now)
                 self._wake(c, j)
                 return
-            heappush(t.ready, j)
+            heappush(t.ready, (j.pri, j.id, j))
             t.ready_ct += 1
             self.ready_ct += 1
             if j.pri < URGENT_THRESHOLD:
                 t.urgent_ct += 1
                 self.urgent_ct += 1
             return
-        heappush(t.ready, j)
+        heappush(t.ready, (j.pri, j.id, j))
         t.ready_ct += 1
         self.ready_ct += 1
         if j.pri < URGENT_THRESHOLD:
@@ -1041,7 +1050,7 @@ class Engine:
                 del paused[t]
         waited = self._waited
         while waited:
-            best: Job | None = None
+            best: tuple[int, int, Job] | None = None
             for t in waited:
                 if t.ready_ct and not t.pause:
                     top = t.ready[0]
@@ -1049,12 +1058,12 @@ class Engine:
                         best = top
             if best is None:
                 return
-            t = best.tube
-            self._pop_ready(t)
+            t = best[2].tube
+            j = self._pop_ready(t)
             c, t.waiting_last = ms_take(t.waiting, t.waiting_last)
             self._unwait(c, t)
-            self._reserve_to(c, best, now)
-            self._wake(c, best)
+            self._reserve_to(c, j, now)
+            self._wake(c, j)
 
     def _wait(self, c: Conn, timeout: int | None, now: int) -> None:
         c.waiting = True
@@ -1244,7 +1253,7 @@ class Engine:
                 self.delayed_ct += 1
             else:
                 j.state = READY
-                t.ready.append(j)
+                t.ready.append((pri, job_id, j))
                 t.ready_ct += 1
                 self.ready_ct += 1
                 if pri < URGENT_THRESHOLD:
