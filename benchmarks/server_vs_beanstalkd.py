@@ -13,7 +13,8 @@ Measurements (all clients are raw sockets, stdlib only):
     batches of ``min(window, --batch)`` -> put/s;
   - pipelined reserve+delete: the same client then drains those jobs, each ``reserve`` answered by
     a ``delete <id>`` as soon as its reply arrives, with up to ``window`` pairs in flight
-    -> pairs/s. Window 1 is one command at a time (``-n`` / 5 jobs), 10 KB bodies use fewer jobs;
+    -> pairs/s. Window 1 is one command at a time (``-n`` / 25 jobs; window 10: / 5); 10 KB
+    bodies use fewer jobs;
 * round trips: ``--clients`` processes, each looping put -> reserve -> delete one command at a
   time for ``--seconds`` seconds -> total cycles/s;
 * memory: VmRSS growth of the server per 100-byte job after ``--mem-jobs`` acknowledged puts;
@@ -166,7 +167,11 @@ class Config:
     def jobs(self, body: int, window: int) -> int:
         """Jobs in the matrix cell (body, window)."""
         n = min(self.n, max(1000, BYTE_BUDGET // body))
-        return max(100, n // 5 if window == 1 else n)
+        if window < 10:
+            n //= 25  # one command at a time: latency-bound, a few seconds is plenty
+        elif window < 100:
+            n //= 5
+        return max(100, n)
 
 
 FULL = Config(
