@@ -21,6 +21,7 @@ memory without bound through it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -132,6 +133,12 @@ def _bare(cmd: Command, name: bytes) -> _Handler:
     return handle
 
 
+# Events the reader has already validated are built without running their __post_init__ checks
+# again (a frozen dataclass's __init__ plus its checks is most of a put's parsing time).
+_new = object.__new__
+_set = object.__setattr__
+
+
 def _by_id(
     cls: type[Peek | ReserveJob | Delete | Touch | KickJob | StatsJob], verb: bytes
 ) -> _Handler:
@@ -139,7 +146,11 @@ def _by_id(
 
     def handle(reader: CommandReader, line: bytes) -> Command | Rejected:
         job_id = read_uint_to_end(line, start, U64_MAX)
-        return _R_BAD if job_id is None else cls(job_id)
+        if job_id is None:
+            return _R_BAD
+        cmd = _new(cls)
+        _set(cmd, "id", job_id)  # in range: read_uint_to_end checked it
+        return cmd
 
     return handle
 
@@ -156,10 +167,14 @@ def _by_tube(cls: type[Use | Watch | Ignore | StatsTube], verb: bytes) -> _Handl
     return handle
 
 
+_PUT_FIELDS = re.compile(rb"put (\d+) (\d+) (\d+) (\d+)")
+"""The common put line: four plain numbers, single spaces (``\\d`` is ASCII-only on bytes)."""
+
+
 def _put(reader: CommandReader, line: bytes) -> Command | Rejected | PutStarted | None:
-    parts = line[4:].split(b" ")
-    if len(parts) == 4 and all(p.isdigit() for p in parts):
-        pri, delay, ttr, size = map(int, parts)
+    m = _PUT_FIELDS.fullmatch(line)
+    if m is not None:
+        pri, delay, ttr, size = map(int, m.groups())
         if pri > U32_MAX or delay > U32_MAX or ttr > U32_MAX or size > U32_MAX:
             return _R_BAD
         garbage = False
@@ -444,7 +459,12 @@ class CommandReader:
                 return Rejected(EXPECTED_CRLF)
             return Rejected(EXPECTED_CRLF, counted="cmd-put", burns_id=True)
         pri, delay, ttr = self._pending_put
-        return Put(pri, delay, ttr, bytes(buf[pos:end]))
+        put = _new(Put)  # fields checked at the put line, and the body is bytes of size <= -z
+        _set(put, "priority", pri)
+        _set(put, "delay", delay)
+        _set(put, "ttr", ttr)
+        _set(put, "body", bytes(buf[pos:end]))
+        return put
 
     def _discard(self) -> Rejected | Sentinel:
         avail = len(self._buf) - self._pos

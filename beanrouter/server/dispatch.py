@@ -65,49 +65,22 @@ def reply_for_wake(result: object) -> bytes:
 class Session:
     """One client connection's view of the engine: events in, reply bytes out."""
 
-    __slots__ = ("_handlers", "conn", "engine", "pending_put_id", "put_started")
+    __slots__ = ("conn", "engine", "pending_put_id", "put_started")
 
     def __init__(self, engine: Engine, conn: Conn) -> None:
         self.engine = engine
         self.conn = conn
         self.put_started = False
         self.pending_put_id: int | None = None
-        self._handlers: dict[type, Callable[[p.Command], bytes | _Control]] = {
-            p.Put: self._put,  # type: ignore[dict-item]
-            p.Reserve: self._reserve,
-            p.ReserveWithTimeout: self._reserve_with_timeout,  # type: ignore[dict-item]
-            p.ReserveJob: self._reserve_job,  # type: ignore[dict-item]
-            p.Delete: self._delete,  # type: ignore[dict-item]
-            p.Release: self._release,  # type: ignore[dict-item]
-            p.Bury: self._bury,  # type: ignore[dict-item]
-            p.Touch: self._touch,  # type: ignore[dict-item]
-            p.Use: self._use,  # type: ignore[dict-item]
-            p.Watch: self._watch,  # type: ignore[dict-item]
-            p.Ignore: self._ignore,  # type: ignore[dict-item]
-            p.Peek: self._peek,  # type: ignore[dict-item]
-            p.PeekReady: self._peek_ready,
-            p.PeekDelayed: self._peek_delayed,
-            p.PeekBuried: self._peek_buried,
-            p.Kick: self._kick,  # type: ignore[dict-item]
-            p.KickJob: self._kick_job,  # type: ignore[dict-item]
-            p.StatsJob: self._stats_job,  # type: ignore[dict-item]
-            p.StatsTube: self._stats_tube,  # type: ignore[dict-item]
-            p.Stats: self._stats,
-            p.ListTubes: self._list_tubes,
-            p.ListTubeUsed: self._list_tube_used,
-            p.ListTubesWatched: self._list_tubes_watched,
-            p.PauseTube: self._pause_tube,  # type: ignore[dict-item]
-            p.Quit: self._quit,
-        }
 
     def handle(self, event: p.Command | p.Rejected | p.PutStarted) -> bytes | _Control:
         """Run one event; returns reply bytes, ``WAITING`` or ``QUIT``."""
-        handler = self._handlers.get(type(event))
+        handler = _HANDLERS.get(type(event))
         if handler is not None:
             stat = event.stat  # type: ignore[union-attr]
             if stat is not None and not self.put_started:
                 self.engine.op_counts[stat] += 1
-            return handler(event)  # type: ignore[arg-type]
+            return handler(self, event)  # type: ignore[arg-type]
         if isinstance(event, p.PutStarted):
             self.engine.op_counts["cmd-put"] += 1
             self.put_started = True
@@ -243,3 +216,34 @@ class Session:
 
     def _quit(self, cmd: p.Command) -> _Control:
         return QUIT
+
+
+# One table for every session (a per-session dict of bound methods cost each connection 25
+# method objects): event type -> the Session method that answers it.
+_HANDLERS: dict[type, Callable[[Session, p.Command], bytes | _Control]] = {
+    p.Put: Session._put,  # type: ignore[dict-item]
+    p.Reserve: Session._reserve,
+    p.ReserveWithTimeout: Session._reserve_with_timeout,  # type: ignore[dict-item]
+    p.ReserveJob: Session._reserve_job,  # type: ignore[dict-item]
+    p.Delete: Session._delete,  # type: ignore[dict-item]
+    p.Release: Session._release,  # type: ignore[dict-item]
+    p.Bury: Session._bury,  # type: ignore[dict-item]
+    p.Touch: Session._touch,  # type: ignore[dict-item]
+    p.Use: Session._use,  # type: ignore[dict-item]
+    p.Watch: Session._watch,  # type: ignore[dict-item]
+    p.Ignore: Session._ignore,  # type: ignore[dict-item]
+    p.Peek: Session._peek,  # type: ignore[dict-item]
+    p.PeekReady: Session._peek_ready,
+    p.PeekDelayed: Session._peek_delayed,
+    p.PeekBuried: Session._peek_buried,
+    p.Kick: Session._kick,  # type: ignore[dict-item]
+    p.KickJob: Session._kick_job,  # type: ignore[dict-item]
+    p.StatsJob: Session._stats_job,  # type: ignore[dict-item]
+    p.StatsTube: Session._stats_tube,  # type: ignore[dict-item]
+    p.Stats: Session._stats,
+    p.ListTubes: Session._list_tubes,
+    p.ListTubeUsed: Session._list_tube_used,
+    p.ListTubesWatched: Session._list_tubes_watched,
+    p.PauseTube: Session._pause_tube,  # type: ignore[dict-item]
+    p.Quit: Session._quit,
+}

@@ -1,8 +1,11 @@
 """Tube: a named queue's containers and counters (beanstalkd's ``tube.c``), plus ``ms.c``'s order.
 
 Containers, all owned by the engine (it alone mutates them):
-- ``ready``: a heapq of Job objects ordered by (pri, id). Deleted jobs may linger inside as dead
-  entries (state INVALID) until they surface; the top is always live, ``ready_ct`` is exact.
+- ``ready``: a heapq of int keys ``pri << 64 | id`` (their order is (pri, id)); the engine finds
+  the job by id. Ints compare in C, where Job objects needed a Python ``__lt__`` (a third of a
+  reserve's time), and a pri-0 job's key is its own id object (no extra memory; else one int,
+  ~40 bytes). Deleted jobs may linger inside as dead entries (their id no longer names a job)
+  until they surface; the top is always live, ``ready_ct`` is exact.
 - ``delay``: a heapq of ``(deadline_at, id, job)`` tuples, lazily invalidated: an entry is live
   iff its job is still DELAYED with that same deadline. ``delay_ct`` is exact.
 - ``buried``: a deque of ``(bury_seq, job)`` in bury order (FIFO), lazily invalidated: an entry is
@@ -89,7 +92,7 @@ class Tube:
     def __init__(self, name: str) -> None:
         self.name = name
         self.refs = 0
-        self.ready: list[Job] = []
+        self.ready: list[int] = []  # keys pri << 64 | id, compared in C; jobs by id
         self.ready_ct = 0
         self.ready_dead = 0
         self.delay: list[tuple[int, int, Job]] = []

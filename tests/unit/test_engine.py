@@ -80,11 +80,12 @@ def check_invariants(e: Engine) -> None:
         assert t.reserved_ct == sum(1 for j in mine if j.state == RESERVED)
         assert t.buried_ct == sum(1 for j in mine if j.state == BURIED)
         assert t.delay_ct == sum(1 for j in mine if j.state == DELAYED)
-        live_ready = [j for j in t.ready if j.state == READY]
-        assert len(live_ready) == t.ready_ct
+        entries = [(k, e._jobs.get(k & ((1 << 64) - 1))) for k in t.ready]
+        live = [(k, j) for k, j in entries if j is not None and j.state == READY]
+        assert len(live) == t.ready_ct
+        assert all(k == (j.pri << 64) | j.id and j.tube is t for k, j in live)
         if t.ready:
-            assert t.ready[0].state == READY
-            assert t.ready[0] is min(live_ready)
+            assert t.ready[0] == live[0][0] == min(k for k, _ in live)
         if t.pause:
             assert e.tube(t.name) is t
 
