@@ -3,17 +3,18 @@
 ``reserve(session, timeout)`` works in two phases:
 
 1. **Choose** (only when more than one shard holds a watched tube, or the session has prefetched
-   jobs). One round asks, on each such shard's main link and for each watched tube there,
-   ``stats-tube`` (ready count, pause) then ``use``+``peek-ready`` (the tube's most urgent job).
-   When one shard alone has a ready job in an unpaused tube, that is the shard; when several do,
-   one more round reads each candidate's ``stats-job`` (priority, age) and the most urgent wins
-   (priority, then the oldest, then round-robin). Only then is ``reserve-with-timeout 0`` sent, to
-   the winning shard alone: no job that is not handed out is reserved, so ``reserves``,
-   ``releases`` and ``timeouts`` of every job are what one beanstalkd would show. If someone else
-   took the job meanwhile (``TIMED_OUT``), the choice is made again (``Metrics.sweep_retries``).
-   Cost: ``3k + 1`` commands per shard for ``k`` watched tubes on it, plus one ``stats-job`` per
-   candidate shard when several have ready jobs; nothing extra when only one shard holds watched
-   tubes.
+   jobs). One round asks ``stats-tube`` of each watched tube on each such shard's main link (ready
+   count, pause). When one shard alone has ready jobs in unpaused tubes, that is the shard. When
+   several do (or a job is prefetched), a second round peeks (``use`` + ``peek-ready``) each of
+   their ready tubes, a third reads those jobs' ``stats-job``, and the most urgent wins (priority,
+   then the oldest, then round-robin). Only then is ``reserve-with-timeout 0`` sent, to the
+   winning shard alone: no job that is not handed out is reserved, so ``reserves``, ``releases``
+   and ``timeouts`` of every job are what one beanstalkd would show. If someone else took the job
+   meanwhile (``TIMED_OUT``), the choice is made again (``Metrics.sweep_retries``).
+   Cost per reserve, for ``k`` watched tubes over the relevant shards (failover successors
+   included): ``k`` ``stats-tube`` and the reserve when one shard has ready jobs; plus
+   ``2r + 1`` per competing shard and one ``stats-job`` per ready tube ``r`` when several have;
+   nothing extra when only one shard holds watched tubes.
 2. **Wait** (nothing ready): a blocking reserve on every shard that holds a watched tube, on links
    that hold no job; the first job wins. Before the other waits are cancelled (by closing their
    links: the only way to cancel a beanstalkd reserve) one non-blocking read collects any job that
@@ -283,45 +284,84 @@ def _sweep(
     return None
 
 
+def _stat_int(body: bytes, key: bytes) -> int:
+    """One integer field of a ``stats-tube`` body, without parsing the rest (0 if absent)."""
+    start = body.find(b"\n" + key + b": ")
+    if start < 0:
+        return 0
+    start += len(key) + 3
+    end = body.find(b"\n", start)
+    try:
+        return int(body[start : end if end >= 0 else None])
+    except ValueError:
+        return 0
+
+
 def _choose(
     s: Session, shards: Sequence[ShardState], wmap: Mapping[str, list[str]]
 ) -> Op[_Candidate | None]:
-    """The most urgent ready job over ``shards`` and the session's prefetched jobs (None: none)."""
+    """The most urgent ready job over ``shards`` and the session's prefetched jobs (None: none).
+
+    Round 1 asks ``stats-tube`` of every watched tube on every shard; when one shard alone has
+    ready jobs in unpaused tubes (and no job is prefetched), that shard is the answer. Otherwise
+    round 2 peeks those tubes' most urgent jobs and round 3 reads their ``stats-job``."""
     cl = s.cluster
-    sends: list[tuple[ShardState, Send, list[tuple[str, int]]]] = []
+    sends: list[tuple[ShardState, Send, list[str]]] = []
     for shard in shards:
         if not shard.health.available(cl.clock()):
             continue
         link = s.main(shard)
-        original = link.used
-        plan: list[tuple[str, int]] = []
-        parts: list[bytes] = []
-        count = 0
-        for tube in wmap[shard.name]:
-            use, n = link.use_delta(tube)
-            parts += [StatsTube(tube).encode(), use, PeekReady().encode()]
-            plan.append((tube, n))
-            count += 2 + n
-        back, n = link.use_delta(original)
-        sends.append((shard, Send(link, b"".join(parts) + back, count + n), plan))
+        tubes = wmap[shard.name]
+        data = b"".join(StatsTube(tube).encode() for tube in tubes)
+        sends.append((shard, Send(link, data, len(tubes)), tubes))
     outcome = yield from s.request([send for _, send, _ in sends])
+    ready: list[tuple[ShardState, Link, list[str]]] = []  # shards with ready, unpaused tubes
+    for shard, send, tubes in sends:
+        result = outcome.get(send.link)
+        if not isinstance(result, list):
+            continue
+        names = [
+            tube
+            for tube, reply in zip(tubes, result, strict=True)
+            if isinstance(reply, Ok)  # NOT_FOUND: the tube does not exist there
+            and _stat_int(reply.body, b"current-jobs-ready") > 0
+            and _stat_int(reply.body, b"pause-time-left") == 0
+        ]
+        if names:
+            ready.append((shard, send.link, names))
+    has_pre = any(h.tube in s.watching and not h.link.closed for h in s.prefetched.values())
+    if not has_pre:
+        if not ready:
+            return None
+        if len(ready) == 1:
+            return _Candidate((0,), ready[0][0], -1)
     found: list[tuple[ShardState, Link, int]] = []  # (shard, link, local id) per ready tube
-    for shard, send, plan in sends:
+    peeks: list[tuple[ShardState, Send, list[int]]] = []
+    for shard, link, names in ready:
+        if not link.ready:
+            continue
+        original = link.used
+        parts: list[bytes] = []
+        uses: list[int] = []
+        count = 0
+        for tube in names:
+            use, n = link.use_delta(tube)
+            parts += [use, PeekReady().encode()]
+            uses.append(n)
+            count += 1 + n
+        back, n = link.use_delta(original)
+        peeks.append((shard, Send(link, b"".join(parts) + back, count + n), uses))
+    outcome = yield from s.request([send for _, send, _ in peeks]) if peeks else _nothing()
+    for shard, send, uses in peeks:
         result = outcome.get(send.link)
         if not isinstance(result, list):
             continue
         replies = iter(result)
         usable = True
-        for _, n in plan:
-            stats = next(replies)
-            uses = [next(replies) for _ in range(n)]
-            reply = next(replies)
-            if not all(isinstance(u, Using) for u in uses):
+        for n in uses:
+            if not all(isinstance(next(replies), Using) for _ in range(n)):
                 usable = False
-            if not isinstance(stats, Ok):
-                continue  # NOT_FOUND: the tube does not exist there
-            if _int(parse_mapping(stats.body).get("pause-time-left"), 0) > 0:
-                continue
+            reply = next(replies)
             if isinstance(reply, Found):
                 found.append((shard, send.link, reply.id))
             elif not (isinstance(reply, Word) and reply.word == "NOT_FOUND"):
@@ -333,13 +373,8 @@ def _choose(
         for job_id, h in s.prefetched.items()
         if h.tube in s.watching and not h.link.closed
     ]
-    by_shard = {shard.name for shard, _, _ in found}
-    if not pre:
-        if not found:
-            return None
-        if len(by_shard) == 1:
-            shard, _, local = found[0]
-            return _Candidate((0,), shard, ids.encode(shard.id, local))
+    if not pre and not found:
+        return None
     # Several shards (or prefetched jobs) compete: priority, then age, then round-robin.
     stat_sends: dict[Link, list[tuple[ShardState, int]]] = {}
     for shard, link, local in found:

@@ -51,8 +51,8 @@ def job_stats(local: int, tube: str, pri: int, age: int = 0, ttr: int = 60, **mo
     return Ok(format_mapping(fields))
 
 
-def tube_stats(tube: str, paused: int = 0) -> Ok:
-    return shard_stats(name=tube, current_jobs_ready=1, pause=paused, pause_time_left=paused)
+def tube_stats(tube: str, paused: int = 0, ready: int = 1) -> Ok:
+    return shard_stats(name=tube, current_jobs_ready=ready, pause=paused, pause_time_left=paused)
 
 
 def commands(data: bytes) -> list[bytes]:

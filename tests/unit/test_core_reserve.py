@@ -1,8 +1,9 @@
 """The routing core's cross-shard reserve (``beanrouter.core.reserve``) with scripted replies.
 
-Each test drives ``Session.reserve`` round by round (``core_script``): the choice (``stats-tube``
-+ ``peek-ready`` per watched tube, ``stats-job`` of the candidates, ``reserve-with-timeout 0`` on
-the winner only), the blocking wait and its race, prefetched jobs, DEADLINE_SOON and timeouts.
+Each test drives ``Session.reserve`` round by round (``core_script``): the choice (``stats-tube`` of
+every watched tube, then, when several shards have ready jobs, ``peek-ready`` of their ready tubes
+and ``stats-job`` of the candidates; ``reserve-with-timeout 0`` on the winner only), the blocking
+wait and its race, lingering waits, prefetched jobs, DEADLINE_SOON and timeouts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from beanrouter.core import Cluster, Failure, FailureKind, Link, Round, Session
 from beanrouter.core.reserve import PREFETCH_HOLD, SAFETY_MARGIN
 from beanrouter.protocol import (
     DEADLINE_SOON,
-    NOT_FOUND,
     RELEASED,
     TIMED_OUT,
     Found,
@@ -53,24 +53,35 @@ def three() -> tuple[Cluster, Session, Clock]:
 
 
 def sweep_lines(tube: str) -> list[bytes]:
+    """A choice's second round on one shard: the tube's most urgent job."""
     t = tube.encode()
-    return [b"stats-tube " + t, b"use " + t, b"peek-ready", b"use default"]
+    return [b"use " + t, b"peek-ready", b"use default"]
 
 
 def answer_sweep(
     run: Script, ready: dict[str, Reply], paused: dict[str, int] | None = None
 ) -> None:
-    """Answer a choice round: ``ready`` is each shard's ``peek-ready`` reply (default
-    NOT_FOUND); ``paused`` its tube's ``pause-time-left``."""
+    """Answer a choice: ``ready`` is each shard's ``peek-ready`` reply (default NOT_FOUND: no
+    ready job); ``paused`` its tube's ``pause-time-left``. Round 1 is ``stats-tube`` everywhere;
+    round 2 (the peeks, only where jobs are ready) comes when several shards have ready jobs or
+    a job is prefetched."""
     assert not run.now.first
-    assert run.data() == {n: sweep_lines(TUBE_ON[n]) for n in run.sends()}
+    assert run.data() == {n: [b"stats-tube " + TUBE_ON[n].encode()] for n in run.sends()}
     paused = paused or {}
     run.auto(
         **{
-            n: [tube_stats(TUBE_ON[n], paused.get(n, 0)), ready.get(n, NOT_FOUND)]
+            n: [tube_stats(TUBE_ON[n], paused.get(n, 0), int(isinstance(ready.get(n), Found)))]
             for n in run.sends()
         }
     )
+    if run.done or run.now.first or not any(b"peek-ready" in d for d in _lines(run)):
+        return
+    assert run.data() == {n: sweep_lines(TUBE_ON[n]) for n in run.sends()}
+    run.auto(**{n: [ready[n]] for n in run.sends()})
+
+
+def _lines(run: Script) -> list[bytes]:
+    return [line for lines in run.data().values() for line in lines]
 
 
 def reserve_lines(run: Script) -> list[tuple[str, bytes]]:
@@ -100,7 +111,7 @@ def test_the_most_urgent_wins_and_only_the_winner_is_reserved() -> None:
     held = s.held[gid("s1", 4)]
     assert (held.priority, held.ttr, held.tube) == (5, 30, "t1")
     assert cluster.metrics.deliveries == 1 and cluster.metrics.give_backs == 0
-    assert len(run.rounds) == 3  # no stats-job after the reserve: the choice read it
+    assert len(run.rounds) == 4  # stats-tube, peeks, stats-job, reserve: none after it
 
 
 def test_equal_priority_the_oldest_wins() -> None:
@@ -301,7 +312,7 @@ def test_a_prefetched_job_on_a_closed_link_is_a_give_back() -> None:
     sends = run.sends()
     assert sends["s2"].link is holder
     out: dict[Link, list[Reply] | Failure] = {
-        sends[n].link: auto(sends[n], tube_stats(TUBE_ON[n]), NOT_FOUND) for n in ("s0", "s1")
+        sends[n].link: auto(sends[n], tube_stats(TUBE_ON[n], ready=0)) for n in ("s0", "s1")
     }
     out[holder] = Failure(FailureKind.LOST, "reset")
     run.reply(out)
