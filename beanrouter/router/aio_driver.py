@@ -32,6 +32,9 @@ __all__ = ["AsyncDriver"]
 T = TypeVar("T")
 
 _READ_SIZE = 65536
+MAX_CONNECTING = 32
+"""Connections being opened at once to one shard, per event loop."""
+_CONNECT_SLOTS: dict[tuple[int, str, int], asyncio.Semaphore] = {}
 
 
 class _Stream:
@@ -110,10 +113,19 @@ class AsyncDriver:
 
     async def _connect(self, link: Link) -> _Stream:
         cfg = link.shard.config
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(cfg.host, cfg.port, limit=_READ_SIZE * 4),
-            self.connect_timeout,
-        )
+        # A burst of sessions (a thousand clients connecting to the proxy at once) would each
+        # open their shard links at the same moment: bounded per shard, so that the connect
+        # timeout measures the shard, not the queue in front of it.
+        loop = asyncio.get_running_loop()
+        key = (id(loop), cfg.host, cfg.port)
+        slots = _CONNECT_SLOTS.get(key)
+        if slots is None:
+            slots = _CONNECT_SLOTS[key] = asyncio.Semaphore(MAX_CONNECTING)
+        async with slots:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(cfg.host, cfg.port, limit=_READ_SIZE * 4),
+                self.connect_timeout,
+            )
         stream = _Stream(reader, writer)
         link.io = stream
         return stream
