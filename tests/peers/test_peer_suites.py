@@ -1,12 +1,14 @@
-"""Other clients' test suites, run against the real beanstalkd and against beanrouter's server.
+"""Other clients' test suites, run against the real beanstalkd, beanrouter's server and cluster.
 
 Each pinned suite (``fetch_peers.SUITES``, fetched into ``.peers/`` by ``make peers``) runs in a
 subprocess pytest with ``BEANSTALKD_PATH`` set; the JUnit report must show exactly the suite's
 expected number of passes and nothing else. The real beanstalkd is the oracle and runs as the
 suites' own CI runs it, as ``BEANSTALKD_PATH`` itself, and so does beanrouter's server (its
 ``beanrouter-server`` console script, with no wrapper: greenstalk connects 0.1 s after spawning,
-which the server meets by binding its socket before importing the rest). So a failure on
-beanrouter's side only is beanrouter's.
+which the server meets by binding its socket before importing the rest), and so does
+``beanrouter-cluster``, three bundled shards behind the proxy with its default flags (implementation
+``cluster``: it binds before importing anything heavy and serves once its shards answer). So a
+failure on beanrouter's side only is beanrouter's.
 
 Skips and expected failures, and nothing else:
 - a suite fetched from a git clone is skipped where no clone exists (CI machines have only PyPI);
@@ -37,14 +39,15 @@ from .fetch_peers import SUITES, PeerSuite, is_fetched, suite_root, unavailable_
 SUITE_TIMEOUT = 600.0  # seconds, for a whole suite; greenstalk's takes about 11 s
 TEST_TIMEOUT = 10  # seconds, for one test of a suite (pytest-timeout; the slowest takes 3 s)
 PROBE_TIMEOUT = 3.0  # seconds a server refusing -b has to exit in
-IMPLEMENTATIONS = ("beanstalkd", "beanrouter")
+IMPLEMENTATIONS = ("beanstalkd", "beanrouter", "cluster")
+SCRIPTS = {"beanrouter": "beanrouter-server", "cluster": "beanrouter-cluster"}
 
 
 def server_command(impl: str) -> list[str]:
     """The command that starts ``impl`` without listen flags."""
     if impl == "beanstalkd":
         return [os.environ.get("BEANSTALKD_BIN", "/usr/bin/beanstalkd")]
-    script = Path(sys.executable).with_name("beanrouter-server")
+    script = Path(sys.executable).with_name(SCRIPTS[impl])
     if not script.exists():
         raise AssertionError(f"{script} missing: install the project (make venv)")
     return [str(script)]
@@ -160,7 +163,7 @@ def test_peer_suite(impl: str, suite: PeerSuite, tmp_path: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    if impl == "beanrouter" and suite.uses_binlog:
+    if impl != "beanstalkd" and suite.uses_binlog:
         refusal = binlog_refusal(server)
         if refusal is not None:
             pytest.xfail(f"{suite.name} starts the server with -b: {refusal.splitlines()[-1]}")
