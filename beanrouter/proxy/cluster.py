@@ -13,7 +13,8 @@ harness. Start-up order, for harnesses that connect 0.1 s after starting it:
    flags (``-b DIR/shard-i``), through ``child.spawn``: the shard is handed its socket (so no
    race for free ports) and dies with this process, also when this process is SIGKILLed;
 3. import the proxy and the backend, wait until every shard answers, build the cluster
-   configuration in memory and only then start accepting clients.
+   configuration in memory and only then start accepting clients; then, when started by a
+   service manager with ``$NOTIFY_SOCKET`` (systemd ``Type=notify``), send it ``READY=1``.
 
 Shard ids: ``--shards 1`` gives the single shard id 0, so job ids are byte-identical to
 beanstalkd's; with N shards the ring owner of tube ``default`` gets id 0 (a client that never

@@ -32,6 +32,7 @@ READY_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 10.0
 SHARD_HOST: Final = "127.0.0.1"
 STATE_FILE: Final = "cluster.json"
+NOTIFY_ENV: Final = "NOTIFY_SOCKET"
 
 
 def shard_args(opts: ServerOptions, index: int, port: int) -> list[str]:
@@ -215,6 +216,17 @@ def _address(sock: socket.socket) -> str:
     return f"unix:{name}"
 
 
+def sd_notify(address: str, state: str) -> None:
+    """Send ``state`` to the service manager's ``$NOTIFY_SOCKET`` (systemd ``Type=notify``);
+    trouble is ignored, as ``sd_notify(3)`` callers do. ``@NAME`` is an abstract socket."""
+    path = "\0" + address[1:] if address.startswith("@") else address
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as conn:
+            conn.sendto(state.encode(), path)
+    except OSError:
+        pass
+
+
 async def _serve(
     opts: ClusterOptions,
     sock: socket.socket,
@@ -223,6 +235,7 @@ async def _serve(
     factory: BackendFactory,
     stats: ProxyStats,
     early: dict[str, bool],
+    notify: str | None,
 ) -> int:
     import asyncio
 
@@ -269,6 +282,8 @@ async def _serve(
         proxy.config_path = None  # SIGHUP: logged, nothing to reload
         if stop.is_set():
             proxy.request_stop()
+        if notify is not None:
+            sd_notify(notify, f"READY=1\nMAINPID={os.getpid()}")
         if opts.server.verbose:
             where = _address(sock)
             if http_sock is not None:
@@ -292,6 +307,7 @@ def run_listening(
 ) -> int:
     """Run the cluster on the bound ``sock`` until SIGTERM/SIGINT; returns the exit status."""
     server = opts.server
+    notify = os.environ.pop(NOTIFY_ENV, None) or None  # for us, not for the shards
     early = {"term": False, "drain": False}
 
     def on_term(signum: int, frame: object) -> None:
@@ -331,7 +347,7 @@ def run_listening(
         stats.draining = early["drain"]
         import asyncio
 
-        return asyncio.run(_serve(opts, sock, http_sock, shards, factory, stats, early))
+        return asyncio.run(_serve(opts, sock, http_sock, shards, factory, stats, early, notify))
     except ListenError as exc:
         print(f"beanrouter cluster: {exc}", file=sys.stderr)
         return 1
