@@ -33,7 +33,7 @@ import sys
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,17 @@ TEST_TIMEOUT = 10  # seconds, for one test of a suite (pytest-timeout; the slowe
 PROBE_TIMEOUT = 3.0  # seconds a server refusing -b has to exit in
 IMPLEMENTATIONS = ("beanstalkd", "beanrouter", "cluster")
 SCRIPTS = {"beanrouter": "beanrouter-server", "cluster": "beanrouter-cluster"}
+KNOWN_FAILURES: dict[tuple[str, str], dict[str, str]] = {
+    ("cluster", "greenstalk-2.1.1"): {
+        "tests.test_greenstalk::test_initialize_watch_multiple": (
+            "FIFO across shards: jobs of equal priority put within the same second in tubes on"
+            " different shards are reserved round-robin, not in put order (stats-job age has"
+            " whole seconds); a routing-core issue"
+        ),
+    },
+}
+"""Tests that fail through an implementation for a reason given here: exactly these must fail
+(each once) and every other test pass, so a fix shows up as a failure until it is removed."""
 WAIT_READY = frozenset({"cluster"})  # implementations whose spawns wait for READY=1 (see above)
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 
@@ -133,6 +144,8 @@ def run_suite(
     cmd += ["--rootdir", str(root), f"--junitxml={report}", *suite.test_paths]
     if wait_ready:
         cmd += ["-p", "peer_ready"]
+    if suite.runner is not None:
+        cmd.append(str(Path(__file__).resolve().parent / suite.runner))
     try:
         done = subprocess.run(
             cmd,
@@ -195,12 +208,15 @@ def test_peer_suite(impl: str, suite: PeerSuite, tmp_path: Path) -> None:
     wait_ready = impl in WAIT_READY
     outcome, output = run_suite(suite, Path(server[0]), tmp_path, wait_ready)
 
-    expected = Outcome(suite.expected_passed, 0, 0, 0, ())
+    known = KNOWN_FAILURES.get((impl, suite.name), {})
+    expected = Outcome(suite.expected_passed - len(known), len(known), 0, 0, tuple(sorted(known)))
+    outcome = replace(outcome, problems=tuple(sorted(outcome.problems)))
     if outcome != expected:
         # greenstalk's timing tests allow 50 ms over their 0.1 s spawn wait, which a busy 2-core
         # CI machine can eat: one rerun, reported; a real failure fails both runs.
         first = outcome
         outcome, output = run_suite(suite, Path(server[0]), tmp_path, wait_ready)
+        outcome = replace(outcome, problems=tuple(sorted(outcome.problems)))
         if outcome == expected:
             warnings.warn(
                 f"{suite.name} against {impl} passed on a rerun; first run: {first}", stacklevel=1
@@ -210,6 +226,10 @@ def test_peer_suite(impl: str, suite: PeerSuite, tmp_path: Path) -> None:
             f"{outcome.passed} passed, {outcome.failed} failed, {outcome.errors} errors, "
             f"{outcome.skipped} skipped; expected {suite.expected_passed} passed and nothing else"
         )
+        if known:
+            counts += ", but for the known failures: " + ", ".join(
+                f"{name} ({why})" for name, why in sorted(known.items())
+            )
         failing = "".join(f"\n  {name}" for name in outcome.problems)
         pytest.fail(
             f"{suite.name} against {impl}: {counts}{failing}\n--- its output ---\n{tail(output)}",
