@@ -801,6 +801,9 @@ class Session:
                     out[key] = local[key]
                 elif key in merged:
                     out[key] = merged[key]
+                elif key in _BINLOG_INDEX:  # dropped by the merge; one server shows them
+                    values = [_int(part.get(key), 0) for part in parts]
+                    out[key] = min(values) if key == "binlog-oldest-index" else max(values)
             merged = out
         return Ok(format_mapping(merged))
 
@@ -865,6 +868,11 @@ class Session:
 
         yield from expire_lingering(self, self.cluster.clock())
         yield from expire(self, self.cluster.clock())
+
+
+_BINLOG_INDEX = frozenset({"binlog-oldest-index", "binlog-current-index"})
+"""``stats`` keys a one-server view (``local``) takes from the shards: the smallest oldest index,
+the largest current one (0 without binlogs, as beanstalkd shows)."""
 
 
 def _int(value: StatValue | None, default: int) -> int:

@@ -9,6 +9,10 @@ Cluster trouble maps to beanstalkd words (docs/proxy.md): a job id naming no sha
 reservation answer ``NOT_FOUND`` (as one beanstalkd does for a job it does not have, or that the
 client no longer holds); no shard reachable, a put whose fate is unknown, or a shard that answers
 nonsense answer ``INTERNAL_ERROR``.
+
+``stats-tube``: the shards count the proxy's links, not its clients, so ``current-using``,
+``current-watching`` and ``current-waiting`` are the proxy's own (its client sessions that use or
+watch the tube, or wait in a reserve watching it), as one beanstalkd counts its connections.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..router.aio_driver import AsyncDriver
 from ..router.errors import JobIdError, NotFound, RouterError
 
 if TYPE_CHECKING:
+    from ..protocol import StatValue
     from ..router.config import ClusterConfig
     from .stats import ProxyStats
 
@@ -58,6 +63,10 @@ class CoreSession:
         self._timer: asyncio.TimerHandle | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._closed = False
+        self.backend = backend
+        self.waiting = False
+        """Inside a reserve (for ``current-waiting`` of ``stats-tube``)."""
+        backend.sessions.add(self)
 
     def _op(self, cmd: p.Command) -> Op[p.Reply] | p.Reply:
         s = self.session
@@ -101,7 +110,7 @@ class CoreSession:
             case p.StatsJob():
                 return s.stats_job(cmd.id)
             case p.StatsTube():
-                return s.stats_tube(cmd.tube)
+                return self._stats_tube(cmd.tube)
             case p.Stats():
                 return s.stats(self.counters.fields())
             case p.ListTubes():
@@ -129,6 +138,7 @@ class CoreSession:
         op = self._op(command)
         if isinstance(op, p.Reply):
             return op.encode()
+        self.waiting = isinstance(command, p.Reserve | p.ReserveWithTimeout)
         try:
             reply = await self.driver.run(op)
         except RouterError as exc:
@@ -137,6 +147,8 @@ class CoreSession:
         except p.ProtocolError as exc:  # a shard that answers nonsense
             log.warning("%r: %s", command, exc)
             return _INTERNAL_ERROR
+        finally:
+            self.waiting = False
         return reply.encode()
 
     def _arm_timer(self) -> None:
@@ -162,6 +174,17 @@ class CoreSession:
                 await self._quietly(self.session.maintain())
             self._arm_timer()
 
+    def _stats_tube(self, tube: str) -> Op[p.Reply]:
+        reply = yield from self.session.stats_tube(tube)
+        if not isinstance(reply, p.Ok):
+            return reply
+        stats = p.parse_mapping(reply.body)
+        counts = self.backend.tube_clients(tube)
+        for key, value in counts.items():
+            if key in stats:
+                stats[key] = value
+        return p.Ok(p.format_mapping(stats))
+
     async def _quietly(self, op: Op[None]) -> None:
         try:
             await self.driver.run(op)
@@ -183,6 +206,7 @@ class CoreSession:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.backend.sessions.discard(self)
         self.driver.close()
 
 
@@ -196,6 +220,18 @@ class CoreBackend:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.cluster = Cluster(config)
+        self.sessions: set[CoreSession] = set()
+        """The open client sessions."""
+
+    def tube_clients(self, tube: str) -> dict[str, StatValue]:
+        """``current-using``, ``current-watching``, ``current-waiting`` of ``tube``: clients."""
+        using = watching = waiting = 0
+        for cs in self.sessions:
+            using += cs.session.using == tube
+            if tube in cs.session.watching:
+                watching += 1
+                waiting += cs.waiting
+        return {"current-using": using, "current-watching": watching, "current-waiting": waiting}
 
     def session(self, counters: ProxyStats) -> CoreSession:
         return CoreSession(self, counters)

@@ -9,7 +9,10 @@ the number of distinct tube names; per-process keys that name one machine (``pid
 ``shards-up`` are added. Unknown keys from newer servers: summed when every value is an integer,
 else combined like ``version``. Key order follows the first shard's.
 
-``stats-tube``: counters are summed; ``pause`` and ``pause-time-left`` take the largest value.
+``stats-tube``: counters are summed; ``pause`` and ``pause-time-left`` take the largest value, and
+so does ``cmd-pause-tube``: a ``pause-tube`` goes to every shard where the tube exists, each
+counting it once, so the largest count is the number of ``pause-tube`` commands (a sum would count
+one per shard; pystalk's suite checks it is 1 after one pause).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ DROPPED_STATS = frozenset({"pid", "hostname", "id", "binlog-oldest-index", "binl
 """Keys of ``stats`` that describe one process and are left out of the cluster's."""
 
 _MIN_STATS = frozenset({"max-job-size", "uptime", "binlog-max-size"})
-_TUBE_MAX = frozenset({"pause", "pause-time-left", "name"})
+_TUBE_MAX = frozenset({"pause", "pause-time-left", "cmd-pause-tube", "name"})
 
 
 def _combine_text(values: Sequence[StatValue]) -> StatValue:

@@ -4,14 +4,22 @@ Harnesses that spawn a beanstalkd (greenstalk's, for one) connect about 0.1 s af
 Binding first means such a connection lands in the kernel's backlog while the rest of the server
 is still being imported. Also honours systemd socket activation (``LISTEN_PID``/``LISTEN_FDS``,
 first fd 3) as Debian's beanstalkd does, in which case ``-l``/``-p`` are ignored.
-Standard library ``socket`` and ``os`` only.
+The socket is made with the C module ``_socket`` and listening before ``socket`` (which imports
+``enum``, ``selectors`` and more: about a third of an idle interpreter's start-up again) is
+imported to wrap it: on a loaded machine that import alone can take longer than the 0.1 s.
+
+Standard library ``_socket``, ``os`` and ``stat`` only (``os`` imports ``stat`` itself).
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import stat
+
+TYPE_CHECKING = False  # typing costs start-up time too; type checkers take this name as true
+if TYPE_CHECKING:
+    import socket
 
 SD_LISTEN_FDS_START = 3
 BACKLOG = 1024
@@ -33,6 +41,8 @@ def inherited_socket() -> socket.socket | None:
         os.environ.pop(name, None)
     if count < 1:
         return None
+    import socket
+
     sock = socket.socket(fileno=SD_LISTEN_FDS_START)
     sock.setblocking(False)
     return sock
@@ -46,45 +56,49 @@ def bind(addr: str, port: int | str, *, reuse_port: bool = False) -> socket.sock
     and the kernel spreads connections between them (``beanrouter proxy --workers``)."""
     try:
         if addr.startswith("unix:"):
-            return _bind_unix(addr[5:])
-        return _bind_inet(addr, port, reuse_port)
+            raw = _bind_unix(addr[5:])
+        else:
+            raw = _bind_inet(addr, port, reuse_port)
     except OSError as exc:  # socket.gaierror included (a port that is no number or service)
         raise ListenError(f"cannot listen on {addr}:{port}: {exc.strerror or exc}") from None
+    import socket  # only now: connections already wait in the backlog
+
+    sock = socket.socket(fileno=raw.detach())
+    sock.setblocking(False)
+    return sock
 
 
-def _bind_unix(path: str) -> socket.socket:
+def _bind_unix(path: str) -> _socket.socket:
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)  # a stale socket from an earlier run, as beanstalkd does
     except FileNotFoundError:
         pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.bind(path)
         sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise
-    sock.setblocking(False)
     return sock
 
 
-def _bind_inet(addr: str, port: int | str, reuse_port: bool = False) -> socket.socket:
-    infos = socket.getaddrinfo(addr or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+def _bind_inet(addr: str, port: int | str, reuse_port: bool = False) -> _socket.socket:
+    infos = _socket.getaddrinfo(addr or None, port, 0, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE)
     error: OSError | None = None
     for family, kind, proto, _name, sockaddr in infos:
-        sock = socket.socket(family, kind, proto)
+        sock = _socket.socket(family, kind, proto)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
             if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
             sock.bind(sockaddr)
             sock.listen(BACKLOG)
         except OSError as exc:
             sock.close()
             error = exc
             continue
-        sock.setblocking(False)
         return sock
     raise error or OSError(f"no address for {addr}")
 
@@ -94,6 +108,6 @@ def describe(sock: socket.socket) -> str:
     name = sock.getsockname()
     if isinstance(name, str):
         return name
-    if sock.family == socket.AF_INET6:
+    if sock.family == _socket.AF_INET6:
         return f"[{name[0]}]:{name[1]}"
     return f"{name[0]}:{name[1]}"

@@ -223,3 +223,40 @@ def test_port_in_use_is_a_clear_error(procs: list[Proc]) -> None:
         procs.append(p)
         assert p.proc.wait(30) == 1
     assert f"cannot listen on 127.0.0.1:{port}" in p.output()
+
+
+# What must not be imported when the listening socket starts listening: each costs start-up time
+# (socket pulls in selectors, typing is large, the rest is the proxy and the shards' supervisor).
+HEAVY = ("asyncio", "socket", "selectors", "typing", "subprocess", "beanrouter.proxy.shards",
+         "beanrouter.proxy.app", "beanrouter.core", "beanrouter.router")  # fmt: skip
+SPY = """
+import os, sys
+import beanrouter.server.listen as listen
+real = {name}
+def spy(*args):
+    sock = real(*args)
+    sys.stdout.write(" ".join(m for m in {heavy!r} if m in sys.modules) + "|" + str(sock.listen))
+    sys.stdout.flush()
+    os._exit(0)
+listen.{attr} = spy
+sys.argv = ["beanrouter-cluster", {args}]
+from beanrouter.proxy.cluster import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("attr", "args"), [("_bind_inet", "'-l', '127.0.0.1', '-p', '0'"), ("_bind_unix", "'-l', UNIX")]
+)
+def test_cluster_listens_before_heavy_imports(attr: str, args: str, tmp_path: Path) -> None:
+    """The console script's module binds its socket with nothing heavy imported yet, so a
+    harness that connects right after spawning it lands in the backlog."""
+    args = args.replace("UNIX", repr(f"unix:{tmp_path / 's.sock'}"))
+    code = SPY.format(name=f"listen.{attr}", heavy=HEAVY, attr=attr, args=args)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env()
+    )
+    assert done.returncode == 0, done.stderr
+    imported, _, listening = done.stdout.partition("|")
+    assert listening.startswith("<built-in method listen"), done.stdout  # bound by _socket
+    assert imported == "", f"imported before listening: {imported}"

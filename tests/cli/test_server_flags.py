@@ -204,7 +204,12 @@ def test_user_flag_drops_privileges_after_binding() -> None:
         with subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
             try:
                 wait_listening(port, proc)  # type: ignore[arg-type]
+                # It listens first and changes user just after (as beanstalkd): wait for that.
+                deadline = time.monotonic() + 10
                 status = Path(f"/proc/{proc.pid}/status").read_text()
+                while status_ids(status) != want and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    status = Path(f"/proc/{proc.pid}/status").read_text()
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
@@ -228,7 +233,7 @@ def test_user_flag_refused_exits_34_like_beanstalkd() -> None:
     theirs = run("beanstalkd", args, preexec_fn=as_nobody)
     # Our interpreter and checkout may not be readable by nobody: import first, then drop.
     code = (
-        "import encodings.idna, os, sys; from beanrouter.server.cli import main;"
+        "import encodings.idna, os, socket, sys; from beanrouter.server.cli import main;"
         f"gid, uid = {ids}; os.setgid(gid); os.setuid(uid);"
         f"main({args!r}, progname={beanstalkd_binary()!r})"
     )

@@ -7,10 +7,11 @@ The suites are other projects' code: they are downloaded or extracted here, run 
 - a PyPI sdist that ships its tests (pystalk 0.5.1 is the newest that does): fetched with pip from
   the index this machine uses, checked against its sha256. Always available where PyPI is.
 - a git repository at a pinned commit (greenstalk 2.1.1, pystalk 0.9.1: their sdists and wheels
-  ship no tests), read from a local clone or snapshot found under the directories named by
-  ``$BEANROUTER_PEER_GIT_DIRS`` (``os.pathsep``-separated; default ``/work/.mirror``) as
-  ``OWNER+NAME/repo``, ``OWNER+NAME``, ``NAME.git`` or ``NAME``. Where none is found the suite is
-  marked unavailable and its tests are skipped.
+  ship no tests; beanstalkc 0.4.0, whose sdist pip cannot even download on Python 3: its
+  ``setup.py`` imports the Python 2 module), read from a local clone or snapshot found under
+  the directories named by ``$BEANROUTER_PEER_GIT_DIRS`` (``os.pathsep``-separated; default
+  ``/work/.mirror``) as ``OWNER+NAME/repo``, ``OWNER+NAME``, ``NAME.git`` or ``NAME``. Where none
+  is found the suite is marked unavailable and its tests are skipped.
 
 Each suite's client library (and what its tests import beyond the standard library) is installed
 with ``pip install --no-deps --target .peers/SUITE/site`` at pinned versions, so the suites test
@@ -70,6 +71,7 @@ class PeerSuite:
     test_paths: tuple[str, ...]  # relative to the suite root
     expected_passed: int  # all of them, against the real beanstalkd 1.12
     uses_binlog: bool  # spawns the server with -b DIR
+    runner: str | None = None  # our test module that runs the suite, relative to tests/peers
 
     @property
     def required(self) -> bool:
@@ -119,6 +121,20 @@ SUITES: tuple[PeerSuite, ...] = (
         test_paths=("tests",),
         expected_passed=30,
         uses_binlog=True,
+    ),
+    PeerSuite(
+        name="beanstalkc-0.4.0",
+        source=GitSource(
+            repo="earl/beanstalkc",
+            commit="c905774b66120879b7e5cbf11c7518e784d15975",
+            tag="v0.4.0",
+            paths=("beanstalkc.py", "README.mkd", "TUTORIAL.mkd", "test"),
+        ),
+        requirements=("PyYAML==6.0.4",),
+        test_paths=(),
+        expected_passed=3,  # one per doctest file: 6 + 87 + 16 examples
+        uses_binlog=False,
+        runner="shim/beanstalkc_doctests.py",  # Python 2 doctests, shimmed at run time
     ),
 )
 

@@ -1,12 +1,18 @@
-"""Other clients' test suites, run against the real beanstalkd and against beanrouter's server.
+"""Other clients' test suites, run against the real beanstalkd, beanrouter's server and cluster.
 
 Each pinned suite (``fetch_peers.SUITES``, fetched into ``.peers/`` by ``make peers``) runs in a
 subprocess pytest with ``BEANSTALKD_PATH`` set; the JUnit report must show exactly the suite's
 expected number of passes and nothing else. The real beanstalkd is the oracle and runs as the
 suites' own CI runs it, as ``BEANSTALKD_PATH`` itself, and so does beanrouter's server (its
 ``beanrouter-server`` console script, with no wrapper: greenstalk connects 0.1 s after spawning,
-which the server meets by binding its socket before importing the rest). So a failure on
-beanrouter's side only is beanrouter's.
+which the server meets by binding its socket before importing the rest), and so does
+``beanrouter-cluster``, three bundled shards behind the proxy with its default flags (implementation
+``cluster``). The cluster listens at once but serves only when its shards, three more Python
+processes, answer: longer than the suites' start-up sleeps on a 2-core machine (greenstalk times
+its first commands from 0.1 s after the spawn with 50 ms of slack). So for ``cluster`` only, the
+plugin ``shim/peer_ready.py`` makes the suites' ``Popen`` of ``$BEANSTALKD_PATH`` wait for the
+cluster's systemd-style ``READY=1`` (``$NOTIFY_SOCKET``; no connection, so no counter changes);
+the suites are otherwise run as written. So a failure on beanrouter's side only is beanrouter's.
 
 Skips and expected failures, and nothing else:
 - a suite fetched from a git clone is skipped where no clone exists (CI machines have only PyPI);
@@ -27,7 +33,7 @@ import sys
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -37,14 +43,28 @@ from .fetch_peers import SUITES, PeerSuite, is_fetched, suite_root, unavailable_
 SUITE_TIMEOUT = 600.0  # seconds, for a whole suite; greenstalk's takes about 11 s
 TEST_TIMEOUT = 10  # seconds, for one test of a suite (pytest-timeout; the slowest takes 3 s)
 PROBE_TIMEOUT = 3.0  # seconds a server refusing -b has to exit in
-IMPLEMENTATIONS = ("beanstalkd", "beanrouter")
+IMPLEMENTATIONS = ("beanstalkd", "beanrouter", "cluster")
+SCRIPTS = {"beanrouter": "beanrouter-server", "cluster": "beanrouter-cluster"}
+KNOWN_FAILURES: dict[tuple[str, str], dict[str, str]] = {
+    ("cluster", "greenstalk-2.1.1"): {
+        "tests.test_greenstalk::test_initialize_watch_multiple": (
+            "FIFO across shards: jobs of equal priority put within the same second in tubes on"
+            " different shards are reserved round-robin, not in put order (stats-job age has"
+            " whole seconds); a routing-core issue"
+        ),
+    },
+}
+"""Tests that fail through an implementation for a reason given here: exactly these must fail
+(each once) and every other test pass, so a fix shows up as a failure until it is removed."""
+WAIT_READY = frozenset({"cluster"})  # implementations whose spawns wait for READY=1 (see above)
+SHIM_DIR = Path(__file__).resolve().parent / "shim"
 
 
 def server_command(impl: str) -> list[str]:
     """The command that starts ``impl`` without listen flags."""
     if impl == "beanstalkd":
         return [os.environ.get("BEANSTALKD_BIN", "/usr/bin/beanstalkd")]
-    script = Path(sys.executable).with_name("beanrouter-server")
+    script = Path(sys.executable).with_name(SCRIPTS[impl])
     if not script.exists():
         raise AssertionError(f"{script} missing: install the project (make venv)")
     return [str(script)]
@@ -105,19 +125,27 @@ def binlog_refusal(server: list[str]) -> str | None:
     return output if proc.returncode != 0 and "not yet" in output.lower() else None
 
 
-def run_suite(suite: PeerSuite, beanstalkd_path: Path, tmp: Path) -> tuple[Outcome, str]:
-    """Run ``suite`` with ``beanstalkd_path`` as its server; return its outcome and output."""
+def run_suite(
+    suite: PeerSuite, beanstalkd_path: Path, tmp: Path, wait_ready: bool = False
+) -> tuple[Outcome, str]:
+    """Run ``suite`` with ``beanstalkd_path`` as its server; return its outcome and output.
+    ``wait_ready``: load ``shim/peer_ready.py``, so the suite's spawns wait for ``READY=1``."""
     root = suite_root(suite)
     ini = tmp / "pytest.ini"  # keeps beanrouter's own pytest configuration out
     ini.write_text("[pytest]\n")
     report = tmp / "junit.xml"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
     env["BEANSTALKD_PATH"] = str(beanstalkd_path)
-    env["PYTHONPATH"] = os.pathsep.join([str(root / "site"), str(root)])
+    paths = [str(root / "site"), str(root)] + ([str(SHIM_DIR)] if wait_ready else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     cmd = [sys.executable, "-m", "pytest", "-q", "--tb=short", "-rfE", "-p", "no:cacheprovider"]
     cmd += ["-c", str(ini), f"--timeout={TEST_TIMEOUT}", "--timeout-method=signal"]
     cmd += ["--rootdir", str(root), f"--junitxml={report}", *suite.test_paths]
+    if wait_ready:
+        cmd += ["-p", "peer_ready"]
+    if suite.runner is not None:
+        cmd.append(str(Path(__file__).resolve().parent / suite.runner))
     try:
         done = subprocess.run(
             cmd,
@@ -144,6 +172,18 @@ def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_package() -> None:
+    """Byte-compile beanrouter once, as an installation does: under ``PYTHONDONTWRITEBYTECODE``
+    (set for the suites, and on some machines everywhere) an editable checkout has no ``.pyc``,
+    and every spawned server or cluster process would compile the whole package again."""
+    import compileall
+
+    import beanrouter
+
+    compileall.compile_dir(Path(beanrouter.__file__).parent, quiet=1)
+
+
 @pytest.mark.parametrize("suite", SUITES, ids=[s.name for s in SUITES])
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_peer_suite(impl: str, suite: PeerSuite, tmp_path: Path) -> None:
@@ -160,19 +200,23 @@ def test_peer_suite(impl: str, suite: PeerSuite, tmp_path: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    if impl == "beanrouter" and suite.uses_binlog:
+    if impl != "beanstalkd" and suite.uses_binlog:
         refusal = binlog_refusal(server)
         if refusal is not None:
             pytest.xfail(f"{suite.name} starts the server with -b: {refusal.splitlines()[-1]}")
 
-    outcome, output = run_suite(suite, Path(server[0]), tmp_path)
+    wait_ready = impl in WAIT_READY
+    outcome, output = run_suite(suite, Path(server[0]), tmp_path, wait_ready)
 
-    expected = Outcome(suite.expected_passed, 0, 0, 0, ())
+    known = KNOWN_FAILURES.get((impl, suite.name), {})
+    expected = Outcome(suite.expected_passed - len(known), len(known), 0, 0, tuple(sorted(known)))
+    outcome = replace(outcome, problems=tuple(sorted(outcome.problems)))
     if outcome != expected:
         # greenstalk's timing tests allow 50 ms over their 0.1 s spawn wait, which a busy 2-core
         # CI machine can eat: one rerun, reported; a real failure fails both runs.
         first = outcome
-        outcome, output = run_suite(suite, Path(server[0]), tmp_path)
+        outcome, output = run_suite(suite, Path(server[0]), tmp_path, wait_ready)
+        outcome = replace(outcome, problems=tuple(sorted(outcome.problems)))
         if outcome == expected:
             warnings.warn(
                 f"{suite.name} against {impl} passed on a rerun; first run: {first}", stacklevel=1
@@ -182,6 +226,10 @@ def test_peer_suite(impl: str, suite: PeerSuite, tmp_path: Path) -> None:
             f"{outcome.passed} passed, {outcome.failed} failed, {outcome.errors} errors, "
             f"{outcome.skipped} skipped; expected {suite.expected_passed} passed and nothing else"
         )
+        if known:
+            counts += ", but for the known failures: " + ", ".join(
+                f"{name} ({why})" for name, why in sorted(known.items())
+            )
         failing = "".join(f"\n  {name}" for name in outcome.problems)
         pytest.fail(
             f"{suite.name} against {impl}: {counts}{failing}\n--- its output ---\n{tail(output)}",

@@ -63,3 +63,12 @@ def test_merge_stats_tube() -> None:
     merged = merge_stats_tube([a, b])
     assert merged == {"name": "t", "current-jobs-ready": 3, "total-jobs": 6, "pause": 10,
                       "pause-time-left": 9}  # fmt: skip
+
+
+def test_merge_stats_tube_counts_a_broadcast_pause_once() -> None:
+    # One pause-tube reached both shards where the tube exists (each counted it); the older
+    # shard saw an earlier one too. cmd-delete is per job, hence summed.
+    a: dict[str, StatValue] = {"name": "t", "cmd-delete": 2, "cmd-pause-tube": 2, "pause": 5}
+    b: dict[str, StatValue] = {"name": "t", "cmd-delete": 1, "cmd-pause-tube": 1, "pause": 5}
+    merged = merge_stats_tube([a, b])
+    assert merged == {"name": "t", "cmd-delete": 3, "cmd-pause-tube": 2, "pause": 5}
