@@ -16,7 +16,7 @@ import pytest
 
 from tests.router.cluster import Shard, start_all
 
-from .procs import Proc, alive, children, free_port, talk, wait_for
+from .procs import Proc, alive, children, free_port, free_port_run, talk, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +95,7 @@ def test_workers_share_the_port_and_die_with_the_supervisor(
     procs: list[Proc], tmp_path: Path, shard: Shard
 ) -> None:
     path = config(tmp_path, shard)
-    port, http = free_port(), free_port()
-    while http + 1 == port:
-        http = free_port()
+    port, http = free_port(), free_port_run(2)  # worker i serves HTTP on http + i
     args = ["proxy", "--config", str(path), "-p", str(port), "--workers", "2"]
     p = Proc([*args, "--http-port", str(http)])
     procs.append(p)
