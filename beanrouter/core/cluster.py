@@ -21,7 +21,10 @@ from ..router.errors import JobIdError
 from ..router.health import Health
 from ..router.ring import Placement
 
-__all__ = ["Cluster", "Metrics", "ShardState"]
+__all__ = ["MAX_PUT_ORDER", "Cluster", "Metrics", "ShardState"]
+
+MAX_PUT_ORDER = 1_000_000
+"""Put orders remembered (see ``Cluster.put_order``)."""
 
 
 class ShardState:
@@ -102,6 +105,11 @@ class Cluster:
             shard = ShardState(sc, self._health())
             self.shards[sc.name] = shard
             self.by_id[sc.id] = shard
+        self.put_order: dict[int, int] = {}
+        """Global id → the order in which this process stored it (bounded, oldest forgotten):
+        jobs of equal priority on different shards are reserved in put order, as one beanstalkd
+        does by id (their ``age`` counts whole seconds only)."""
+        self._put_seq = 0
         self.generation = 0
         """Raised by ``reconfigure``: sessions rebuild their cached maps."""
         self.previous: dict[str, tuple[str, ...]] = {}
@@ -172,6 +180,14 @@ class Cluster:
         if shard is None:
             raise JobIdError(f"job id {job_id} names shard id {shard_id}, not in this cluster")
         return shard, local
+
+    def note_put(self, job_id: int) -> None:
+        """A put this process stored as ``job_id`` (see ``put_order``)."""
+        self._put_seq += 1
+        order = self.put_order
+        order[job_id] = self._put_seq
+        if len(order) > MAX_PUT_ORDER:
+            del order[next(iter(order))]
 
     def note_failure(self, shard: ShardState, reason: str) -> None:
         shard.health.failure(reason)

@@ -7,9 +7,10 @@
    count, pause). When one shard alone has ready jobs in unpaused tubes, that is the shard. When
    several do (or a job is prefetched), a second round peeks (``use`` + ``peek-ready``) each of
    their ready tubes, a third reads those jobs' ``stats-job``, and the most urgent wins (priority,
-   then the oldest, then round-robin). Only then is ``reserve-with-timeout 0`` sent, to the
-   winning shard alone: no job that is not handed out is reserved, so ``reserves``, ``releases``
-   and ``timeouts`` of every job are what one beanstalkd would show. If someone else took the job
+   then the oldest, then the order this process put them in, then round-robin). Only then is
+   ``reserve-with-timeout 0`` sent, to the winning shard alone: no job that is not handed out is
+   reserved, so ``reserves``, ``releases`` and ``timeouts`` of every job are what one beanstalkd
+   would show. If someone else took the job
    meanwhile (``TIMED_OUT``), the choice is made again (``Metrics.sweep_retries``).
    Cost per reserve, for ``k`` watched tubes over the relevant shards (failover successors
    included): ``k`` ``stats-tube`` and the reserve when one shard has ready jobs; plus
@@ -369,7 +370,7 @@ def _choose(
         if not usable:
             s.drop(send.link)
     pre = [
-        _Candidate((h.priority, -math.inf, 0), None, job_id)
+        _Candidate((h.priority, -math.inf, -math.inf, 0), None, job_id)
         for job_id, h in s.prefetched.items()
         if h.tube in s.watching and not h.link.closed
     ]
@@ -398,9 +399,11 @@ def _choose(
             if job_stats.get("state") != "ready":
                 continue
             rank = (order[shard.name] - s.rr) % n
+            gid = ids.encode(shard.id, local)
             key = (
                 float(_int(job_stats.get("pri"), DEFAULT_PRIORITY)),
                 -float(_int(job_stats.get("age"), 0)),
+                float(cl.put_order.get(gid, -1)),  # put order, where this process put it
                 float(rank),
                 float(local),
             )

@@ -495,6 +495,7 @@ class Session:
                 self.cluster.metrics.failovers += 1
             local = reply.id
             if local <= ids.MAX_LOCAL_ID:
+                self.cluster.note_put(shard.id_base | local)
                 return reply if not shard.id else Inserted(shard.id_base | local)
             raise JobIdError(
                 f"put to tube {self.using!r}: the job WAS stored on shard {shard.name} as id"

@@ -45,15 +45,7 @@ TEST_TIMEOUT = 10  # seconds, for one test of a suite (pytest-timeout; the slowe
 PROBE_TIMEOUT = 3.0  # seconds a server refusing -b has to exit in
 IMPLEMENTATIONS = ("beanstalkd", "beanrouter", "cluster")
 SCRIPTS = {"beanrouter": "beanrouter-server", "cluster": "beanrouter-cluster"}
-KNOWN_FAILURES: dict[tuple[str, str], dict[str, str]] = {
-    ("cluster", "greenstalk-2.1.1"): {
-        "tests.test_greenstalk::test_initialize_watch_multiple": (
-            "FIFO across shards: jobs of equal priority put within the same second in tubes on"
-            " different shards are reserved round-robin, not in put order (stats-job age has"
-            " whole seconds); a routing-core issue"
-        ),
-    },
-}
+KNOWN_FAILURES: dict[tuple[str, str], dict[str, str]] = {}
 """Tests that fail through an implementation for a reason given here: exactly these must fail
 (each once) and every other test pass, so a fix shows up as a failure until it is removed."""
 WAIT_READY = frozenset({"cluster"})  # implementations whose spawns wait for READY=1 (see above)

@@ -634,3 +634,15 @@ def test_lingering_waits_are_cancelled_when_the_watch_list_changed() -> None:
     run.reply({links["s0"]: [], links["s2"]: []})
     assert links["s0"].closed and links["s2"].closed
     assert cluster.metrics.wait_cancels == 2
+
+
+def test_equal_priority_and_age_go_in_put_order_across_shards() -> None:
+    # greenstalk's own suite: two jobs into a tube on one shard, then one into a tube on another,
+    # all in the same second: beanstalkd reserves them in put order (by id).
+    cluster, s, _ = three()
+    cluster.note_put(gid("s2", 5))  # put first
+    cluster.note_put(gid("s0", 3))  # put second
+    run = Script(s.reserve(0))
+    answer_sweep(run, {"s0": Found(3, b"second"), "s2": Found(5, b"first")})
+    run.auto(s0=[job_stats(3, "t0", 10)], s2=[job_stats(5, "t2", 10)])
+    assert run.data() == {"s2": [b"reserve-with-timeout 0"]}
