@@ -730,6 +730,13 @@ class Session:
         merged = merge_stats(parts, len(tubes), len(self.cluster.shards))
         if local is not None:
             del merged["shards"], merged["shards-up"]
+            # one server's binlog file indexes: the oldest file any shard keeps, the newest one
+            # any shard writes (a one-shard cluster shows its shard's own)
+            spans = {"binlog-oldest-index": min, "binlog-current-index": max}
+            for key, pick in spans.items():
+                values = [v for v in (part.get(key) for part in parts) if isinstance(v, int)]
+                if values:
+                    merged[key] = pick(values)
             out: dict[str, StatValue] = {}
             for key in parts[0]:  # one server's key order
                 if key in local:

@@ -66,7 +66,8 @@ class CoreSession:
             case p.Reserve():
                 return s.reserve(None)
             case p.ReserveWithTimeout():
-                return s.reserve(cmd.timeout)
+                # beanstalkd: a negative timeout waits forever, like reserve
+                return s.reserve(None if cmd.timeout < 0 else cmd.timeout)
             case p.ReserveJob():
                 return s.reserve_job(cmd.id)
             case p.Delete():

@@ -36,7 +36,12 @@ HOST: Final = "127.0.0.1"
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BEANSTALKD: Final = "beanstalkd"
 BEANROUTER: Final = "beanrouter"
-IMPLEMENTATIONS: Final = (BEANSTALKD, BEANROUTER)
+CLUSTER1: Final = "cluster1"
+"""``beanrouter cluster --shards 1``: the proxy over one bundled shard (id 0), byte-identical."""
+CLUSTER3: Final = "cluster3"
+"""``beanrouter cluster --shards 3``: compared after mapping its global job ids to the reference's."""
+CLUSTERS: Final = {CLUSTER1: 1, CLUSTER3: 3}
+IMPLEMENTATIONS: Final = (BEANSTALKD, BEANROUTER, CLUSTER1, CLUSTER3)
 
 CLOSED: Final = b"<closed>"
 OPEN: Final = b"<still open>"
@@ -70,6 +75,9 @@ def server_command(impl: str, port: int, flags: Sequence[str]) -> list[str]:
         return [binary, *listen]
     if impl == BEANROUTER:
         return [sys.executable, "-m", "beanrouter", "server", *listen]
+    if impl in CLUSTERS:
+        shards = str(CLUSTERS[impl])
+        return [sys.executable, "-m", "beanrouter", "cluster", "--shards", shards, *listen]
     raise ValueError(f"unknown implementation {impl!r}")
 
 
@@ -205,9 +213,13 @@ class Server:
                 continue
             # Let the server close the probe itself, so it is gone from current-connections
             # before a case starts (it still counts in total-connections, on every server).
+            # A cluster binds its socket before its shards are up and only then accepts the
+            # connections waiting in its backlog: it serves once the probe's quit is answered.
             with probe:
                 probe.send(b"quit\r\n")
-                probe.read_available(1.0)
+                _, closed = probe.read_available(max(0.0, deadline - time.monotonic()))
+            if not closed:
+                break
             self._ready = True
             return
         raise ServerStartError(f"{argv} did not accept connections: {self.output()!r}")
