@@ -39,7 +39,7 @@ BEANROUTER: Final = "beanrouter"
 CLUSTER1: Final = "cluster1"
 """``beanrouter cluster --shards 1``: the proxy over one bundled shard (id 0), byte-identical."""
 CLUSTER3: Final = "cluster3"
-"""``beanrouter cluster --shards 3``: compared after mapping its global job ids to the reference's."""
+"""``beanrouter cluster --shards 3``: compared after mapping global job ids to the reference's."""
 CLUSTERS: Final = {CLUSTER1: 1, CLUSTER3: 3}
 IMPLEMENTATIONS: Final = (BEANSTALKD, BEANROUTER, CLUSTER1, CLUSTER3)
 

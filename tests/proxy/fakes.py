@@ -3,9 +3,10 @@
 ``FakeBackend`` is an in-memory queue behind the seam: ``put`` stores a job (``INSERTED n``),
 ``reserve`` waits for one, ``delete`` removes a job this session reserved, ``use sleep-MS``
 sleeps MS milliseconds before answering (to make commands slow and finish out of order if the
-frame ever ran them concurrently), and so does every reserve of the session after it, ``stats`` shows the frame's own ``ProxyStats`` fields, anything
-else answers ``ECHO <its encoding>``. Every call is recorded in ``FakeBackend.log`` so tests can
-check the order of executes, burns and closes. ``make_backend`` is the ``$BEANROUTER_BACKEND``
+frame ever ran them concurrently), and so does every reserve of the session after it, ``stats``
+shows the frame's own ``ProxyStats`` fields, anything else answers ``ECHO <its encoding>``.
+Every call is recorded in ``FakeBackend.log`` so tests can check the order of executes, burns
+and closes. ``make_backend`` is the ``$BEANROUTER_BACKEND``
 factory for subprocess tests.
 
 ``ForwardingBackend`` (``make_forwarding_backend``) sends every command to the first shard of
