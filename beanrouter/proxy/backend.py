@@ -23,6 +23,7 @@ from ..router.aio_driver import AsyncDriver
 from ..router.errors import JobIdError, NotFound, RouterError
 
 if TYPE_CHECKING:
+    from ..protocol import StatValue
     from ..router.config import ClusterConfig
     from .stats import ProxyStats
 
@@ -46,6 +47,7 @@ class CoreSession:
     """One client connection of the proxy."""
 
     def __init__(self, backend: CoreBackend, counters: ProxyStats) -> None:
+        self.backend = backend
         self.counters = counters
         self.session = Session(backend.cluster, cancellable=False)
         config = backend.cluster.config
@@ -97,7 +99,7 @@ class CoreSession:
             case p.StatsJob():
                 return s.stats_job(cmd.id)
             case p.StatsTube():
-                return s.stats_tube(cmd.tube)
+                return s.stats_tube(cmd.tube, self.backend.tube_clients(cmd.tube))
             case p.Stats():
                 return s.stats(self.counters.fields())
             case p.ListTubes():
@@ -140,6 +142,7 @@ class CoreSession:
 
     async def close(self) -> None:
         """The client is gone: every link closes, so each shard gives back its jobs now."""
+        self.backend.sessions.discard(self)
         self.driver.close()
 
 
@@ -153,9 +156,23 @@ class CoreBackend:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.cluster = Cluster(config)
+        self.sessions: set[CoreSession] = set()
+        """The open client sessions (``stats-tube`` counts their used and watched tubes)."""
 
     def session(self, counters: ProxyStats) -> CoreSession:
-        return CoreSession(self, counters)
+        session = CoreSession(self, counters)
+        self.sessions.add(session)
+        return session
+
+    def tube_clients(self, tube: str) -> dict[str, StatValue]:
+        """``current-using`` and ``current-watching`` of ``tube`` as one beanstalkd shows them:
+        the proxy's clients using and watching it (each client has links to several shards,
+        and every link uses and watches some tube there)."""
+        sessions = [c.session for c in self.sessions]
+        return {
+            "current-using": sum(1 for s in sessions if s.using == tube),
+            "current-watching": sum(1 for s in sessions if tube in s.watching),
+        }
 
     async def reload(self, config: ClusterConfig) -> None:
         self.cluster.reconfigure(config)

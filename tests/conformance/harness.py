@@ -30,6 +30,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Final, Literal
 
+import pytest
+
 from .wire import PeerClosed, ReplyTimeout, Session
 
 HOST: Final = "127.0.0.1"
@@ -43,6 +45,26 @@ CLUSTER3: Final = "cluster3"
 CLUSTERS: Final = {CLUSTER1: 1, CLUSTER3: 3}
 SHARDED: Final = frozenset({CLUSTER3})
 """Implementations whose job ids are compared after mapping (``IdMap``)."""
+_LIST_ORDER: Final = (
+    "list-tubes order: one beanstalkd lists tubes in creation order, a removed tube's slot taken"
+    " by the last one; the cluster merges its shards' lists (each in its own such order) in"
+    " shard order, and no shard sees the others' creations and removals (docs/compatibility.md)"
+)
+SHARDED_SKIPS: Final[Mapping[str, str]] = {
+    "list-tubes-order-after-removal": _LIST_ORDER,
+    "tube-lives-while-another-connection-uses-it": _LIST_ORDER,
+    "restart-tubes": _LIST_ORDER,
+}
+"""Cases that cannot pass on a sharded cluster by nature of sharding, with the reason
+(docs/compatibility.md lists them too). Skipped for ``SHARDED`` implementations only."""
+
+
+def skip_if_sharded(impl: str, name: str) -> None:
+    """Skip case ``name`` on a sharded cluster when ``SHARDED_SKIPS`` lists it."""
+    if impl in SHARDED and name in SHARDED_SKIPS:
+        pytest.skip(f"{impl}: {SHARDED_SKIPS[name]}")
+
+
 IMPLEMENTATIONS: Final = (BEANSTALKD, BEANROUTER, CLUSTER1, CLUSTER3)
 
 CLOSED: Final = b"<closed>"
@@ -1005,6 +1027,7 @@ class Conformance:
             mode: ``steps`` sends each step and reads its replies; ``pipelined`` sends all input
                 at once; ``bytewise`` sends every byte in its own segment.
         """
+        skip_if_sharded(self.impl, c.name)
         if self.impl == BEANSTALKD and mode == "steps" and c not in self._cache:
             expected = self.reference(c)
             actual = expected

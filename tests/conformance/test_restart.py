@@ -55,6 +55,7 @@ from .harness import (
     run_case,
     send,
     server_command,
+    skip_if_sharded,
     sleep,
     tube_reply,
 )
@@ -99,6 +100,7 @@ def reference(name: str, script: Lives) -> list[list[Entry]]:
 
 def check(impl: str, name: str, script: Lives) -> list[list[Entry]]:
     """Run ``script`` on ``impl``; assert every life matches beanstalkd and its literals."""
+    skip_if_sharded(impl, f"restart-{name}")
     expected = reference(name, script)
     if impl == BEANSTALKD:
         actual = expected
