@@ -427,6 +427,8 @@ def _settle_winners(
 class _Waiter:
     shard: ShardState
     expires: float | None
+    exact: bool = False
+    """The proxy's exact single-shard wait: the client's own command, never cancelled."""
     replies: list[Reply] = field(default_factory=list)
 
 
@@ -467,7 +469,7 @@ def _wait(
                 link.reserving = True
                 link.owed += n + 1
                 sends.append(Send(link, data + command, n + 1))
-                waiters[link] = _Waiter(shard, expires)
+                waiters[link] = _Waiter(shard, expires, exact)
                 active.add(shard.name)
             pending = still
             if not waiters and not (short and idle_seen):
@@ -571,12 +573,12 @@ def _cancel_or_await(
     pending: list[ShardState],
     idle_seen: set[str],
 ) -> Op[None]:
-    """Cancel the waits still pending by closing their links, except a wait on a link that holds
-    jobs (the proxy's exact single-shard wait): closing it would give the client's jobs back, so
-    it is read until the shard answers (its own timeout, DEADLINE_SOON or a job)."""
-    _cancel(s, {link: w for link, w in waiters.items() if not link.held})
-    for link in [k for k in waiters if not k.held]:
-        del waiters[link]
+    """Cancel the waits still pending by closing their links, except the proxy's exact
+    single-shard wait (and any wait on a link that holds jobs): it is the client's own command,
+    read until the shard answers (its own timeout, DEADLINE_SOON or a job). Closing it would give
+    the client's jobs back, or a job the shard reserved just then (a phantom reserve)."""
+    cancel = [link for link, w in waiters.items() if not (link.held or w.exact)]
+    _cancel(s, {link: waiters.pop(link) for link in cancel})
     while waiters:
         outcome = yield Round(wait=list(waiters), first=True, until=None, close=s.take_closes())
         _collect(s, outcome, waiters, winners, pending, idle_seen)
@@ -609,7 +611,7 @@ def _time_out(
                 outcome = yield Round(wait=list(waiters), first=True, until=-math.inf)
                 _collect(s, outcome, waiters, winners, pending, idle_seen)
             break
-    cancelled = any(not link.held for link in waiters)
+    cancelled = any(not (link.held or w.exact) for link, w in waiters.items())
     yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
     if winners:
         got = yield from _settle_winners(s, winners)
