@@ -5,10 +5,10 @@ each client connection gets a ``CoreSession``: a core ``Session`` (``cancellable
 client cancels a reserve only by leaving) run by an ``AsyncDriver``. ``execute`` maps each parsed
 command to the session operation and encodes the reply; it makes no routing decision itself.
 
-Cluster trouble maps to beanstalkd words (docs/compatibility.md): a job id naming no shard and a lost
-reservation answer ``NOT_FOUND`` (as one beanstalkd does for a job it does not have, or that the
-client no longer holds); no shard reachable, a put whose fate is unknown, or a shard that answers
-nonsense answer ``INTERNAL_ERROR``.
+Cluster trouble maps to beanstalkd words (docs/compatibility.md): a job id naming no shard and a
+lost reservation answer ``NOT_FOUND`` (as one beanstalkd does for a job it does not have, or that
+the client no longer holds); no shard reachable, a put whose fate is unknown, or a shard that
+answers nonsense answer ``INTERNAL_ERROR``.
 """
 
 from __future__ import annotations
