@@ -22,8 +22,9 @@
    reserve takes it within ``PREFETCH_HOLD`` seconds or before its TTR margin. With one shard the
    wait is exactly the client's command: for the proxy (``cancellable=False``) it runs on the
    link holding the client's jobs, so the shard's own ``DEADLINE_SOON`` applies; that wait is
-   never cancelled by closing its link (the jobs would go back): past the deadline (or the
-   emulated DEADLINE_SOON) it is read until the shard answers.
+   never cancelled by closing its link (the jobs would go back, or a job the shard reserved just
+   then, a phantom reserve), also when the link holds none: past the deadline (or the emulated
+   DEADLINE_SOON) it is read until the shard answers.
 
 beanstalkd's DEADLINE_SOON is per connection: across shards it is reproduced from the held jobs'
 deadlines (``SAFETY_MARGIN``).
