@@ -24,8 +24,9 @@
    reserve takes it within ``PREFETCH_HOLD`` seconds or before its TTR margin. With one shard the
    wait is exactly the client's command: for the proxy (``cancellable=False``) it runs on the
    link holding the client's jobs, so the shard's own ``DEADLINE_SOON`` applies; that wait is
-   never cancelled by closing its link (the jobs would go back): past the deadline (or the
-   emulated DEADLINE_SOON) it is read until the shard answers.
+   never cancelled by closing its link (the jobs would go back, or a job the shard reserved just
+   then, a phantom reserve), also when the link holds none: past the deadline (or the emulated
+   DEADLINE_SOON) it is read until the shard answers.
 
 beanstalkd's DEADLINE_SOON is per connection: across shards it is reproduced from the held jobs'
 deadlines (``SAFETY_MARGIN``).
@@ -495,6 +496,8 @@ def _settle_winners(
 class _Waiter:
     shard: ShardState
     expires: float | None
+    exact: bool = False
+    """The proxy's exact single-shard wait: the client's own command, never cancelled."""
     replies: list[Reply] = field(default_factory=list)
 
 
@@ -537,7 +540,7 @@ def _wait(
                 link.reserving = True
                 link.owed += n + 1
                 sends.append(Send(link, data + command, n + 1))
-                waiters[link] = _Waiter(shard, expires)
+                waiters[link] = _Waiter(shard, expires, exact)
                 active.add(shard.name)
             pending = still
             if not waiters and not (short and idle_seen):
@@ -648,7 +651,7 @@ def _cancel_round(
 ) -> Op[None]:
     """Cancel the waits that hold no job in one shell step: what already arrived is read (a job
     that raced in joins ``winners``), the links still owing are closed at once."""
-    links = [link for link in waiters if not link.held]
+    links = [link for link, w in waiters.items() if not (link.held or w.exact)]
     if not links:
         return
     outcome = yield Round(cancel=links, close=s.take_closes())
@@ -670,10 +673,13 @@ def _finish_waits(
     wmap: Mapping[str, list[str]],
 ) -> Op[None]:
     """The reserve is answered: leave the other waits armed for the session's next reserve
-    (``Session.linger``), or cancel them now."""
-    if s.linger > 0 and waiters and all(not link.held for link in waiters):
-        s.lingering.update(waiters)
-        waiters.clear()
+    (``Session.linger``), or cancel them now. Waits on links holding jobs and the proxy's exact
+    wait are left in ``waiters`` (``_cancel_or_await`` reads them to their end)."""
+    spare = {link: w for link, w in waiters.items() if not (link.held or w.exact)}
+    if s.linger > 0 and spare:
+        for link in spare:
+            del waiters[link]
+        s.lingering.update(spare)
         s.linger_until = s.cluster.clock() + s.linger
         s.linger_wmap = dict(wmap)
         return
@@ -728,12 +734,12 @@ def _cancel_or_await(
     pending: list[ShardState],
     idle_seen: set[str],
 ) -> Op[None]:
-    """Cancel the waits still pending by closing their links, except a wait on a link that holds
-    jobs (the proxy's exact single-shard wait): closing it would give the client's jobs back, so
-    it is read until the shard answers (its own timeout, DEADLINE_SOON or a job)."""
-    _cancel(s, {link: w for link, w in waiters.items() if not link.held})
-    for link in [k for k in waiters if not k.held]:
-        del waiters[link]
+    """Cancel the waits still pending by closing their links, except the proxy's exact
+    single-shard wait (and any wait on a link that holds jobs): it is the client's own command,
+    read until the shard answers (its own timeout, DEADLINE_SOON or a job). Closing it would give
+    the client's jobs back, or a job the shard reserved just then (a phantom reserve)."""
+    cancel = [link for link, w in waiters.items() if not (link.held or w.exact)]
+    _cancel(s, {link: waiters.pop(link) for link in cancel})
     while waiters:
         outcome = yield Round(wait=list(waiters), first=True, until=None, close=s.take_closes())
         _collect(s, outcome, waiters, winners, pending, idle_seen)
@@ -764,7 +770,7 @@ def _time_out(
         _collect(s, outcome, waiters, winners, pending, idle_seen)
         if winners:
             break
-    cancelled = any(not link.held for link in waiters)
+    cancelled = any(not (link.held or w.exact) for link, w in waiters.items())
     yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
     yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
     if winners:

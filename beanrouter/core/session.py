@@ -796,6 +796,13 @@ class Session:
         merged = merge_stats(parts, len(tubes), len(self.cluster.shards))
         if local is not None:
             del merged["shards"], merged["shards-up"]
+            # one server's binlog file indexes: the oldest file any shard keeps, the newest one
+            # any shard writes (a one-shard cluster shows its shard's own)
+            spans = {"binlog-oldest-index": min, "binlog-current-index": max}
+            for key, pick in spans.items():
+                values = [v for v in (part.get(key) for part in parts) if isinstance(v, int)]
+                if values:
+                    merged[key] = pick(values)
             out: dict[str, StatValue] = {}
             for key in parts[0]:  # one server's key order
                 if key in local:
@@ -808,19 +815,41 @@ class Session:
             merged = out
         return Ok(format_mapping(merged))
 
-    def stats_tube(self, tube: str) -> Op[Reply]:
-        """``stats-tube``: summed over the shards where the tube exists, or ``NOT_FOUND``."""
+    def stats_tube(self, tube: str, local: Mapping[str, StatValue] | None = None) -> Op[Reply]:
+        """``stats-tube``: summed over the shards where the tube exists, or ``NOT_FOUND``.
+
+        With ``local`` (the proxy's own ``current-using`` and ``current-watching`` of the tube:
+        its clients, not their links to every shard) those replace the shards' sums, and the
+        counts every client's wait or every ``pause-tube`` adds on several shards at once are
+        not summed: ``current-waiting`` is the smallest among the shards the tube's consumers
+        wait on (the clients waiting on each of them), ``cmd-pause-tube`` the largest."""
         results = yield from self.broadcast(
             self.cluster.shards.values(), StatsTube(tube).encode(), 1
         )
         parts = []
-        for _, replies in self._answered(results, "stats-tube"):
+        waiting: list[StatValue | None] = []  # current-waiting on the shards consumers wait on
+        consumers = self.cluster.consumer_shards(tube)
+        for shard, replies in self._answered(results, "stats-tube"):
             if isinstance(replies[0], Ok):
                 parts.append(parse_mapping(replies[0].body))
+                if shard.name in consumers:
+                    waiting.append(parts[-1].get("current-waiting"))
             elif not (isinstance(replies[0], Word) and replies[0].word == "NOT_FOUND"):
                 return replies[0]
         if not parts:
             return NOT_FOUND
+        if local is not None:
+            merged = merge_stats_tube(parts)
+            pauses = [part.get("cmd-pause-tube") for part in parts]
+            for key, pick, values in (
+                ("current-waiting", min, waiting),
+                ("cmd-pause-tube", max, pauses),
+            ):
+                counts = [v for v in values if isinstance(v, int)]
+                if key in merged and counts:
+                    merged[key] = pick(counts)
+            merged.update((k, v) for k, v in local.items() if k in merged)
+            return Ok(format_mapping(merged))
         if len(parts) == 1:
             return Ok(format_mapping(parts[0]))
         return Ok(format_mapping(merge_stats_tube(parts)))

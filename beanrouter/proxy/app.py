@@ -18,9 +18,12 @@ one receive of input.
 EOF: commands received before it still run and are answered (a half-closed client reads its
 replies, as with beanstalkd); a reserve blocked when EOF arrives is cancelled and answered
 ``TIMED_OUT``, as beanstalkd answers a half-closed waiting client, and a reserve issued after EOF
-runs as ``reserve-with-timeout 0`` (beanstalkd: a ready job, else TIMED_OUT at once). One
-difference: the frame cannot tell a reserve that waits from one whose job is on its way from a
-shard, so a reserve in flight when EOF arrives is cancelled too (a job it got is given back).
+runs as ``reserve-with-timeout 0`` (beanstalkd: a ready job, else TIMED_OUT at once). To tell
+a reserve that waits from one whose job is on its way from a shard, a blocking reserve first runs
+as ``reserve-with-timeout 0``, which EOF does not cancel: a job ready when the reserve arrived is
+delivered, as beanstalkd delivers it; only the wait that follows (one more shard command) is
+cancelled by EOF. Crossing the gap between the two adds its few milliseconds to the timeout.
+Bytes of a put's body that never came: the job id its line used up is burned (``burn_id``).
 ``quit``, EOF and a vanished client close the session at once (it gives back the reservations);
 a cancelled reserve's task is always finished before ``close`` runs.
 
@@ -260,6 +263,8 @@ class ClientConnection(asyncio.Protocol):
                     size += len(reply)
                     if burned:
                         await self._burn_id(session)
+            if counters.abandoned():  # gone in the middle of a put's body
+                await self._burn_id(session)
         finally:
             self._flush(out)
             counters.disconnect()
@@ -283,6 +288,15 @@ class ClientConnection(asyncio.Protocol):
         only it). Returns None when it was cancelled; its task has finished by then."""
         if self._eof:  # half-closed: a job if one is ready, else TIMED_OUT at once
             cmd = _NO_WAIT
+        elif cmd != _NO_WAIT:
+            # What is there at once is taken without waiting, beyond the reach of EOF, so a
+            # reserve sent just before a half-close gets the job that was ready, as with
+            # beanstalkd; only the wait that follows is cancelled by EOF (TIMED_OUT).
+            reply = await self._execute(session, _NO_WAIT)
+            if reply != _TIMED_OUT:
+                return reply
+            if self._eof or self._lost or self._stop:
+                return None
         task = asyncio.get_running_loop().create_task(session.execute(cmd))
         self._blocked = task
         if self._lost or self._stop:

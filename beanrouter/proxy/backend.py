@@ -5,10 +5,10 @@ each client connection gets a ``CoreSession``: a core ``Session`` (``cancellable
 client cancels a reserve only by leaving) run by an ``AsyncDriver``. ``execute`` maps each parsed
 command to the session operation and encodes the reply; it makes no routing decision itself.
 
-Cluster trouble maps to beanstalkd words (docs/proxy.md): a job id naming no shard and a lost
-reservation answer ``NOT_FOUND`` (as one beanstalkd does for a job it does not have, or that the
-client no longer holds); no shard reachable, a put whose fate is unknown, or a shard that answers
-nonsense answer ``INTERNAL_ERROR``.
+Cluster trouble maps to beanstalkd words (docs/compatibility.md): a job id naming no shard and a
+lost reservation answer ``NOT_FOUND`` (as one beanstalkd does for a job it does not have, or that
+the client no longer holds); no shard reachable, a put whose fate is unknown, or a shard that
+answers nonsense answer ``INTERNAL_ERROR``.
 
 ``stats-tube``: the shards count the proxy's links, not its clients, so ``current-using``,
 ``current-watching`` and ``current-waiting`` are the proxy's own (its client sessions that use or
@@ -53,6 +53,7 @@ class CoreSession:
     """One client connection of the proxy."""
 
     def __init__(self, backend: CoreBackend, counters: ProxyStats) -> None:
+        self.backend = backend
         self.counters = counters
         self.session = Session(backend.cluster, cancellable=False, linger=LINGER)
         config = backend.cluster.config
@@ -80,7 +81,8 @@ class CoreSession:
             case p.Reserve():
                 return s.reserve(None)
             case p.ReserveWithTimeout():
-                return s.reserve(cmd.timeout)
+                # beanstalkd: a negative timeout waits forever, like reserve
+                return s.reserve(None if cmd.timeout < 0 else cmd.timeout)
             case p.ReserveJob():
                 return s.reserve_job(cmd.id)
             case p.Delete():
@@ -110,7 +112,7 @@ class CoreSession:
             case p.StatsJob():
                 return s.stats_job(cmd.id)
             case p.StatsTube():
-                return self._stats_tube(cmd.tube)
+                return s.stats_tube(cmd.tube, self.backend.tube_clients(cmd.tube))
             case p.Stats():
                 return s.stats(self.counters.fields())
             case p.ListTubes():
@@ -174,17 +176,6 @@ class CoreSession:
                 await self._quietly(self.session.maintain())
             self._arm_timer()
 
-    def _stats_tube(self, tube: str) -> Op[p.Reply]:
-        reply = yield from self.session.stats_tube(tube)
-        if not isinstance(reply, p.Ok):
-            return reply
-        stats = p.parse_mapping(reply.body)
-        counts = self.backend.tube_clients(tube)
-        for key, value in counts.items():
-            if key in stats:
-                stats[key] = value
-        return p.Ok(p.format_mapping(stats))
-
     async def _quietly(self, op: Op[None]) -> None:
         try:
             await self.driver.run(op)
@@ -234,7 +225,7 @@ class CoreBackend:
         return {"current-using": using, "current-watching": watching, "current-waiting": waiting}
 
     def session(self, counters: ProxyStats) -> CoreSession:
-        return CoreSession(self, counters)
+        return CoreSession(self, counters)  # it joins ``sessions`` until it closes
 
     async def reload(self, config: ClusterConfig) -> None:
         self.cluster.reconfigure(config)

@@ -9,7 +9,8 @@ The frame guarantees, per session:
 - ``execute`` is called with one parsed command at a time, in the client's order, never
   concurrently, never with ``Quit`` (the frame handles it), and never after ``close``;
 - ``burn_id`` is called (instead of ``execute``) where beanstalkd uses up a job id without
-  storing a job: a put whose body is not followed by ``\\r\\n`` (``EXPECTED_CRLF``);
+  storing a job: a put whose body is not followed by ``\\r\\n`` (``EXPECTED_CRLF``), or
+  whose client goes away before the body is complete;
 - ``close`` is called exactly once, when the client quits, is gone, or the proxy stops; a blocked
   ``execute`` (a reserve) is cancelled first, so ``close`` never runs alongside ``execute``.
 
@@ -44,7 +45,8 @@ class ClientSession(Protocol):
         ...
 
     async def burn_id(self) -> None:
-        """A put on this session ended in ``EXPECTED_CRLF``: beanstalkd used up one job id.
+        """A put on this session ended in ``EXPECTED_CRLF`` (or its client left in the middle of
+        its body): beanstalkd used up one job id.
 
         The frame has already answered the client. Mirroring the burn on the shard that would
         have taken the put keeps a one-shard cluster's ids byte-identical to beanstalkd's; the

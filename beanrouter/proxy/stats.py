@@ -214,6 +214,13 @@ class ClientCounters:
         stats.rejected[word] = stats.rejected.get(word, 0) + 1
         return burned
 
+    def abandoned(self) -> bool:
+        """The connection ends in the middle of a put's body: True when beanstalkd had already
+        used up a job id on it at its line (the id is gone, as for EXPECTED_CRLF)."""
+        burned = self._put_allocated
+        self._put_started = self._put_allocated = False
+        return burned
+
     def replied(self, cmd: p.Command, reply: bytes | None) -> None:
         """``cmd`` finished with ``reply`` (None: it was cancelled, as a reserve at EOF)."""
         if self._waiting:

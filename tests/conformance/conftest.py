@@ -1,8 +1,11 @@
 """Fixtures for the conformance suite.
 
 ``conformance`` is parametrized over the implementations: ``beanstalkd`` (the real server,
-from ``$BEANSTALKD_BIN`` or ``/usr/bin/beanstalkd``) and ``beanrouter``
-(``python -m beanrouter server``).
+from ``$BEANSTALKD_BIN`` or ``/usr/bin/beanstalkd``), ``beanrouter``
+(``python -m beanrouter server``), ``cluster1`` (``python -m beanrouter cluster --shards 1``:
+the proxy over one shard, byte-identical) and ``cluster3`` (``--shards 3``: job ids mapped to
+the reference's, ``harness.IdMap``; cases in ``harness.SHARDED_SKIPS`` skipped, see
+docs/compatibility.md).
 Each test gets its implementation's ``Conformance`` object, which starts servers lazily inside
 the test, so a server that cannot start makes the test fail rather than be skipped.
 """

@@ -36,8 +36,10 @@ from .harness import (
     NOT_FOUND,
     RELEASED,
     SAME,
+    SHARDED,
     Case,
     Entry,
+    IdMap,
     Server,
     case,
     describe_diff,
@@ -53,6 +55,7 @@ from .harness import (
     run_case,
     send,
     server_command,
+    skip_if_sharded,
     sleep,
     tube_reply,
 )
@@ -70,13 +73,16 @@ def lives(name: str, *steps_per_life: Sequence[object], loose: bool = True) -> L
     )
 
 
-def run_lives(impl: str, script: Lives, directory: str) -> list[list[Entry]]:
-    """Run each life on a fresh ``impl -b directory``, killing it with SIGKILL after."""
+def run_lives(
+    impl: str, script: Lives, directory: str, ids: IdMap | None = None
+) -> list[list[Entry]]:
+    """Run each life on a fresh ``impl -b directory``, killing it with SIGKILL after (job ids
+    mapped by ``ids`` across all lives)."""
     out = []
     for life in script:
         srv = Server(impl, ("-b", directory))
         try:
-            out.append(run_case(srv, life))
+            out.append(run_case(srv, life, ids=ids))
         finally:
             srv.stop()  # SIGKILL
     return out
@@ -94,12 +100,14 @@ def reference(name: str, script: Lives) -> list[list[Entry]]:
 
 def check(impl: str, name: str, script: Lives) -> list[list[Entry]]:
     """Run ``script`` on ``impl``; assert every life matches beanstalkd and its literals."""
+    skip_if_sharded(impl, f"restart-{name}")
     expected = reference(name, script)
     if impl == BEANSTALKD:
         actual = expected
     else:
+        ids = IdMap(e for life in expected for e in life) if impl in SHARDED else None
         with tempfile.TemporaryDirectory(prefix="binlog-") as d:
-            actual = run_lives(impl, script, d)
+            actual = run_lives(impl, script, d, ids)
     problems = []
     for life, want, got in zip(script, expected, actual, strict=True):
         problems += [f"{life.name}: {p}" for p in literal_mismatches(life, got)]

@@ -3,9 +3,10 @@
 ``FakeBackend`` is an in-memory queue behind the seam: ``put`` stores a job (``INSERTED n``),
 ``reserve`` waits for one, ``delete`` removes a job this session reserved, ``use sleep-MS``
 sleeps MS milliseconds before answering (to make commands slow and finish out of order if the
-frame ever ran them concurrently), ``stats`` shows the frame's own ``ProxyStats`` fields, anything
-else answers ``ECHO <its encoding>``. Every call is recorded in ``FakeBackend.log`` so tests can
-check the order of executes, burns and closes. ``make_backend`` is the ``$BEANROUTER_BACKEND``
+frame ever ran them concurrently), and so does every reserve of the session after it, ``stats``
+shows the frame's own ``ProxyStats`` fields, anything else answers ``ECHO <its encoding>``.
+Every call is recorded in ``FakeBackend.log`` so tests can check the order of executes, burns
+and closes. ``make_backend`` is the ``$BEANROUTER_BACKEND``
 factory for subprocess tests.
 
 ``ForwardingBackend`` (``make_forwarding_backend``) sends every command to the first shard of
@@ -74,6 +75,8 @@ class FakeSession:
         self.closed = False
         self.running = 0
         self.max_running = 0
+        self.slow = 0.0
+        """Seconds every reserve sleeps before it looks for a job (``use sleep-MS``)."""
 
     def _log(self, what: str) -> None:
         self.backend.log.append((what, self.number, ""))
@@ -102,6 +105,8 @@ class FakeSession:
             timeout = None if isinstance(command, p.Reserve) else command.timeout
             loop = asyncio.get_running_loop()
             deadline = None if timeout is None else loop.time() + timeout
+            if self.slow:
+                await asyncio.sleep(self.slow)
             while not b.ready:
                 b.job_ready.clear()
                 wait = None if deadline is None else deadline - loop.time()
@@ -120,7 +125,8 @@ class FakeSession:
             return b"DELETED\r\n"
         if isinstance(command, p.Use):
             if command.tube.startswith("sleep-"):
-                await asyncio.sleep(int(command.tube[6:]) / 1000)
+                self.slow = int(command.tube[6:]) / 1000
+                await asyncio.sleep(self.slow)
             return p.encode_using(command.tube)
         if isinstance(command, p.Stats):
             return p.encode_ok(p.format_mapping(self.counters.fields()))

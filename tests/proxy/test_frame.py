@@ -357,6 +357,46 @@ def test_eof_during_a_blocked_reserve_answers_timed_out_and_closes() -> None:
     run(scenario)
 
 
+def test_reserve_just_before_eof_gets_the_ready_job() -> None:
+    async def scenario() -> None:
+        async with proxy() as px:
+            r1, w1 = await px.connect()
+            w1.write(b"put 0 0 1 1\r\na\r\n")
+            assert await read_exactly(r1, b"INSERTED 1\r\n") == b"INSERTED 1\r\n"
+            for expected in (b"RESERVED 1 1\r\na\r\n", b"TIMED_OUT\r\n"):
+                r2, w2 = await px.connect()
+                w2.write(b"use sleep-100\r\n")  # this session's reserves take 0.1 s
+                assert await read_exactly(r2, b"USING sleep-100\r\n") == b"USING sleep-100\r\n"
+                w2.write(b"reserve\r\n")
+                await w2.drain()
+                w2.write_eof()  # while the reserve runs: what was ready still comes, no wait
+                assert await asyncio.wait_for(r2.read(), 20) == expected
+                w2.close()
+                await until(lambda: px.backend.sessions[-1].closed, "the session to close")
+                px.backend.ready.clear()  # job 1, given back at the close: nothing is ready now
+            w1.close()
+
+    run(scenario)
+
+
+def test_client_gone_in_the_middle_of_a_put_body_burns_its_id() -> None:
+    async def scenario() -> None:
+        async with proxy() as px:
+            out = await request(px.port, b"put 0 0 1 5\r\nab")
+            assert out == b""
+            await until(lambda: px.backend.sessions[0].closed, "the session to close")
+            assert [e for e in px.backend.log if e[1] == 0 and e[0] != "execute"] == [
+                ("burn", 0, ""),
+                ("close", 0, ""),
+            ]
+            # a put line that takes no id (a body too big is discarded, not stored) burns nothing
+            out = await request(px.port, b"put 0 0 1 70000\r\nab")
+            await until(lambda: px.backend.sessions[1].closed, "the second session to close")
+            assert ("burn", 1, "") not in px.backend.log
+
+    run(scenario)
+
+
 def test_client_vanishing_mid_reserve_closes_the_session_and_cancels_the_reserve() -> None:
     async def scenario() -> None:
         async with proxy() as px:

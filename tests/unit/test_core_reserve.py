@@ -526,6 +526,27 @@ def test_an_exact_wait_whose_timeout_is_late_is_not_cancelled() -> None:
     assert cluster.metrics.wait_cancels == 0
 
 
+def test_an_exact_reserve_0_whose_reply_is_late_is_read_not_cancelled() -> None:
+    # A proxy client's reserve-with-timeout 0 on one shard holding nothing yet: closing the link
+    # when the reply is late would give back a job the shard had just reserved (a phantom
+    # reserve) and answer TIMED_OUT although a job was ready. The shard's answer is read.
+    cluster, s, clock = make(cancellable=False)
+    watch_only(s, ["t1"])
+    run = Script(s.reserve(0))
+    assert run.data() == {"s1": [b"reserve-with-timeout 0"]}
+    (send,) = run.now.sends
+    link = send.link
+    for _ in range(10):  # the shard is slow: no reply within the grace
+        assert link not in run.now.close and not run.done
+        clock.t += 0.2
+        run.reply({})
+    assert link in run.now.wait and link not in run.now.close
+    run.reply({link: [Reserved(7, b"late")]})
+    run.auto(s1=[job_stats(7, "t1", 5, state="reserved")])
+    assert run.value() == Reserved(gid("s1", 7), b"late")
+    assert not link.closed and cluster.metrics.wait_cancels == 0
+
+
 def test_an_exact_wait_gets_the_shards_own_deadline_soon() -> None:
     _, s, clock, job, holder = exact_session_holding_one(ttr=3)
     run = Script(s.reserve(None))
