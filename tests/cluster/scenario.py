@@ -46,6 +46,8 @@ class Fault:
     restarted: set[int] = field(default_factory=set)  # shard ids whose process was restarted
     extra: dict[str, object] = field(default_factory=dict)
     failover: bool = False  # puts must have gone to a successor while the shard was out
+    faulted: set[int] = field(default_factory=set)  # shard ids whose links the fault broke
+    sessions_closed: int = 0  # proxy sessions the fault ended (a proxy restart: every one)
 
 
 def victim(cluster: DockerCluster) -> str:
@@ -129,6 +131,8 @@ def run(
         duration_s=time.monotonic() - started,
         leftover=leftover,
         hung=hung,
+        faulted=done.faulted,
+        proxy_sessions_closed=done.sessions_closed,
     )
     result.report.extra.update(done.extra)
     if recover_s is None:

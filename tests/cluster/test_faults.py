@@ -23,7 +23,7 @@ import pytest
 from . import scenario
 from .conftest import make_cluster, record
 from .docker_cluster import DockerCluster, wait_answers
-from .scenario import Fault
+from .scenario import CONSUMERS, Fault
 from .workload import Ledger
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -75,7 +75,8 @@ def _kill_restart(cluster: DockerCluster, via: str) -> None:
         marks["back"] = time.monotonic()
         marks["id"] = shard.shard_id
         wait_answers(shard.port, f"restarted shard {name}")
-        return Fault(marks["back"], shard.shard_id, {shard.shard_id}, {"victim": name}, True)
+        sid = shard.shard_id
+        return Fault(marks["back"], sid, {sid}, {"victim": name}, True, faulted={sid})
 
     result = scenario.run(cluster, scenario="sigkill+restart", via=via, fault=fault)
     if "back" in marks:
@@ -106,7 +107,7 @@ def test_shard_paused(cluster: DockerCluster, via: str) -> None:
         time.sleep(PAUSE)
         cluster.unpause(name)
         sid = cluster.shards[name].shard_id
-        return Fault(time.monotonic(), sid, extra={"victim": name}, failover=True)
+        return Fault(time.monotonic(), sid, extra={"victim": name}, failover=True, faulted={sid})
 
     record(scenario.run(cluster, scenario="pause", via=via, fault=fault))
 
@@ -123,7 +124,7 @@ def test_shard_partitioned(cluster: DockerCluster, via: str) -> None:
         back = time.monotonic()
         wait_answers(cluster.shards[name].port, f"reconnected shard {name}")
         sid = cluster.shards[name].shard_id
-        return Fault(back, sid, extra={"victim": name}, failover=True)
+        return Fault(back, sid, extra={"victim": name}, failover=True, faulted={sid})
 
     record(scenario.run(cluster, scenario="partition", via=via, fault=fault))
 
@@ -135,7 +136,8 @@ def test_proxy_restarted(proxy_cluster: DockerCluster) -> None:
         start = time.monotonic()
         proxy_cluster.restart_proxy()
         wait_answers(proxy_cluster.proxy_port, "the restarted proxy")
-        return Fault(start, None, extra={"restart_s": round(time.monotonic() - start, 1)})
+        took = round(time.monotonic() - start, 1)
+        return Fault(start, None, extra={"restart_s": took}, sessions_closed=CONSUMERS)
 
     record(scenario.run(proxy_cluster, scenario="proxy restart", via="proxy", fault=fault))
 

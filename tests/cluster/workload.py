@@ -19,12 +19,14 @@ summarises them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from beanrouter.protocol import StatValue
 from beanrouter.router import (
     DeadlineSoon,
     PutUncertain,
@@ -44,6 +46,17 @@ RESERVE_TIMEOUT = 1  # seconds, per reserve call
 HANG_LIMIT = 30.0  # a client call that takes longer than this is a hang
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One job handed to a consumer, with what its ``stats-job`` said right after (None: the
+    ``stats-job`` failed)."""
+
+    job_id: int
+    reserves: int | None
+    releases: int | None
+    timeouts: int | None
+
+
 @dataclass
 class Ledger:
     """Everything the clients saw; thread-safe."""
@@ -55,15 +68,18 @@ class Ledger:
     uncertain: int = 0
     put_errors: int = 0
     abandoned: list[bytes] = field(default_factory=list)
-    deliveries: dict[bytes, list[tuple[int, int | None]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )  # body -> [(id, reserves)]
+    deliveries: dict[bytes, list[Delivery]] = field(default_factory=lambda: defaultdict(list))
     ack_time: dict[bytes, float] = field(default_factory=dict)  # body -> first acknowledgement
     first_delivery: dict[bytes, float] = field(default_factory=dict)  # body -> time
     lost_reservations: int = 0
     consumer_errors: int = 0
     errors: list[str] = field(default_factory=list)  # unexpected exceptions: failures
     max_call: float = 0.0  # longest single client call, seconds
+    # The library consumers' routers, summed when they close (``Router.metrics``): phantom
+    # reserves the core made (``give_backs``) and the link failures that can swallow a
+    # reserve's reply (the shard reserved, nobody got the job).
+    give_backs: int = 0
+    link_failures: int = 0
 
     def call_took(self, seconds: float) -> None:
         with self.lock:
@@ -79,9 +95,14 @@ class Ledger:
             self.ack_time.setdefault(body, time.monotonic())
             self.ack_log.append((time.monotonic(), ids.decode(job_id)[0]))
 
-    def deliver(self, body: bytes, job_id: int, reserves: int | None) -> None:
+    def deliver(self, body: bytes, job_id: int, stats: Mapping[str, StatValue] | None) -> None:
+        def number(key: str) -> int | None:
+            value = None if stats is None else stats.get(key)
+            return value if isinstance(value, int) else None
+
+        entry = Delivery(job_id, number("reserves"), number("releases"), number("timeouts"))
         with self.lock:
-            self.deliveries[body].append((job_id, reserves))
+            self.deliveries[body].append(entry)
             self.first_delivery.setdefault(body, time.monotonic())
 
     def count(self, what: str) -> None:
@@ -228,39 +249,48 @@ def library_consumer(
     config_text: str, tubes: Sequence[str], ledger: Ledger, stop: threading.Event
 ) -> None:
     with Router(parse_config(config_text)) as router:
-        for tube in tubes:
-            router.watch(tube)
-        router.ignore("default")
-        while not stop.is_set():
-            t0 = time.monotonic()
-            try:
-                job = router.reserve(timeout=RESERVE_TIMEOUT)
-            except DeadlineSoon:
-                continue
-            except (RouterError, OSError):
-                ledger.count("consumer_errors")
-                time.sleep(0.1)
-                continue
-            finally:
-                ledger.call_took(time.monotonic() - t0)
-            if job is None:
-                continue
-            reserves: int | None = None
-            t0 = time.monotonic()
-            try:
-                value = router.stats_job(job.id).get("reserves")
-                reserves = value if isinstance(value, int) else None
-            except (RouterError, OSError):
-                pass
-            ledger.deliver(job.body, job.id, reserves)
-            try:
-                job.delete()
-            except ReservationLost:
-                ledger.count("lost_reservations")
-            except (RouterError, OSError):
-                ledger.count("consumer_errors")
-            finally:
-                ledger.call_took(time.monotonic() - t0)
+        try:
+            _library_consume(router, tubes, ledger, stop)
+        finally:
+            metrics = router.metrics
+            with ledger.lock:
+                ledger.give_backs += metrics.give_backs
+                ledger.link_failures += sum(metrics.link_failures.values())
+
+
+def _library_consume(
+    router: Router, tubes: Sequence[str], ledger: Ledger, stop: threading.Event
+) -> None:
+    for tube in tubes:
+        router.watch(tube)
+    router.ignore("default")
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            job = router.reserve(timeout=RESERVE_TIMEOUT)
+        except DeadlineSoon:
+            continue
+        except (RouterError, OSError):
+            ledger.count("consumer_errors")
+            time.sleep(0.1)
+            continue
+        finally:
+            ledger.call_took(time.monotonic() - t0)
+        if job is None:
+            continue
+        stats: Mapping[str, StatValue] | None = None
+        t0 = time.monotonic()
+        with contextlib.suppress(RouterError, OSError):
+            stats = router.stats_job(job.id)
+        ledger.deliver(job.body, job.id, stats)
+        try:
+            job.delete()
+        except ReservationLost:
+            ledger.count("lost_reservations")
+        except (RouterError, OSError):
+            ledger.count("consumer_errors")
+        finally:
+            ledger.call_took(time.monotonic() - t0)
 
 
 def proxy_consumer(port: int, tubes: Sequence[str], ledger: Ledger, stop: threading.Event) -> None:
@@ -277,9 +307,7 @@ def proxy_consumer(port: int, tubes: Sequence[str], ledger: Ledger, stop: thread
                 job = client.reserve(RESERVE_TIMEOUT)
                 if job is None:
                     continue
-                stats = client.stats_job(job.id)
-                value = None if stats is None else stats.get("reserves")
-                ledger.deliver(job.body, job.id, value if isinstance(value, int) else None)
+                ledger.deliver(job.body, job.id, client.stats_job(job.id))
                 if not client.delete(job.id):
                     ledger.count("lost_reservations")
             except (OSError, RawError):
@@ -345,6 +373,9 @@ class Report:
     drain_s: float
     duration_s: float
     reserves_first_gt1: int  # first deliveries whose stats-job showed reserves > 1
+    phantom: int  # reserves beyond the deliveries seen, all jobs
+    phantom_checked: int  # the part the check bounds (library: all; proxy: see ``check``)
+    phantom_allowed: int  # the bound
     lost_reservations: int
     max_call_s: float
     extra: dict[str, object] = field(default_factory=dict)
@@ -355,14 +386,16 @@ class Report:
             f"| {self.scenario} | {self.via} | {self.backend} | {self.acked} | {self.consumed} "
             f"| {self.lost} | {self.duplicates} | {self.uncertain} | {self.failovers} "
             f"| {recover} | {self.drain_s:.1f} | {self.duration_s:.0f} "
-            f"| {self.reserves_first_gt1} | {self.max_call_s:.1f} |"
+            f"| {self.reserves_first_gt1} "
+            f"| {self.phantom}: {self.phantom_checked} <= {self.phantom_allowed} "
+            f"| {self.max_call_s:.1f} |"
         )
 
     HEADER = (
         "| scenario | via | shards | acked | consumed | lost | duplicates | uncertain puts "
         "| failovers | recover s | drain s | run s | reserves>1 at 1st delivery "
-        "| longest call s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| phantom reserves: checked <= bound | longest call s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
 
 
@@ -389,6 +422,8 @@ def check(
     duration_s: float,
     leftover: dict[int, int | None],
     hung: list[str],
+    faulted: set[int],
+    proxy_sessions_closed: int = 0,
 ) -> Check:
     problems: list[str] = []
     with ledger.lock:
@@ -419,24 +454,64 @@ def check(
         owner = placement.owner(attempted[body])
         failovers += sum(1 for j in job_ids if name_of.get(ids.decode(j)[0]) != owner)
     duplicates = sum(len(d) - 1 for d in deliveries.values())
-    stored_twice = sum(1 for d in deliveries.values() if len({j for j, _ in d}) > 1)
+    stored_twice = sum(1 for d in deliveries.values() if len({x.job_id for x in d}) > 1)
     first_gt1 = 0
+    # Phantom reserves: reserves a job got beyond the deliveries seen (the k-th delivery of a job
+    # that shows reserves r has r - k reserves nobody was handed). The core reserves only the
+    # job it hands out, so they come from give-backs (the wait's race), from a link that failed
+    # with a reserve's reply on the way, or from a session's links closing.
+    phantom = 0  # all of them
+    phantom_checked = 0  # those on shards the fault left alone (the proxy's allowance)
+    released = 0  # of those, ended by a release (only give-backs release: no client does)
     for body, delivered in deliveries.items():
-        first = delivered[0][1]
+        first = delivered[0].reserves
         if first is not None and first > 1:
             first_gt1 += 1
-        per_id: Counter[int] = Counter(j for j, _ in delivered)
+        per_id: Counter[int] = Counter(x.job_id for x in delivered)
         for job_id, n in per_id.items():
-            seen = [r for j, r in delivered if j == job_id and r is not None]
+            mine = [x for x in delivered if x.job_id == job_id]
+            seen = [x.reserves for x in mine if x.reserves is not None]
             if any(r < 1 for r in seen):
                 problems.append(f"job {job_id} ({body!r}) delivered with reserves < 1: {seen}")
             # A shard that was never restarted counts every reserve: the n-th delivery of a job
             # shows reserves >= n (a restart from the binlog may restore older counters).
-            if ids.decode(job_id)[0] not in restarted and seen and seen[-1] < n:
+            shard = ids.decode(job_id)[0]
+            if shard not in restarted and seen and seen[-1] < n:
                 problems.append(
                     f"job {job_id} ({body!r}) delivered {n} times but stats-job said "
                     f"reserves {seen[-1]}"
                 )
+            extra = max(
+                [x.reserves - k for k, x in enumerate(mine, 1) if x.reserves is not None],
+                default=0,
+            )
+            if extra > 0:
+                phantom += extra
+                releases = max((x.releases or 0 for x in mine), default=0)
+                released += min(extra, releases)
+                if shard not in faulted:
+                    phantom_checked += max(0, extra - releases)
+    if via == "library":
+        # The routers count every give-back and every link failure: nothing else may add one.
+        allowed = ledger.give_backs + ledger.link_failures
+        if phantom > allowed:
+            problems.append(
+                f"{phantom} phantom reserves, more than the routers' give_backs "
+                f"({ledger.give_backs}) + link failures ({ledger.link_failures})"
+            )
+    else:
+        # The proxy's core counters are not visible from outside (it does not export them), so
+        # on the shards the fault left alone: every phantom reserve not ended by a release must
+        # come from a client connection that ended (its session's links close: at most one
+        # reserve in flight per shard) or from the proxy's restart (every session at once).
+        allowed = (ledger.consumer_errors + proxy_sessions_closed) * len(shard_ids)
+        if phantom_checked > allowed:
+            problems.append(
+                f"{phantom_checked} phantom reserves (not released) on shards the fault left "
+                f"alone, more than {allowed} (client connections ended "
+                f"{ledger.consumer_errors} + sessions closed by a proxy restart "
+                f"{proxy_sessions_closed}, x {len(shard_ids)} shards)"
+            )
     report = Report(
         scenario=scenario,
         via=via,
@@ -453,7 +528,18 @@ def check(
         drain_s=drain_s,
         duration_s=duration_s,
         reserves_first_gt1=first_gt1,
+        phantom=phantom,
+        phantom_checked=phantom if via == "library" else phantom_checked,
+        phantom_allowed=allowed,
         lost_reservations=ledger.lost_reservations,
         max_call_s=ledger.max_call,
     )
+    report.extra["phantom"] = {
+        "reserves": phantom,
+        "released": released,
+        "on unfaulted shards, not released": phantom_checked,
+        "give_backs": ledger.give_backs if via == "library" else "not exported by the proxy",
+        "link_failures": ledger.link_failures if via == "library" else "-",
+        "consumer_errors": ledger.consumer_errors,
+    }
     return Check(report, problems[:12], ledger)
