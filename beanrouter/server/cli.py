@@ -55,14 +55,18 @@ def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
         return LISTEN_STATUS
     if opts.verbose:
         print(f"bind {sock.fileno()} {describe(sock)}", flush=True)
-    if opts.user is not None:
-        status = become(opts.user, progname)
-        if status:
-            return status
-
     loop_runner = _event_loop()
     from .app import serve
     from .engine import Engine
+
+    if opts.user is not None:
+        # Everything is imported first: the new user may not be able to read this Python's
+        # files (an interpreter under /root, say). The binlog is opened as the new user.
+        from . import binlog, commit  # noqa: F401
+
+        status = become(opts.user, progname)
+        if status:
+            return status
 
     engine = Engine(max_job_size=opts.max_job_size)
     engine.draining = bool(early_drain)

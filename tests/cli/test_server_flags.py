@@ -233,7 +233,10 @@ def test_user_flag_refused_exits_34_like_beanstalkd() -> None:
     theirs = run("beanstalkd", args, preexec_fn=as_nobody)
     # Our interpreter and checkout may not be readable by nobody: import first, then drop.
     code = (
-        "import encodings.idna, os, socket, sys; from beanrouter.server.cli import main;"
+        "import encodings.idna, os, socket, sys, asyncio, pwd;"
+        "from beanrouter.server.cli import main;"
+        "import beanrouter.server.app, beanrouter.server.engine, beanrouter.server.binlog;"
+        "import beanrouter.server.commit;"
         f"gid, uid = {ids}; os.setgid(gid); os.setuid(uid);"
         f"main({args!r}, progname={beanstalkd_binary()!r})"
     )
