@@ -31,6 +31,7 @@ from ..router.errors import JobIdError, NotFound, RouterError
 if TYPE_CHECKING:
     from ..protocol import StatValue
     from ..router.config import ClusterConfig
+    from .metrics import Histogram, Registry
     from .stats import ProxyStats
 
 __all__ = ["CoreBackend", "CoreSession", "make_backend"]
@@ -141,6 +142,7 @@ class CoreSession:
         if isinstance(op, p.Reply):
             return op.encode()
         self.waiting = isinstance(command, p.Reserve | p.ReserveWithTimeout)
+        started = self.session.cluster.clock()
         try:
             reply = await self.driver.run(op)
         except RouterError as exc:
@@ -150,6 +152,8 @@ class CoreSession:
             log.warning("%r: %s", command, exc)
             return _INTERNAL_ERROR
         finally:
+            if self.waiting and self.backend.reserve_seconds is not None:
+                self.backend.reserve_seconds.observe(self.session.cluster.clock() - started)
             self.waiting = False
         return reply.encode()
 
@@ -212,6 +216,8 @@ class CoreBackend:
     def __init__(self, config: ClusterConfig) -> None:
         self.cluster = Cluster(config)
         self.sessions: set[CoreSession] = set()
+        self._registry: Registry | None = None
+        self.reserve_seconds: Histogram | None = None
         """The open client sessions."""
 
     def tube_clients(self, tube: str) -> dict[str, StatValue]:
@@ -225,7 +231,51 @@ class CoreBackend:
         return {"current-using": using, "current-watching": watching, "current-waiting": waiting}
 
     def session(self, counters: ProxyStats) -> CoreSession:
+        if counters.metrics is not self._registry:
+            self._register_metrics(counters.metrics)
         return CoreSession(self, counters)  # it joins ``sessions`` until it closes
+
+    def _register_metrics(self, registry: Registry) -> None:
+        """The routing core's counters in the proxy's ``/metrics`` (collected when scraped)."""
+        self._registry = registry
+        m = self.cluster.metrics
+        plain = [
+            ("deliveries_total", "Jobs handed out by reserve.", "deliveries"),
+            (
+                "phantom_releases_total",
+                "Jobs reserved on a client's behalf and given back without being handed out.",
+                "give_backs",
+            ),
+            (
+                "raced_total",
+                "Jobs kept from a wait's race for the session's next reserve.",
+                "raced",
+            ),
+            ("prefetch_hits_total", "Kept jobs handed out by a later reserve.", "prefetch_hits"),
+            (
+                "wait_cancels_total",
+                "Blocking waits cancelled by closing their link.",
+                "wait_cancels",
+            ),
+            ("sweep_retries_total", "Chosen jobs taken by someone else first.", "sweep_retries"),
+            ("failovers_total", "Puts stored on a shard other than the tube's owner.", "failovers"),
+            ("put_uncertain_total", "Puts whose reply was lost (fate unknown).", "put_uncertain"),
+        ]
+        families = [(registry.counter(name, help), attr) for name, help, attr in plain]
+        link_failures = registry.counter(
+            "shard_link_failures_total", "Shard connections that failed, by shard.", ["shard"]
+        )
+
+        def collect() -> None:
+            for family, attr in families:
+                family.set_total((), float(getattr(m, attr)))
+            for shard, count in m.link_failures.items():
+                link_failures.set_total((shard,), float(count))
+
+        registry.add_collector(collect)
+        self.reserve_seconds = registry.histogram(
+            "reserve_duration_seconds", "Time from a client's reserve to its reply."
+        )
 
     async def reload(self, config: ClusterConfig) -> None:
         self.cluster.reconfigure(config)

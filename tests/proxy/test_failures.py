@@ -704,3 +704,39 @@ async def _thousand(port: int) -> None:
 
     bodies = await asyncio.gather(*(one(i) for i in range(CLIENTS)))
     assert sorted(bodies) == sorted(b"job-%d" % i for i in range(CLIENTS))
+
+
+# ---- the routing core's counters in /metrics ---------------------------------------------------
+
+
+def test_core_counters_are_in_metrics(tmp_path: Path, cleanup: list[object]) -> None:
+    """Deliveries, phantom releases, failovers... and the reserve duration histogram, as the
+    proxy's ``/metrics`` shows them after a put and a reserve through it."""
+    import urllib.request
+
+    (shard,) = start_all("beanstalkd", 1)
+    cleanup.append(shard)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(config_text([(shard.address, "a")]))
+    port, http = free_port(), free_port()
+    proc = Proc(
+        ["proxy", "--config", str(path), "-p", str(port), "--http-port", str(http)], backend=None
+    )
+    try:
+        proc.connect(port).close()
+        c = Client(port)
+        assert isinstance(c.put(b"x"), p.Inserted)
+        reply = c.cmd(b"reserve-with-timeout 1\r\n")
+        assert isinstance(reply, p.Reserved)
+        c.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=TIMEOUT) as r:
+            text = r.read().decode()
+        lines = dict(
+            line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+        )
+        assert float(lines["beanrouter_deliveries_total"]) == 1
+        assert float(lines["beanrouter_phantom_releases_total"]) == 0
+        assert float(lines["beanrouter_failovers_total"]) == 0
+        assert float(lines["beanrouter_reserve_duration_seconds_count"]) == 1
+    finally:
+        proc.close()
