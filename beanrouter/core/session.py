@@ -147,6 +147,9 @@ class Session:
         """Round-robin offset among equally urgent candidates of different shards."""
         self.idle_at: float | None = None
         self.idle_shards: frozenset[str] = frozenset()
+        self.waiting = False
+        """Set by the shell while a wait round of this session is on the wire (its reserves are
+        at the shards): ``current-waiting`` as one beanstalkd counts it."""
         self.refused_by: tuple[str, str] | None = None
         """Set by ``put_fast_done`` when the fast put was refused: (shard, word)."""
 

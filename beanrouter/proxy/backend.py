@@ -227,7 +227,7 @@ class CoreBackend:
             using += cs.session.using == tube
             if tube in cs.session.watching:
                 watching += 1
-                waiting += cs.waiting
+                waiting += cs.session.waiting  # its reserve waits at the shards
         return {"current-using": using, "current-watching": watching, "current-waiting": waiting}
 
     def session(self, counters: ProxyStats) -> CoreSession:

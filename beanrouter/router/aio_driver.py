@@ -245,6 +245,16 @@ class AsyncDriver:
             else:
                 outcome[link] = stream.got
             return outcome
+        waiting = rnd.first and rnd.until != -math.inf
+        if waiting:
+            self.session.waiting = True  # every reserve of the round is on the wire now
+        try:
+            return await self._read_round(rnd, live, outcome)
+        finally:
+            if waiting:
+                self.session.waiting = False
+
+    async def _read_round(self, rnd: Round, live: list[Link], outcome: Outcome) -> Outcome:
         tasks: dict[asyncio.Task[None], Link] = {}
         for link in live:
             stream = link.io
