@@ -69,8 +69,6 @@ class Metrics:
     put_uncertain: int = 0
     link_failures: dict[str, int] = field(default_factory=dict)
     """Link failures by shard name."""
-    wakeups: list[float] = field(default_factory=list)
-    """Recent blocking-wait wake-up latencies in seconds (shell-measured; bounded)."""
 
 
 class Cluster:

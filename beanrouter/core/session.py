@@ -921,7 +921,3 @@ def global_stats_job(reply: Reply, shard: ShardState) -> Reply:
     if isinstance(local, int) and not isinstance(local, bool):
         stats["id"] = ids.encode(shard.id, local)
     return Ok(format_mapping(stats))
-
-
-def unexpected(what: str, reply: Reply | Failure) -> UnexpectedReply:
-    return UnexpectedReply(f"{what}: unexpected reply {reply!r}")

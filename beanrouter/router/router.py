@@ -90,14 +90,6 @@ def as_body(body: bytes | str) -> bytes:
     raise InvalidArgument(f"put: the body must be bytes or str, not {type(body).__name__}")
 
 
-def checked(op: Op[T], what: str) -> Op[T]:
-    """``op``, with the codec's argument errors raised as ``InvalidArgument``."""
-    try:
-        return (yield from op)
-    except LocalProtocolError as exc:
-        raise invalid_argument(exc, what) from exc
-
-
 def put_result(reply: Reply, tube: str) -> int:
     """The global id of an ``INSERTED`` reply, or the put's error."""
     if type(reply) is Inserted:
