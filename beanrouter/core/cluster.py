@@ -154,6 +154,23 @@ class Cluster:
         """Where puts to ``tube`` go: its owner, then its failover successors."""
         return self.placement.preference(tube)
 
+    def put_target(self, tube: str) -> ShardState | None:
+        """The shard puts to ``tube`` go to now: the first available of its preference (None:
+        every one is marked down)."""
+        now = self.clock()
+        for name in self.placement.preference(tube):
+            shard = self.shards[name]
+            if shard.health.available(now):
+                return shard
+        return None
+
+    def down_causes(self, tube: str) -> tuple[tuple[str, str], ...]:
+        """``(shard, reason)`` for each shard of ``tube``'s preference (when none is up)."""
+        return tuple(
+            (n, "down: " + (self.shards[n].health.last_error or "failed"))
+            for n in self.placement.preference(tube)
+        )
+
     def consumer_shards(self, tube: str) -> tuple[str, ...]:
         """Where consumers of ``tube`` look: its preference now and under earlier configurations
         (a reload that moved the tube strands nothing)."""

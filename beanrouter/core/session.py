@@ -334,13 +334,7 @@ class Session:
         ``list-tubes`` shows what one beanstalkd would."""
         Use(tube)  # validates
         self.using = tube
-        now = self.cluster.clock()
-        target = None
-        for name in self.cluster.preference(tube):
-            shard = self.cluster.shards[name]
-            if shard.health.available(now):
-                target = shard
-                break
+        target = self.cluster.put_target(tube)
         sends: list[Send] = []
         for shard in self.cluster.shards.values():
             links = [k for k in self.links.get(shard.name, ()) if k.ready]

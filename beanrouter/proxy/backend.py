@@ -291,7 +291,8 @@ class CoreBackend:
     def route(self, tube: str) -> dict[str, object]:
         now = self.cluster.clock()
         pref = self.cluster.preference(tube)
-        takes = next((n for n in pref if self.cluster.shards[n].health.available(now)), None)
+        target = self.cluster.put_target(tube)
+        takes = None if target is None else target.name
         return {
             "tube": tube,
             "owner": pref[0],

@@ -229,12 +229,12 @@ class AsyncRouter:
             Use(tube)
         except LocalProtocolError as exc:
             raise invalid_argument(exc, "shard_for") from exc
-        now = self._clock()
-        pref = self._cluster.preference(tube)
-        for name in pref:
-            if self._cluster.shards[name].health.available(now):
-                return name
-        raise ShardUnavailable(f"no shard of tube {tube!r} is up")
+        target = self._cluster.put_target(tube)
+        if target is None:
+            raise ShardUnavailable(
+                f"no shard of tube {tube!r} is up", self._cluster.down_causes(tube)
+            )
+        return target.name
 
     async def use(self, tube: str) -> str:
         """Use ``tube`` for puts (and peeks and kicks). Returns the tube name."""

@@ -287,15 +287,12 @@ class Router:
             Use(tube)
         except LocalProtocolError as exc:
             raise invalid_argument(exc, "shard_for") from exc
-        now = self._clock()
-        pref = self._cluster.preference(tube)
-        for name in pref:
-            if self._cluster.shards[name].health.available(now):
-                return name
-        causes = tuple(
-            (n, "down: " + (self._cluster.shards[n].health.last_error or "failed")) for n in pref
-        )
-        raise ShardUnavailable(f"no shard of tube {tube!r} is up", causes)
+        target = self._cluster.put_target(tube)
+        if target is None:
+            raise ShardUnavailable(
+                f"no shard of tube {tube!r} is up", self._cluster.down_causes(tube)
+            )
+        return target.name
 
     def use(self, tube: str) -> str:
         """Use ``tube`` for puts (and peeks and kicks). Returns the tube name."""
