@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
@@ -75,13 +77,6 @@ class Client:
 
 def put(body: bytes, pri: int = 0, delay: int = 0, ttr: int = 60) -> bytes:
     return b"put %d %d %d %d\r\n%s\r\n" % (pri, delay, ttr, len(body), body)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ServerProcess:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.harness import beanstalkd_binary, free_port
+from tests.conformance.harness import beanstalkd_binary
+from tests.ports import free_port
 
 from .client import REPO_ROOT, ServerProcess, put
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -48,33 +47,6 @@ def wait_for(check: object, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive free ports, below the kernel's ephemeral range (so no
-    outgoing connection takes one of them between now and their use)."""
-    for _ in range(1000):
-        first = random.randrange(20000, 32000 - count)
-        socks = []
-        try:
-            for port in range(first, first + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return first
-    raise RuntimeError("no run of free ports")
 
 
 def env(backend: str | None = FORWARDING) -> dict[str, str]:

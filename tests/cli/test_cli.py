@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from beanrouter.cli import main
+from tests.ports import free_port
 
 PY = [sys.executable, "-m", "beanrouter"]
 
@@ -21,13 +22,6 @@ def run(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*PY, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def talk(sock: socket.socket, data: bytes) -> bytes:

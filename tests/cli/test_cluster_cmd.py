@@ -20,8 +20,9 @@ import pytest
 
 from beanrouter.proxy.cluster import parse_cluster_args, shard_ids
 from beanrouter.server.options import UsageExit
+from tests.ports import free_port
 
-from .procs import REPO_ROOT, Proc, alive, children, env, free_port, talk, wait_for
+from .procs import REPO_ROOT, Proc, alive, children, env, talk, wait_for
 
 PY = [sys.executable, "-m", "beanrouter", "cluster"]
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port, free_port_run
 from tests.router.cluster import Shard, start_all
 
-from .procs import Proc, alive, children, free_port, free_port_run, talk, wait_for
+from .procs import Proc, alive, children, talk, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.harness import beanstalkd_binary, free_port
+from tests.conformance.harness import beanstalkd_binary
+from tests.ports import free_port
 
 pytestmark = pytest.mark.reference
 

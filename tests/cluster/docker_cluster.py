@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 import tarfile
 import time
 import uuid
@@ -25,6 +24,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 from docker.models.networks import Network
+
+from tests.ports import free_port
 
 from .rawclient import RawClient
 
@@ -44,13 +45,6 @@ server_retry_timeout: 0.5
 server_retry_timeout_max: 2
 server_retry_jitter: 0.2
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def answers(port: int, timeout: float = 1.0) -> bool:

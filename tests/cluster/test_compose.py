@@ -18,9 +18,9 @@ import docker
 import pytest
 
 from beanrouter.router import Router
+from tests.ports import free_port
 
 from .conftest import unavailable
-from .docker_cluster import free_port
 from .rawclient import RawClient
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]

@@ -13,9 +13,7 @@ on server state; connections are opened lazily in step order, so connection coun
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import random
 import re
 import signal
 import socket
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Final, Literal
 
 import pytest
+
+from tests.ports import free_port
 
 from .wire import PeerClosed, ReplyTimeout, Session
 
@@ -103,23 +103,6 @@ def server_command(impl: str, port: int, flags: Sequence[str]) -> list[str]:
         shards = str(CLUSTERS[impl])
         return [sys.executable, "-m", "beanrouter", "cluster", "--shards", shards, *listen]
     raise ValueError(f"unknown implementation {impl!r}")
-
-
-# Ports are handed out from a counter below the kernel's ephemeral range (32768+), so a server
-# that is still booting cannot have its port handed to another server by a bind(0) elsewhere.
-_next_port = itertools.count(random.randrange(20000, 29000))
-
-
-def free_port() -> int:
-    """A loopback TCP port, not handed out before by this process, that is free right now."""
-    while True:
-        port = 20000 + next(_next_port) % 10000
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-        return port
 
 
 def listener_owned_by(pid: int, port: int) -> bool:

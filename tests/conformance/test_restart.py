@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 from .harness import (
     BEANROUTER,
     BEANSTALKD,
@@ -44,7 +46,6 @@ from .harness import (
     case,
     describe_diff,
     found,
-    free_port,
     inserted,
     io,
     job_reply,

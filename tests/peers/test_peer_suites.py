@@ -27,7 +27,6 @@ Skips and expected failures, and nothing else:
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 from .fetch_peers import SUITES, PeerSuite, is_fetched, suite_root, unavailable_reason
 
@@ -100,14 +101,6 @@ def read_junit(path: Path) -> Outcome:
         if case.find("failure") is not None or case.find("error") is not None
     )
     return Outcome(total - failed - errors - skipped, failed, errors, skipped, problems)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def binlog_refusal(server: list[str]) -> str | None:

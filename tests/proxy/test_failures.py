@@ -40,7 +40,8 @@ from beanrouter import protocol as p
 from beanrouter.core import Cluster
 from beanrouter.protocol import CLOSED, NEED_DATA, ReplyReader
 from beanrouter.router.config import load_config
-from tests.cli.procs import Proc, free_port, wait_for
+from tests.cli.procs import Proc, wait_for
+from tests.ports import free_port
 from tests.router.cluster import BACKENDS, Shard, start_all
 from tests.router.cluster import stats as shard_stats
 

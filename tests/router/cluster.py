@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,19 +18,13 @@ from pathlib import Path
 
 from beanrouter.protocol import Ok, StatValue, Using, parse_mapping
 from beanrouter.router.connection import Connection
+from tests.ports import free_port
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BEANSTALKD = "beanstalkd"
 BUNDLED = "bundled"
 BACKENDS = (BEANSTALKD, BUNDLED)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Shard:
@@ -129,7 +122,18 @@ def start_all(backend: str, count: int, binlogs: Sequence[str | None] = ()) -> l
         shard.spawn()
     try:
         for shard in shards:
-            shard.wait_ready()
+            for attempt in range(3):
+                try:
+                    shard.wait_ready()
+                    break
+                except RuntimeError:
+                    # Someone outside this process took the port between pick and bind.
+                    if attempt == 2 or "Address already in use" not in shard.output():
+                        raise
+                    shard.kill()
+                    shard.port = free_port()
+                    shard.log.truncate(0)
+                    shard.spawn()
     except BaseException:
         for shard in shards:
             shard.stop()
