@@ -57,9 +57,11 @@ run: venv
 # The reference beanstalkd is installed first when missing and possible (root or passwordless
 # sudo); otherwise the tests that compare with it skip, in one summary line (not under CI).
 # pytest exits 5 when it collected no tests: that is a failure, and says so.
-# The docker cluster tests are not part of it yet: `make cluster-test` runs them.
+# The docker cluster tests (tests/cluster) run when a Docker engine answers (the images are built
+# first, offline and cached); without one they skip with the reason, except under CI, where they fail.
 test: venv peers
 	@$(PY) tests/reference_server.py
+	@compose/build-images.sh --if-engine
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
