@@ -27,19 +27,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.cluster import Cluster, Metrics
-from ..core.reserve import LINGER
 from ..core.rounds import Op
-from ..core.session import Session
-from ..protocol import Kicked, LocalProtocolError, Reserved, StatValue, Use
+from ..protocol import Kicked, LocalProtocolError, Reserved, StatValue
 from .aio_driver import AsyncDriver
-from .config import ClusterConfig, config_from_servers, load_config
-from .errors import RouterError, ShardUnavailable, error_for_reply, invalid_argument, reply_mapping
-from .job import DEFAULT_PRIORITY, DEFAULT_TTR
-from .router import (
+from .config import ClusterConfig, load_config
+from .errors import RouterError, error_for_reply, invalid_argument, reply_mapping
+from .facade import (
+    Facade,
     as_body,
     bury_result,
-    check_overrides,
     kicked_result,
     list_result,
     peek_job_fields,
@@ -50,37 +46,18 @@ from .router import (
     watching_result,
     word_result,
 )
+from .job import DEFAULT_PRIORITY, DEFAULT_TTR, JobFields
 
 __all__ = ["AsyncJob", "AsyncRouter"]
 
 T = TypeVar("T")
 
 
-class AsyncJob:
-    """A job handed out by ``AsyncRouter.reserve``/``peek*`` (``Job``'s methods, as coroutines).
+class AsyncJob(JobFields["AsyncRouter"]):
+    """A job handed out by ``AsyncRouter.reserve``/``peek*`` (``Job``'s methods, as coroutines;
+    attributes: ``JobFields``)."""
 
-    Attributes:
-        id: the global job id.
-        body: the body (``bytes``).
-        tube: the tube the job is in.
-        priority: its priority when it was handed out.
-        reserved: True when this router holds it reserved.
-    """
-
-    __slots__ = ("_router", "body", "id", "priority", "reserved", "tube")
-
-    def __init__(
-        self, router: AsyncRouter, id: int, body: bytes, tube: str, priority: int, reserved: bool
-    ) -> None:
-        self._router = router
-        self.id = id
-        self.body = body
-        self.tube = tube
-        self.priority = priority
-        self.reserved = reserved
-
-    def __repr__(self) -> str:
-        return f"AsyncJob(id={self.id}, tube={self.tube!r}, body={self.body[:40]!r})"
+    __slots__ = ()
 
     async def delete(self) -> None:
         """Delete the job."""
@@ -110,7 +87,7 @@ class AsyncJob:
         return await self._router.stats_job(self.id)
 
 
-class AsyncRouter:
+class AsyncRouter(Facade):
     """A cluster of beanstalkd shards with the API of one beanstalkd client, for asyncio.
 
     Args: as ``Router``'s.
@@ -126,19 +103,15 @@ class AsyncRouter:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        config = servers if isinstance(servers, ClusterConfig) else config_from_servers(servers)
-        check_overrides(connect_timeout, timeout, failover)
-        self.config = config
-        self._clock = clock
-        self._cluster = Cluster(config, clock=clock, rng=rng, failover=failover)
-        self._session = Session(self._cluster, linger=LINGER)
-        self._driver = AsyncDriver(
-            self._session,
-            connect_timeout=config.connect_timeout if connect_timeout is None else connect_timeout,
-            timeout=config.timeout if timeout is None else timeout,
+        super().__init__(
+            servers,
+            failover=failover,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
             clock=clock,
+            rng=rng,
         )
-        self._closed = False
+        self._driver = AsyncDriver(self._session, self._connect_timeout, self._timeout, clock)
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,7 +142,6 @@ class AsyncRouter:
         if self._closed:
             op.close()
             raise RouterError("the router is closed")
-        due = self._session.next_timer()
         async with self._lock:  # the timer's maintenance and a call never overlap
             try:
                 due = self._session.next_timer()
@@ -209,41 +181,10 @@ class AsyncRouter:
                     await self._driver.run(self._session.maintain())
             self._arm_timer()
 
-    @property
-    def metrics(self) -> Metrics:
-        """The routing core's counters."""
-        return self._cluster.metrics
-
-    @property
-    def shards(self) -> tuple[str, ...]:
-        """Shard names in configuration order."""
-        return tuple(self._cluster.shards)
-
-    def preference(self, tube: str) -> tuple[str, ...]:
-        """The tube's shards: its ring owner, then the successors it fails over to."""
-        return self._cluster.preference(tube)
-
-    def shard_for(self, tube: str) -> str:
-        """The shard that puts to ``tube`` go to now (``ShardUnavailable`` if all are down)."""
-        try:
-            Use(tube)
-        except LocalProtocolError as exc:
-            raise invalid_argument(exc, "shard_for") from exc
-        target = self._cluster.put_target(tube)
-        if target is None:
-            raise ShardUnavailable(
-                f"no shard of tube {tube!r} is up", self._cluster.down_causes(tube)
-            )
-        return target.name
-
     async def use(self, tube: str) -> str:
         """Use ``tube`` for puts (and peeks and kicks). Returns the tube name."""
         await self._run(self._session.use(tube))
         return tube
-
-    def using(self) -> str:
-        """The tube puts go to."""
-        return self._session.using
 
     async def put(
         self,
@@ -264,13 +205,8 @@ class AsyncRouter:
         """Remove ``tube`` from the watch list (``NotIgnored`` for the only one)."""
         return watching_result(await self._run(self._session.ignore(tube)), f"ignore {tube}")
 
-    def watching(self) -> list[str]:
-        """The watched tubes, in the order beanstalkd lists them."""
-        return list(self._session.watching)
-
     def _job(self, job_id: int, body: bytes) -> AsyncJob:
-        held = self._session.held[job_id]
-        return AsyncJob(self, job_id, body, held.tube, held.priority, True)
+        return AsyncJob(self, job_id, body, *self._held(job_id), True)
 
     async def reserve(self, timeout: float | None = None) -> AsyncJob | None:
         """Reserve the most urgent ready job of the watched tubes across all shards (see

@@ -6,11 +6,13 @@ each command to the connection that holds the job (or to the shard the id names)
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from ..protocol import StatValue
 
-__all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTR", "Job", "JobOwner"]
+__all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTR", "Job", "JobFields", "JobOwner"]
+
+OwnerT = TypeVar("OwnerT")
 
 DEFAULT_PRIORITY = 1024
 """Priority of a put when none is given (the API's ``put(body, priority=1024, ...)``), and of a
@@ -30,8 +32,8 @@ class JobOwner(Protocol):
     def stats_job(self, job_id: int) -> dict[str, StatValue]: ...
 
 
-class Job:
-    """A job handed out by ``Router.reserve``/``peek*``.
+class JobFields(Generic[OwnerT]):
+    """What ``Job`` and ``AsyncJob`` hold.
 
     Attributes:
         id: the global job id.
@@ -44,7 +46,7 @@ class Job:
     __slots__ = ("_router", "body", "id", "priority", "reserved", "tube")
 
     def __init__(
-        self, router: JobOwner, id: int, body: bytes, tube: str, priority: int, reserved: bool
+        self, router: OwnerT, id: int, body: bytes, tube: str, priority: int, reserved: bool
     ) -> None:
         self._router = router
         self.id = id
@@ -54,7 +56,13 @@ class Job:
         self.reserved = reserved
 
     def __repr__(self) -> str:
-        return f"Job(id={self.id}, tube={self.tube!r}, body={self.body[:40]!r})"
+        return f"{type(self).__name__}(id={self.id}, tube={self.tube!r}, body={self.body[:40]!r})"
+
+
+class Job(JobFields[JobOwner]):
+    """A job handed out by ``Router.reserve``/``peek*`` (attributes: ``JobFields``)."""
+
+    __slots__ = ()
 
     def delete(self) -> None:
         """Delete the job."""

@@ -2,8 +2,9 @@
 
 The public facade of the blocking shell: every decision (placement, failover, the cross-shard
 reserve, held jobs, merged admin) is the routing core's (``beanrouter.core``: a ``Cluster`` and a
-``Session``); ``driver.Driver`` runs its operations over blocking sockets; this module only maps the
-core's protocol replies to return values and the router's exceptions.
+``Session``); ``driver.Driver`` runs its operations over blocking sockets; what ``Router`` shares
+with ``AsyncRouter`` (construction, shard-free queries, the mapping of the core's replies to
+return values and exceptions) is ``facade.Facade``'s.
 
 A ``Router`` is not thread-safe: use one per thread (it is cheap). The one exception is
 ``close()``, which may be called from another thread or a signal handler to end a blocked
@@ -13,7 +14,6 @@ A ``Router`` is not thread-safe: use one per thread (it is cheap). The one excep
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import threading
 import time
@@ -21,39 +21,37 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.cluster import Cluster
-from ..core.reserve import LINGER
 from ..core.rounds import FailureKind, Op
-from ..core.session import Session
-from ..protocol import Buried as BuriedReply
 from ..protocol import (
-    Found,
-    Inserted,
     Kicked,
     LocalProtocolError,
     Ok,
-    Reply,
     Reserved,
     StatValue,
-    Use,
-    Watching,
-    Word,
     encode_put,
-    parse_list,
     parse_mapping,
 )
-from .config import ClusterConfig, config_from_servers, load_config
+from .config import ClusterConfig, load_config
 from .driver import Driver
 from .errors import (
-    Buried,
-    ConfigError,
-    DeadlineSoon,
-    InvalidArgument,
     RouterError,
-    ShardUnavailable,
     error_for_reply,
     invalid_argument,
     reply_mapping,
+)
+from .facade import (
+    Facade,
+    as_body,
+    bury_result,
+    kicked_result,
+    list_result,
+    peek_job_fields,
+    put_result,
+    release_result,
+    reserve_result,
+    stats_job_result,
+    watching_result,
+    word_result,
 )
 from .job import DEFAULT_PRIORITY, DEFAULT_TTR, Job
 from .timers import TIMERS
@@ -63,107 +61,7 @@ __all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTR", "Job", "Router"]
 T = TypeVar("T")
 
 
-def check_overrides(
-    connect_timeout: float | None, timeout: float | None, failover: int | None
-) -> None:
-    """Validate the constructor's overrides like the configuration's fields (``ConfigError``)."""
-    for field, value in (("connect_timeout", connect_timeout), ("timeout", timeout)):
-        # As in the configuration: 0 would mean "wait forever" to the socket layer.
-        if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
-            raise ConfigError(f"must be a number of seconds > 0, got {value!r}", field=field)
-    if failover is not None and (
-        isinstance(failover, bool) or not isinstance(failover, int) or failover < 0
-    ):
-        raise ConfigError(f"must be an integer >= 0, got {failover!r}", field="failover")
-
-
-def as_body(body: bytes | str) -> bytes:
-    """A job body: ``str`` as UTF-8, ``bytes``-like as is.
-
-    Raises:
-        InvalidArgument: anything else.
-    """
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    raise InvalidArgument(f"put: the body must be bytes or str, not {type(body).__name__}")
-
-
-def put_result(reply: Reply, tube: str) -> int:
-    """The global id of an ``INSERTED`` reply, or the put's error."""
-    if type(reply) is Inserted:
-        return reply.id
-    if isinstance(reply, BuriedReply):
-        raise Buried(f"put to tube {tube!r}: BURIED", reply.id)
-    raise error_for_reply(reply, f"put to tube {tube!r}")
-
-
-def word_result(reply: Reply, word: str, what: str) -> None:
-    if not (isinstance(reply, Word) and reply.word == word):
-        raise error_for_reply(reply, what)
-
-
-def release_result(reply: Reply, job_id: int) -> None:
-    if isinstance(reply, BuriedReply):
-        raise Buried(f"release {job_id}: BURIED", job_id)
-    word_result(reply, "RELEASED", f"release {job_id}")
-
-
-def bury_result(reply: Reply, job_id: int) -> None:
-    if not isinstance(reply, BuriedReply):
-        raise error_for_reply(reply, f"bury {job_id}")
-
-
-def reserve_result(reply: Reply) -> int | None:
-    """The global id of a reserved job; None on TIMED_OUT; raises DeadlineSoon."""
-    if isinstance(reply, Reserved):
-        return reply.id
-    if isinstance(reply, Word) and reply.word == "TIMED_OUT":
-        return None
-    if isinstance(reply, Word) and reply.word == "DEADLINE_SOON":
-        raise DeadlineSoon("reserve: DEADLINE_SOON (a held job is near its deadline)")
-    raise error_for_reply(reply, "reserve")
-
-
-def stats_job_result(reply: Reply, job_id: int) -> dict[str, StatValue]:
-    stats = reply_mapping(reply, f"stats-job {job_id}")
-    stats["id"] = job_id
-    return stats
-
-
-def kicked_result(reply: Reply, what: str) -> int:
-    if not isinstance(reply, Kicked) or reply.count is None:
-        raise error_for_reply(reply, what)
-    return reply.count
-
-
-def list_result(reply: Reply, what: str) -> list[str]:
-    if not isinstance(reply, Ok):
-        raise error_for_reply(reply, what)
-    return [str(name) for name in parse_list(reply.body)]
-
-
-def watching_result(reply: Reply, what: str) -> int:
-    if not isinstance(reply, Watching):
-        raise error_for_reply(reply, what)
-    return reply.count
-
-
-def peek_job_fields(
-    reply: Reply, stats: Mapping[str, StatValue] | None, tube: str, what: str
-) -> tuple[int, bytes, str, int] | None:
-    """``(id, body, tube, priority)`` of a ``FOUND`` reply (None for NOT_FOUND)."""
-    if isinstance(reply, Found):
-        pri = stats.get("pri") if stats is not None else None
-        name = stats.get("tube", tube) if stats is not None else tube
-        return reply.id, reply.body, str(name), pri if isinstance(pri, int) else DEFAULT_PRIORITY
-    if isinstance(reply, Word) and reply.word == "NOT_FOUND":
-        return None
-    raise error_for_reply(reply, what)
-
-
-class Router:
+class Router(Facade):
     """A cluster of beanstalkd shards with the API of one beanstalkd client (beanstalkc-style).
 
     Args:
@@ -186,22 +84,18 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        config = servers if isinstance(servers, ClusterConfig) else config_from_servers(servers)
-        check_overrides(connect_timeout, timeout, failover)
-        self.config = config
-        self._clock = clock
-        self._cluster = Cluster(config, clock=clock, rng=rng, failover=failover)
-        self._session = Session(self._cluster, linger=LINGER)
+        super().__init__(
+            servers,
+            failover=failover,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            clock=clock,
+            rng=rng,
+        )
         self._calls = threading.RLock()
         """Held by every call, and by the timer thread's maintenance (see ``timers``)."""
         self._timer_due: float | None = None
-        self._driver = Driver(
-            self._session,
-            connect_timeout=config.connect_timeout if connect_timeout is None else connect_timeout,
-            timeout=config.timeout if timeout is None else timeout,
-            clock=clock,
-        )
-        self._closed = False
+        self._driver = Driver(self._session, self._connect_timeout, self._timeout, clock)
 
     @classmethod
     def from_config(cls, path: str | Path, **overrides: Any) -> Router:
@@ -263,45 +157,10 @@ class Router:
             self._arm_timer()
             self._calls.release()
 
-    @property
-    def metrics(self) -> Any:
-        """The routing core's counters (``beanrouter.core.Metrics``)."""
-        return self._cluster.metrics
-
-    @property
-    def shards(self) -> tuple[str, ...]:
-        """Shard names in configuration order."""
-        return tuple(self._cluster.shards)
-
-    def preference(self, tube: str) -> tuple[str, ...]:
-        """The tube's shards: its ring owner, then the successors it fails over to."""
-        return self._cluster.preference(tube)
-
-    def shard_for(self, tube: str) -> str:
-        """The shard that puts to ``tube`` go to now (the first available in its preference).
-
-        Raises:
-            ShardUnavailable: every shard of the tube is marked down.
-        """
-        try:
-            Use(tube)
-        except LocalProtocolError as exc:
-            raise invalid_argument(exc, "shard_for") from exc
-        target = self._cluster.put_target(tube)
-        if target is None:
-            raise ShardUnavailable(
-                f"no shard of tube {tube!r} is up", self._cluster.down_causes(tube)
-            )
-        return target.name
-
     def use(self, tube: str) -> str:
         """Use ``tube`` for puts (and peeks and kicks). Returns the tube name."""
         self._run(self._session.use(tube))
         return tube
-
-    def using(self) -> str:
-        """The tube puts go to."""
-        return self._session.using
 
     def put(
         self,
@@ -369,13 +228,8 @@ class Router:
         """
         return watching_result(self._run(self._session.ignore(tube)), f"ignore {tube}")
 
-    def watching(self) -> list[str]:
-        """The watched tubes, in the order beanstalkd lists them."""
-        return list(self._session.watching)
-
     def _job(self, job_id: int, body: bytes) -> Job:
-        held = self._session.held[job_id]
-        return Job(self, job_id, body, held.tube, held.priority, True)
+        return Job(self, job_id, body, *self._held(job_id), True)
 
     def reserve(self, timeout: float | None = None) -> Job | None:
         """Reserve the most urgent ready job of the watched tubes across all shards.
