@@ -642,6 +642,12 @@ def _cancel(s: Session, waiters: dict[Link, _Waiter]) -> None:
         s.drop(link)
 
 
+def _spare(waiters: Mapping[Link, _Waiter]) -> list[Link]:
+    """The waits a reserve may cancel: not the proxy's exact single-shard wait (the client's own
+    command) and none on a link that holds jobs (closing it would give them back)."""
+    return [link for link, w in waiters.items() if not (link.held or w.exact)]
+
+
 def _cancel_round(
     s: Session,
     waiters: dict[Link, _Waiter],
@@ -651,7 +657,7 @@ def _cancel_round(
 ) -> Op[None]:
     """Cancel the waits that hold no job in one shell step: what already arrived is read (a job
     that raced in joins ``winners``), the links still owing are closed at once."""
-    links = [link for link, w in waiters.items() if not (link.held or w.exact)]
+    links = _spare(waiters)
     if not links:
         return
     outcome = yield Round(cancel=links, close=s.take_closes())
@@ -675,7 +681,7 @@ def _finish_waits(
     """The reserve is answered: leave the other waits armed for the session's next reserve
     (``Session.linger``), or cancel them now. Waits on links holding jobs and the proxy's exact
     wait are left in ``waiters`` (``_cancel_or_await`` reads them to their end)."""
-    spare = {link: w for link, w in waiters.items() if not (link.held or w.exact)}
+    spare = {link: waiters[link] for link in _spare(waiters)}
     if s.linger > 0 and spare:
         for link in spare:
             del waiters[link]
@@ -738,8 +744,7 @@ def _cancel_or_await(
     single-shard wait (and any wait on a link that holds jobs): it is the client's own command,
     read until the shard answers (its own timeout, DEADLINE_SOON or a job). Closing it would give
     the client's jobs back, or a job the shard reserved just then (a phantom reserve)."""
-    cancel = [link for link, w in waiters.items() if not (link.held or w.exact)]
-    _cancel(s, {link: waiters.pop(link) for link in cancel})
+    _cancel(s, {link: waiters.pop(link) for link in _spare(waiters)})
     while waiters:
         outcome = yield Round(wait=list(waiters), first=True, until=None, close=s.take_closes())
         _collect(s, outcome, waiters, winners, pending, idle_seen)
