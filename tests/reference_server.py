@@ -1,4 +1,5 @@
-"""Make sure the reference server (Debian's beanstalkd) is installed, if that can be done.
+"""Make sure the reference server (Debian's beanstalkd) and the other-language clients are
+installed, if that can be done.
 
 Run by ``make test`` before pytest. The real beanstalkd is the oracle of the conformance,
 differential and peer tests. When ``/usr/bin/beanstalkd`` is missing and ``$BEANSTALKD_BIN`` is not
@@ -6,6 +7,9 @@ set, this installs Debian's package with apt-get, as root or through passwordles
 the service the package may start (tests use their own ports; ``make run`` wants 11300). When that
 is not possible it says so in one line and exits 0: tests/conftest.py then skips the reference
 comparisons, except under ``CI``, where they fail.
+
+The same goes for the clients in other languages that tests/clients drives through beanrouter:
+PHP's pheanstalk and Ruby's beaneater, from Debian (``CLIENT_PACKAGES``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,18 @@ import subprocess
 import sys
 
 DEFAULT = "/usr/bin/beanstalkd"
+CLIENT_PACKAGES = ("php-cli", "php-pda-pheanstalk", "ruby", "ruby-beaneater")
+PHEANSTALK = "/usr/share/php/Pheanstalk/autoload.php"
+
+
+def clients_present() -> bool:
+    """PHP with pheanstalk and Ruby with beaneater, as tests/clients needs them."""
+    if shutil.which("php") is None or not os.path.exists(PHEANSTALK):
+        return False
+    if shutil.which("ruby") is None:
+        return False
+    probe = subprocess.run(["ruby", "-e", "require 'beaneater'"], capture_output=True, check=False)
+    return probe.returncode == 0
 
 
 def _root_prefix() -> list[str] | None:
@@ -36,16 +52,25 @@ def _quiet(argv: list[str]) -> bool:
     return done.returncode == 0
 
 
-def install() -> str:
-    """Install beanstalkd if possible; returns a one-line account of what happened."""
+def _apt_install(packages: tuple[str, ...]) -> str | None:
+    """Install Debian packages if possible: None when done, else why not."""
     if shutil.which("apt-get") is None:
         return "no apt-get on this machine"
     root = _root_prefix()
     if root is None:
         return "installing it needs root or passwordless sudo"
-    install = [*root, "apt-get", "install", "-y", "-q", "--no-install-recommends", "beanstalkd"]
+    install = [*root, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     if not _quiet(install) and not (_quiet([*root, "apt-get", "update", "-q"]) and _quiet(install)):
-        return "apt-get install beanstalkd failed"
+        return f"apt-get install {' '.join(packages)} failed"
+    return None
+
+
+def install() -> str:
+    """Install beanstalkd if possible; returns a one-line account of what happened."""
+    failed = _apt_install(("beanstalkd",))
+    if failed is not None:
+        return failed
+    root = _root_prefix() or []
     # The package may start a service on 127.0.0.1:11300: stop it, as .ci/run does.
     if os.path.isdir("/run/systemd/system"):
         _quiet([*root, "systemctl", "disable", "--now", "beanstalkd.service", "beanstalkd.socket"])
@@ -55,6 +80,12 @@ def install() -> str:
 
 
 def main() -> int:
+    if not clients_present():
+        print("make test: installing the PHP and Ruby clients (" + " ".join(CLIENT_PACKAGES) + ")")
+        failed = _apt_install(CLIENT_PACKAGES)
+        if failed is not None or not clients_present():
+            why = failed or "still missing"
+            print(f"make test: clients not installed ({why}); tests/clients will skip")
     chosen = os.environ.get("BEANSTALKD_BIN")
     if chosen:  # the user picked a binary: use it or not, never install over it
         return 0
