@@ -25,6 +25,8 @@ __all__ = ["MAX_PUT_ORDER", "Cluster", "Metrics", "ShardState"]
 
 MAX_PUT_ORDER = 1_000_000
 """Put orders remembered (see ``Cluster.put_order``)."""
+MAX_PUT_ACKED = 16_384
+"""Recent puts whose acknowledgement time is remembered (see ``Cluster.put_acked``)."""
 
 
 class ShardState:
@@ -69,6 +71,14 @@ class Metrics:
     put_uncertain: int = 0
     link_failures: dict[str, int] = field(default_factory=dict)
     """Link failures by shard name."""
+    wakeups: int = 0
+    """Blocked reserves woken by a job this process put while they waited (see
+    ``reserve._observe_wakeup``)."""
+    wakeup_seconds: float = 0.0
+    """Their summed wake-up latency: from the put's acknowledgement (plus its delay) to the
+    job's hand-out."""
+    on_wakeup: Callable[[float], None] | None = field(default=None, compare=False)
+    """Called with each wake-up latency (the proxy feeds its histogram)."""
 
 
 class Cluster:
@@ -104,6 +114,9 @@ class Cluster:
             self.shards[sc.name] = shard
             self.by_id[sc.id] = shard
         self.put_order: dict[int, int] = {}
+        self.put_acked: dict[int, float] = {}
+        """Global id -> when this process's put of it was acknowledged (the ``MAX_PUT_ACKED``
+        most recent): a blocked reserve's wake-up latency is measured from there."""
         """Global id → the order in which this process stored it (bounded, oldest forgotten):
         jobs of equal priority on different shards are reserved in put order, as one beanstalkd
         does by id (their ``age`` counts whole seconds only)."""
@@ -203,6 +216,10 @@ class Cluster:
         order[job_id] = self._put_seq
         if len(order) > MAX_PUT_ORDER:
             del order[next(iter(order))]
+        acked = self.put_acked
+        acked[job_id] = self.clock()
+        if len(acked) > MAX_PUT_ACKED:
+            del acked[next(iter(acked))]
 
     def note_failure(self, shard: ShardState, reason: str) -> None:
         shard.health.failure(reason)

@@ -463,6 +463,10 @@ def _adopt(
         held.deadline = now + (min(left, held.ttr) if late else held.ttr)
         held.tube = str(stats.get("tube", ""))
         held.keep_until = min(now + PREFETCH_HOLD, held.deadline - SAFETY_MARGIN)
+        acked = s.cluster.put_acked.get(gid)
+        fresh = stats.get("reserves") == 1 and not (stats.get("releases") or stats.get("kicks"))
+        if acked is not None and fresh:
+            held.ready_at = acked + _int(stats.get("delay"), 0)
         stats["age"] = _int(stats.get("age"), 0)
         kept.append(gid)
     return kept
@@ -513,6 +517,7 @@ def _wait(
     vanished before it could be handed out (the caller starts again). ``adopted``: waits the
     previous reserve left armed (``Session.linger``)."""
     cl = s.cluster
+    begun = cl.clock()
     waiters: dict[Link, _Waiter] = dict(adopted or {})
     idle_seen: set[str] = set()
     pending = list(relevant)
@@ -568,14 +573,18 @@ def _wait(
                 # docstring); the other waits linger or are cancelled.
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 if winners:  # a job and a shard's DEADLINE_SOON at once: the job wins
-                    return (yield from _settle_winners(s, winners))
+                    got = yield from _settle_winners(s, winners)
+                    _observe_wakeup(s, got, begun)
+                    return got
                 return DEADLINE_SOON
             now = cl.clock()
             if soon is not None and now >= soon:
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
                 if winners:
-                    return (yield from _settle_winners(s, winners))
+                    got = yield from _settle_winners(s, winners)
+                    _observe_wakeup(s, got, begun)
+                    return got
                 return DEADLINE_SOON
             if deadline is not None and now >= deadline:
                 if not waiters and not idle_seen:  # every shard failed: no answer is no job
@@ -587,6 +596,24 @@ def _wait(
     except BaseException:
         _cancel(s, waiters)
         raise
+
+
+def _observe_wakeup(s: Session, reply: Reply | None, begun: float) -> None:
+    """A blocked reserve handed out a job: when the job became ready while it waited (a fresh
+    job this process put, ``Held.ready_at``), count the wake-up latency — from the put's
+    acknowledgement (plus its delay) to now. Jobs from other clients of the shards, and jobs
+    ready before the wait began, have no such time and are not counted."""
+    if not isinstance(reply, Reserved):
+        return
+    held = s.held.get(reply.id)
+    if held is None or held.ready_at is None or held.ready_at < begun:
+        return
+    latency = max(0.0, s.cluster.clock() - held.ready_at)
+    m = s.cluster.metrics
+    m.wakeups += 1
+    m.wakeup_seconds += latency
+    if m.on_wakeup is not None:
+        m.on_wakeup(latency)
 
 
 def _collect(

@@ -106,6 +106,9 @@ class Held:
     """For a prefetched job: when it is given back if no reserve took it."""
     body: bytes = b""
     """For a prefetched job: its body (handed out by the next reserve)."""
+    ready_at: float | None = None
+    """When the job became ready, if known: a fresh job (never reserved before, released or
+    kicked) this process put, its acknowledgement time plus its delay."""
 
 
 class Session:

@@ -31,7 +31,7 @@ from ..router.errors import JobIdError, NotFound, RouterError
 if TYPE_CHECKING:
     from ..protocol import StatValue
     from ..router.config import ClusterConfig
-    from .metrics import Histogram, Registry
+    from .metrics import Registry
     from .stats import ProxyStats
 
 __all__ = ["CoreBackend", "CoreSession", "make_backend"]
@@ -66,8 +66,6 @@ class CoreSession:
         self._maintenance: asyncio.Task[None] | None = None
         self._closed = False
         self.backend = backend
-        self.waiting = False
-        """Inside a reserve (for ``current-waiting`` of ``stats-tube``)."""
         backend.sessions.add(self)
 
     def _op(self, cmd: p.Command) -> Op[p.Reply] | p.Reply:
@@ -141,8 +139,6 @@ class CoreSession:
         op = self._op(command)
         if isinstance(op, p.Reply):
             return op.encode()
-        self.waiting = isinstance(command, p.Reserve | p.ReserveWithTimeout)
-        started = self.session.cluster.clock()
         try:
             reply = await self.driver.run(op)
         except RouterError as exc:
@@ -151,10 +147,6 @@ class CoreSession:
         except p.ProtocolError as exc:  # a shard that answers nonsense
             log.warning("%r: %s", command, exc)
             return _INTERNAL_ERROR
-        finally:
-            if self.waiting and self.backend.reserve_seconds is not None:
-                self.backend.reserve_seconds.observe(self.session.cluster.clock() - started)
-            self.waiting = False
         return reply.encode()
 
     def _arm_timer(self) -> None:
@@ -217,7 +209,6 @@ class CoreBackend:
         self.cluster = Cluster(config)
         self.sessions: set[CoreSession] = set()
         self._registry: Registry | None = None
-        self.reserve_seconds: Histogram | None = None
         """The open client sessions."""
 
     def tube_clients(self, tube: str) -> dict[str, StatValue]:
@@ -273,9 +264,12 @@ class CoreBackend:
                 link_failures.set_total((shard,), float(count))
 
         registry.add_collector(collect)
-        self.reserve_seconds = registry.histogram(
-            "reserve_duration_seconds", "Time from a client's reserve to its reply."
+        wakeup = registry.histogram(
+            "reserve_wakeup_seconds",
+            "Blocked reserves: from the acknowledgement of the put (through this proxy) of the"
+            " job they got, plus its delay, to its hand-out.",
         )
+        m.on_wakeup = wakeup.observe
 
     async def reload(self, config: ClusterConfig) -> None:
         self.cluster.reconfigure(config)

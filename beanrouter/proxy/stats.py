@@ -128,6 +128,9 @@ class ProxyStats:
         waiting = m.gauge("clients_waiting", "Clients inside a reserve now.")
         draining = m.gauge("draining", "1 while the proxy refuses puts (SIGUSR1).")
         uptime = m.gauge("uptime_seconds", "Seconds since the proxy started.")
+        self.reserve_seconds = m.histogram(
+            "reserve_duration_seconds", "Time from a client's reserve to its reply."
+        )
 
         def collect() -> None:
             for name, n in self.commands.items():
@@ -152,7 +155,15 @@ class ClientCounters:
     """One connection's share of ``ProxyStats``: call ``event`` for every event the reader
     produces (before running it), ``replied`` after a command's reply, ``disconnect`` once."""
 
-    __slots__ = ("_put_allocated", "_put_started", "_waiting", "producer", "stats", "worker")
+    __slots__ = (
+        "_put_allocated",
+        "_put_started",
+        "_reserve_started",
+        "_waiting",
+        "producer",
+        "stats",
+        "worker",
+    )
 
     def __init__(self, stats: ProxyStats) -> None:
         self.stats = stats
@@ -161,6 +172,7 @@ class ClientCounters:
         self._put_started = False
         self._put_allocated = False
         self._waiting = False
+        self._reserve_started = 0.0
 
     def _mark_producer(self) -> None:
         if not self.producer:
@@ -187,6 +199,7 @@ class ClientCounters:
         elif cls in _RESERVES:
             self._mark_worker()
             self._waiting = True
+            self._reserve_started = stats.clock()
             stats.waiting += 1
 
     def put_started(self, event: p.PutStarted) -> None:
@@ -225,7 +238,10 @@ class ClientCounters:
         """``cmd`` finished with ``reply`` (None: it was cancelled, as a reserve at EOF)."""
         if self._waiting:
             self._waiting = False
-            self.stats.waiting -= 1
+            stats = self.stats
+            stats.waiting -= 1
+            if reply is not None:
+                stats.reserve_seconds.observe(stats.clock() - self._reserve_started)
         elif type(cmd) is p.ReserveJob and reply is not None and reply.startswith(_RESERVED_WORD):
             self._mark_worker()
 

@@ -729,15 +729,24 @@ def test_core_counters_are_in_metrics(tmp_path: Path, cleanup: list[object]) -> 
         assert isinstance(c.put(b"x"), p.Inserted)
         reply = c.cmd(b"reserve-with-timeout 1\r\n")
         assert isinstance(reply, p.Reserved)
+        # A consumer blocked in reserve, woken by a put through the proxy: one wake-up.
+        waiter = Client(port)
+        waiter.send(b"reserve-with-timeout 30\r\n")
+        wait_for(lambda: shard_stats(shard.address).get("current-waiting") == 1, "the wait")
+        assert isinstance(c.put(b"y"), p.Inserted)
+        assert isinstance(waiter.reply(), p.Reserved)
+        waiter.close()
         c.close()
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=TIMEOUT) as r:
             text = r.read().decode()
         lines = dict(
             line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
         )
-        assert float(lines["beanrouter_deliveries_total"]) == 1
+        assert float(lines["beanrouter_deliveries_total"]) == 2
         assert float(lines["beanrouter_phantom_releases_total"]) == 0
         assert float(lines["beanrouter_failovers_total"]) == 0
-        assert float(lines["beanrouter_reserve_duration_seconds_count"]) == 1
+        assert float(lines["beanrouter_reserve_duration_seconds_count"]) == 2
+        assert float(lines["beanrouter_reserve_wakeup_seconds_count"]) == 1
+        assert float(lines["beanrouter_reserve_wakeup_seconds_sum"]) < 30
     finally:
         proc.close()

@@ -667,3 +667,43 @@ def test_equal_priority_and_age_go_in_put_order_across_shards() -> None:
     answer_sweep(run, {"s0": Found(3, b"second"), "s2": Found(5, b"first")})
     run.auto(s0=[job_stats(3, "t0", 10)], s2=[job_stats(5, "t2", 10)])
     assert run.data() == {"s2": [b"reserve-with-timeout 0"]}
+
+
+# ---- wake-up latency ----------------------------------------------------------------------------
+
+
+def _woken(reserves: int = 1, releases: int = 0, put_before_wait: bool = False) -> Cluster:
+    """A blocking reserve over three empty shards; a put this process made (acknowledged at
+    1000.5, or before the wait with ``put_before_wait``) is delivered by s1 at 1000.8."""
+    cluster, s, clock = three()
+    observed: list[float] = []
+    cluster.metrics.on_wakeup = observed.append
+    if put_before_wait:
+        clock.t = 999.0
+        cluster.note_put(gid("s1", 7))
+        clock.t = 1000.0
+    run = Script(s.reserve(None))
+    answer_sweep(run, {})
+    links = {n: send.link for n, send in run.sends().items()}
+    if not put_before_wait:
+        clock.t = 1000.5
+        cluster.note_put(gid("s1", 7))
+    clock.t = 1000.8
+    run.reply({links["s1"]: [Reserved(7, b"job")]})
+    run.reply({links["s0"]: [], links["s2"]: []})  # the cancel step
+    stats = job_stats(7, "t1", 5, state="reserved", reserves=reserves, releases=releases)
+    run.auto(s1=[stats])
+    assert run.value() == Reserved(gid("s1", 7), b"job")
+    m = cluster.metrics
+    assert m.wakeups == len(observed) and sum(observed) == pytest.approx(m.wakeup_seconds)
+    return cluster
+
+
+def test_a_blocked_reserve_counts_its_wake_up_latency_from_the_put() -> None:
+    m = _woken().metrics
+    assert m.wakeups == 1 and m.wakeup_seconds == pytest.approx(0.3)
+
+
+def test_a_job_ready_before_the_wait_or_not_fresh_is_no_wake_up() -> None:
+    assert _woken(put_before_wait=True).metrics.wakeups == 0
+    assert _woken(reserves=2, releases=1).metrics.wakeups == 0
