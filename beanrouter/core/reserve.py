@@ -86,8 +86,8 @@ reserved for it in the meantime, unseen: a phantom reserve nobody can count)."""
 PREFETCH_HOLD = 1.0
 """Seconds a job that raced in during a wait is kept for the session's next reserve."""
 TIMEOUT_GRACE = 0.1
-"""How long past the caller's deadline a shard whose own timeout is about to fire is waited for
-(to keep its link) before its wait is cancelled by closing it."""
+"""At the caller's deadline, waits whose shard timeout fires within this are read to their answer
+(bounded by the reply timeout), keeping their links; later ones are cancelled by closing them."""
 IDLE_SKIP_SWEEP = 0.05
 """A reserve within this many seconds after one that saw every shard empty goes straight to the
 wait (the choice would cost each shard commands for nothing)."""
@@ -182,6 +182,11 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
             tuple((sh.name, "down: " + sh.health.last_error) for sh in relevant),
         )
     soon = soon_at(s)
+    soon_now = soon is not None and soon <= start
+    if soon_now:
+        # beanstalkd: DEADLINE_SOON at once, unless a job is ready. Look as a reserve with
+        # timeout 0 would (its replies read to their end), and answer DEADLINE_SOON for none.
+        deadline = start
     skip = (
         not s.prefetched
         and timeout != 0
@@ -200,17 +205,29 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
                     reply = DEADLINE_SOON
                 elif deadline is not None and now >= deadline:
                     reply = TIMED_OUT
+            caught: list[tuple[Link, Reserved]] = []
+            if reply is not None and adopted and not isinstance(reply, Reserved):
+                # Nothing ready, but a lingering wait may have caught a job put since: the shard
+                # gave it to that wait before it answered the choice (the job was not ready
+                # there), so its answer is in by now. Read it rather than answer "none".
+                outcome = yield Round(wait=list(adopted), first=True, until=-math.inf)
+                _collect(s, outcome, adopted, caught, [], set())
+                if caught:
+                    yield from _finish_waits(s, adopted, caught, [], set(), wmap)
+                    got = yield from _settle_winners(s, caught)
+                    if got is not None:
+                        return got
+                    caught = []
             if reply is not None:
-                caught: list[tuple[Link, Reserved]] = []
                 yield from _finish_waits(s, adopted, caught, [], set(), wmap)
                 if caught:
                     yield from _adopt(s, caught, late=True)
                 return reply
         skip = False
-        reply = yield from _wait(s, relevant, wmap, deadline, soon, adopted)
+        reply = yield from _wait(s, relevant, wmap, deadline, None if soon_now else soon, adopted)
         adopted = {}
         if reply is not None:
-            return reply
+            return DEADLINE_SOON if soon_now and reply == TIMED_OUT else reply
         ready = [sh for sh in relevant if sh.health.available(cl.clock())]
 
 
@@ -794,8 +811,11 @@ def _time_out(
         expiring = [w for w in waiters.values() if w.expires is not None and w.expires <= limit]
         if not expiring:
             break
+        # A shard answers a due wait at once (TIMED_OUT, or a job it just reserved for it):
+        # closing the wait before that answer could give back a job reserved unseen (a phantom
+        # reserve). A shard that has not answered within the reply timeout is failing.
         latest = max(w.expires for w in expiring if w.expires is not None)
-        until = min(limit, latest + TIMEOUT_GRACE / 2)
+        until = latest + cl.config.timeout
         if until <= cl.clock():
             break
         outcome = yield Round(wait=list(waiters), first=True, until=until)
