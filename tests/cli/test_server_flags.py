@@ -274,7 +274,8 @@ def test_binlog_file_size_is_rounded_up_like_beanstalkd(tmp_path: Path) -> None:
                     time.sleep(0.2)
                     stats = s.recv(65536)
                 # while running: at an orderly exit we trim the current file, beanstalkd not
-                sizes[impl] = sorted(p.stat().st_size for p in d.glob("binlog.*"))
+                names = "binlog.*" if impl == "beanstalkd" else "beanrouter-binlog.*"
+                sizes[impl] = sorted(p.stat().st_size for p in d.glob(names))
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
