@@ -4,14 +4,15 @@ The events used to be ``@dataclass(frozen=True, slots=True)`` classes. Building 
 them (generating and compiling their methods, then making each class a second time for its
 slots) was a third of the bundled server's start-up before its first reply. A record class
 annotates its fields, lists them as ``__match_args__`` (and as ``__slots__`` where they are
-defined), writes its ``__init__`` by hand, is decorated ``@record(frozen=True)`` (for type
-checkers only, see ``record``), and inherits from ``Record`` what the dataclass generated:
+defined), writes its ``__init__`` by hand, is decorated ``@record(frozen=True)`` (see
+``record``), and inherits from ``Record`` what the dataclass generated:
 
 - ``repr()`` as a dataclass's (``Put(priority=0, delay=0, ttr=60, body=b'x')``);
 - ``==`` and ``hash()`` over the fields, between instances of the same class only;
 - immutability: assigning or deleting an attribute raises ``dataclasses.FrozenInstanceError``;
 - ``match`` by position, pickling and copying;
-- ``dataclasses.fields()``, ``replace()``, ``asdict()`` and ``is_dataclass()`` keep working:
+- ``dataclasses.fields()``, ``replace()``, ``asdict()`` and ``is_dataclass()`` keep working on
+  the decorated classes (and not on the bases, ``Command`` and ``Reply``, as before):
   ``__dataclass_fields__`` is computed on first use (from ``__match_args__`` and the defaults
   of ``__init__``), which imports ``dataclasses`` only then.
 
@@ -33,14 +34,17 @@ _set = object.__setattr__
 if not TYPE_CHECKING:
 
     def record(**options):
-        """``@record(frozen=True)`` on each record class: nothing at run time. Type checkers see
-        ``dataclasses.dataclass`` here instead, so to them the classes are the frozen dataclasses
-        they behave as (read-only fields, ``__init__`` checked against the fields, equality
-        between unrelated classes flagged, ``dataclasses.replace`` accepted)."""
-        return _unchanged
+        """``@record(frozen=True)`` on each record class: at run time it only gives the class
+        a ``__dataclass_fields__`` (the ``dataclasses`` functions then take it for one). Type
+        checkers see ``dataclasses.dataclass`` here instead, so to them the classes are the
+        frozen dataclasses they behave as (read-only fields, ``__init__`` checked against the
+        fields, equality between unrelated classes flagged, ``dataclasses.replace``
+        accepted)."""
+        return _mark
 
 
-def _unchanged(cls: type) -> type:
+def _mark(cls: type) -> type:
+    cls.__dataclass_fields__ = _FIELDS  # type: ignore[attr-defined]
     return cls
 
 
@@ -52,9 +56,16 @@ def _frozen(name: str) -> AttributeError:
 
 class _DataclassFields:
     """``__dataclass_fields__`` of a record class: its fields as ``dataclasses.Field`` objects,
-    made on first access per class (and then stored on that class)."""
+    made on first access per class. (Kept here, not stored on the class: a subclass that is
+    asked first must still get its own.)"""
+
+    def __init__(self) -> None:
+        self.made: dict[type, dict[str, Field[Any]]] = {}
 
     def __get__(self, obj: object, cls: type[Record]) -> dict[str, Field[Any]]:
+        made = self.made.get(cls)
+        if made is not None:
+            return made
         import dataclasses
 
         init = cls.__init__
@@ -65,15 +76,18 @@ class _DataclassFields:
         fields: dict[str, Field[Any]] = {}
         for i, name in enumerate(names):
             if i >= first_default:
-                field = dataclasses.field(default=defaults[i - first_default])
+                field = dataclasses.field(default=defaults[i - first_default], kw_only=False)
             else:
-                field = dataclasses.field()
+                field = dataclasses.field(kw_only=False)
             field.name = name
             field.type = annotations.get(name, "Any")
             field._field_type = dataclasses._FIELD  # type: ignore[attr-defined]
             fields[name] = field
-        cls.__dataclass_fields__ = fields  # type: ignore[assignment]
+        self.made[cls] = fields
         return fields
+
+
+_FIELDS = _DataclassFields()
 
 
 class Record:
@@ -82,7 +96,6 @@ class Record:
 
     __slots__ = ()
     __match_args__: tuple[str, ...] = ()
-    __dataclass_fields__ = _DataclassFields()
 
     def _values(self) -> tuple[object, ...]:
         return tuple([getattr(self, name) for name in self.__match_args__])

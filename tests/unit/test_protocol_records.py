@@ -119,6 +119,17 @@ def test_different_classes_with_equal_fields_differ() -> None:
     assert len({p.Reserve(), p.Stats(), p.Quit(), p.Reserve()}) == 3
 
 
+def test_the_bases_are_no_dataclasses_and_asking_them_changes_nothing() -> None:
+    bases: list[Any] = [Record, p.Command, p.Reply]
+    for base in bases:
+        assert not dataclasses.is_dataclass(base)
+        with pytest.raises(TypeError):
+            dataclasses.fields(base)
+    assert dataclasses.is_dataclass(p.Use) and dataclasses.is_dataclass(p.Watch)
+    assert [f.name for f in dataclasses.fields(p.Watch)] == ["tube"]  # a subclass asked first
+    assert [f.name for f in dataclasses.fields(p.Release)] == ["id", "priority", "delay"]
+
+
 def test_defaults_replace_and_validation() -> None:
     assert dataclasses.fields(p.Buried)[0].default is None
     assert [f.default for f in dataclasses.fields(p.Rejected)][1:] == [None, False]
