@@ -1,18 +1,23 @@
 """Command events: what a client sends to a beanstalkd server.
 
-Each command is a frozen, slotted dataclass that validates its fields when built, knows the
-``cmd-*`` stats counter the server bumps for it (``stat``) and serialises itself with ``encode()``.
+Each command is an immutable, slotted record (``_record.Record``: what a frozen dataclass gives,
+without its start-up cost) that validates its fields when built, knows the ``cmd-*`` stats counter
+the server bumps for it (``stat``) and serialises itself with ``encode()``.
 The server-role reader (``_server.py``) produces them; the client role (``_client.py``) sends them.
 Tube names are ``str`` (ASCII by the protocol's name rules); job bodies are ``bytes``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 from ._errors import LocalProtocolError
+from ._record import Record, record
 from ._wire import U32_MAX, U64_MAX, is_valid_tube_name
+
+_set = object.__setattr__  # the records are immutable: __init__ sets their fields past that
+
+TYPE_CHECKING = False  # ``typing`` costs start-up time; type checkers take this name as true
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 __all__ = [
     "COMMAND_TYPES",
@@ -65,7 +70,7 @@ def _tube(value: str) -> None:
         raise LocalProtocolError(f"invalid tube name {value!r}")
 
 
-class Command:
+class Command(Record):
     """Base class of all commands."""
 
     __slots__ = ()
@@ -76,21 +81,26 @@ class Command:
         raise NotImplementedError
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Put(Command):
     priority: int
     delay: int
     ttr: int
     body: bytes
+    __slots__ = __match_args__ = ("priority", "delay", "ttr", "body")
     stat: ClassVar[str | None] = "cmd-put"
 
-    def __post_init__(self) -> None:
-        _u32("priority", self.priority)
-        _u32("delay", self.delay)
-        _u32("ttr", self.ttr)
-        if not isinstance(self.body, bytes):
+    def __init__(self, priority: int, delay: int, ttr: int, body: bytes) -> None:
+        _u32("priority", priority)
+        _u32("delay", delay)
+        _u32("ttr", ttr)
+        if not isinstance(body, bytes):
             raise LocalProtocolError("put body must be bytes")
-        _u32("body size", len(self.body))
+        _u32("body size", len(body))
+        _set(self, "priority", priority)
+        _set(self, "delay", delay)
+        _set(self, "ttr", ttr)
+        _set(self, "body", body)
 
     def encode(self) -> bytes:
         return b"put %d %d %d %d\r\n%b\r\n" % (
@@ -116,218 +126,256 @@ def encode_put(priority: int, delay: int, ttr: int, body: bytes) -> bytes:
     return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class _TubeCommand(Command):
     tube: str
+    __slots__ = __match_args__ = ("tube",)
     verb: ClassVar[bytes] = b""
 
-    def __post_init__(self) -> None:
-        _tube(self.tube)
+    def __init__(self, tube: str) -> None:
+        _tube(tube)
+        _set(self, "tube", tube)
 
     def encode(self) -> bytes:
         return self.verb + self.tube.encode("ascii") + b"\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Use(_TubeCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-use"
     verb: ClassVar[bytes] = b"use "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Watch(_TubeCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-watch"
     verb: ClassVar[bytes] = b"watch "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Ignore(_TubeCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-ignore"
     verb: ClassVar[bytes] = b"ignore "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class StatsTube(_TubeCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-stats-tube"
     verb: ClassVar[bytes] = b"stats-tube "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class _JobCommand(Command):
     id: int
+    __slots__ = __match_args__ = ("id",)
     verb: ClassVar[bytes] = b""
 
-    def __post_init__(self) -> None:
-        _job_id(self.id)
+    def __init__(self, id: int) -> None:
+        _job_id(id)
+        _set(self, "id", id)
 
     def encode(self) -> bytes:
         return b"%b%d\r\n" % (self.verb, self.id)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ReserveJob(_JobCommand):
+    __slots__ = ()
     verb: ClassVar[bytes] = b"reserve-job "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Delete(_JobCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-delete"
     verb: ClassVar[bytes] = b"delete "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Touch(_JobCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-touch"
     verb: ClassVar[bytes] = b"touch "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Peek(_JobCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-peek"
     verb: ClassVar[bytes] = b"peek "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class KickJob(_JobCommand):
+    __slots__ = ()
     # beanstalkd counts kick-job in op_ct but prints no stats key for it.
     verb: ClassVar[bytes] = b"kick-job "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class StatsJob(_JobCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-stats-job"
     verb: ClassVar[bytes] = b"stats-job "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Release(Command):
     id: int
     priority: int
     delay: int
+    __slots__ = __match_args__ = ("id", "priority", "delay")
     stat: ClassVar[str | None] = "cmd-release"
 
-    def __post_init__(self) -> None:
-        _job_id(self.id)
-        _u32("priority", self.priority)
-        _u32("delay", self.delay)
+    def __init__(self, id: int, priority: int, delay: int) -> None:
+        _job_id(id)
+        _u32("priority", priority)
+        _u32("delay", delay)
+        _set(self, "id", id)
+        _set(self, "priority", priority)
+        _set(self, "delay", delay)
 
     def encode(self) -> bytes:
         return b"release %d %d %d\r\n" % (self.id, self.priority, self.delay)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Bury(Command):
     id: int
     priority: int
+    __slots__ = __match_args__ = ("id", "priority")
     stat: ClassVar[str | None] = "cmd-bury"
 
-    def __post_init__(self) -> None:
-        _job_id(self.id)
-        _u32("priority", self.priority)
+    def __init__(self, id: int, priority: int) -> None:
+        _job_id(id)
+        _u32("priority", priority)
+        _set(self, "id", id)
+        _set(self, "priority", priority)
 
     def encode(self) -> bytes:
         return b"bury %d %d\r\n" % (self.id, self.priority)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ReserveWithTimeout(Command):
     """``timeout`` in seconds; 0 answers at once, a negative value blocks forever (as 1.12 does)."""
 
     timeout: int
+    __slots__ = __match_args__ = ("timeout",)
     stat: ClassVar[str | None] = "cmd-reserve-with-timeout"
 
-    def __post_init__(self) -> None:
-        if not -(2**31) <= self.timeout < 2**31:
-            raise LocalProtocolError(f"timeout must fit a C int, got {self.timeout}")
+    def __init__(self, timeout: int) -> None:
+        if not -(2**31) <= timeout < 2**31:
+            raise LocalProtocolError(f"timeout must fit a C int, got {timeout}")
+        _set(self, "timeout", timeout)
 
     def encode(self) -> bytes:
         return b"reserve-with-timeout %d\r\n" % self.timeout
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Kick(Command):
     bound: int
+    __slots__ = __match_args__ = ("bound",)
     stat: ClassVar[str | None] = "cmd-kick"
 
-    def __post_init__(self) -> None:
-        _u32("kick bound", self.bound)
+    def __init__(self, bound: int) -> None:
+        _u32("kick bound", bound)
+        _set(self, "bound", bound)
 
     def encode(self) -> bytes:
         return b"kick %d\r\n" % self.bound
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class PauseTube(Command):
     tube: str
     delay: int
+    __slots__ = __match_args__ = ("tube", "delay")
     stat: ClassVar[str | None] = "cmd-pause-tube"
 
-    def __post_init__(self) -> None:
-        _tube(self.tube)
-        _u32("delay", self.delay)
+    def __init__(self, tube: str, delay: int) -> None:
+        _tube(tube)
+        _u32("delay", delay)
+        _set(self, "tube", tube)
+        _set(self, "delay", delay)
 
     def encode(self) -> bytes:
         return b"pause-tube %b %d\r\n" % (self.tube.encode("ascii"), self.delay)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class _BareCommand(Command):
+    __slots__ = ()
     line: ClassVar[bytes] = b""
 
     def encode(self) -> bytes:
         return self.line
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Reserve(_BareCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-reserve"
     line: ClassVar[bytes] = b"reserve\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class PeekReady(_BareCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-peek-ready"
     line: ClassVar[bytes] = b"peek-ready\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class PeekDelayed(_BareCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-peek-delayed"
     line: ClassVar[bytes] = b"peek-delayed\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class PeekBuried(_BareCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-peek-buried"
     line: ClassVar[bytes] = b"peek-buried\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Stats(_BareCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-stats"
     line: ClassVar[bytes] = b"stats\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ListTubes(_BareCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-list-tubes"
     line: ClassVar[bytes] = b"list-tubes\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ListTubeUsed(_BareCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-list-tube-used"
     line: ClassVar[bytes] = b"list-tube-used\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ListTubesWatched(_BareCommand):
+    __slots__ = ()
     stat: ClassVar[str | None] = "cmd-list-tubes-watched"
     line: ClassVar[bytes] = b"list-tubes-watched\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Quit(_BareCommand):
+    __slots__ = ()
     line: ClassVar[bytes] = b"quit\r\n"
 
 

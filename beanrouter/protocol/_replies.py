@@ -1,6 +1,7 @@
 """Reply events: what a beanstalkd server answers.
 
-Replies are frozen, slotted dataclasses with ``encode()``. Replies without arguments are also
+Replies are immutable, slotted records (``_record.Record``: what a frozen dataclass gives, without
+its start-up cost) with ``encode()``. Replies without arguments are also
 available as module-level singletons (``DELETED``, ``NOT_FOUND`` …) whose encoded bytes are
 precomputed, so the server's hot path allocates nothing for them. ``RESERVED``, ``FOUND`` and
 ``OK`` carry a body; everything else is a single line.
@@ -8,8 +9,13 @@ precomputed, so the server's hot path allocates nothing for them. ``RESERVED``, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from ._record import Record, record
+
+TYPE_CHECKING = False  # ``typing`` costs start-up time; type checkers take this name as true
+if TYPE_CHECKING:
+    from typing import ClassVar
+
+_set = object.__setattr__  # the records are immutable: __init__ sets their fields past that
 
 __all__ = [
     "BAD_FORMAT",
@@ -78,7 +84,7 @@ def encode_kicked(count: int) -> bytes:
     return b"KICKED %d\r\n" % count
 
 
-class Reply:
+class Reply(Record):
     """Base class of all replies."""
 
     __slots__ = ()
@@ -87,93 +93,129 @@ class Reply:
         raise NotImplementedError
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Word(Reply):
     """A reply that is one word with no argument, e.g. ``DELETED``."""
 
     word: str
+    __slots__ = __match_args__ = ("word",)
     error: ClassVar[bool] = False
+
+    def __init__(self, word: str) -> None:
+        _set(self, "word", word)
 
     def encode(self) -> bytes:
         return self.word.encode("ascii") + b"\r\n"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class ErrorReply(Word):
     """A one-word error: BAD_FORMAT, UNKNOWN_COMMAND, EXPECTED_CRLF, JOB_TOO_BIG, ..."""
 
+    __slots__ = ()
     error: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Inserted(Reply):
     id: int
+    __slots__ = __match_args__ = ("id",)
+
+    def __init__(self, id: int) -> None:
+        _set(self, "id", id)
 
     def encode(self) -> bytes:
         return encode_inserted(self.id)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Buried(Reply):
     """``BURIED <id>`` after a put (no memory to queue it), or plain ``BURIED`` (id None)."""
 
-    id: int | None = None
+    id: int | None
+    __slots__ = __match_args__ = ("id",)
+
+    def __init__(self, id: int | None = None) -> None:
+        _set(self, "id", id)
 
     def encode(self) -> bytes:
         return b"BURIED\r\n" if self.id is None else b"BURIED %d\r\n" % self.id
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Using(Reply):
     tube: str
+    __slots__ = __match_args__ = ("tube",)
+
+    def __init__(self, tube: str) -> None:
+        _set(self, "tube", tube)
 
     def encode(self) -> bytes:
         return encode_using(self.tube)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Watching(Reply):
     count: int
+    __slots__ = __match_args__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        _set(self, "count", count)
 
     def encode(self) -> bytes:
         return encode_watching(self.count)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Kicked(Reply):
     """``KICKED <count>`` after kick, or plain ``KICKED`` (count None) after kick-job."""
 
-    count: int | None = None
+    count: int | None
+    __slots__ = __match_args__ = ("count",)
+
+    def __init__(self, count: int | None = None) -> None:
+        _set(self, "count", count)
 
     def encode(self) -> bytes:
         return b"KICKED\r\n" if self.count is None else encode_kicked(self.count)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class _JobReply(Reply):
     id: int
     body: bytes
+    __slots__ = __match_args__ = ("id", "body")
     word: ClassVar[bytes] = b""
+
+    def __init__(self, id: int, body: bytes) -> None:
+        _set(self, "id", id)
+        _set(self, "body", body)
 
     def encode(self) -> bytes:
         return encode_job(self.word, self.id, self.body)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Reserved(_JobReply):
+    __slots__ = ()
     word: ClassVar[bytes] = b"RESERVED"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Found(_JobReply):
+    __slots__ = ()
     word: ClassVar[bytes] = b"FOUND"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Ok(Reply):
     """``OK <bytes>`` + a YAML body (stats, stats-job, stats-tube, list-tubes*)."""
 
     body: bytes
+    __slots__ = __match_args__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        _set(self, "body", body)
 
     def encode(self) -> bytes:
         return encode_ok(self.body)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 from ._commands import (
@@ -54,6 +53,7 @@ from ._commands import (
     Use,
     Watch,
 )
+from ._record import Record, record
 from ._replies import BAD_FORMAT, EXPECTED_CRLF, JOB_TOO_BIG, UNKNOWN_COMMAND, ErrorReply
 from ._wire import (
     DEFAULT_MAX_JOB_SIZE,
@@ -83,12 +83,14 @@ class Sentinel:
         return self.name
 
 
+_set = object.__setattr__  # the records are immutable: this sets their fields past that
+
 NEED_DATA: Final = Sentinel("NEED_DATA")
 CLOSED: Final = Sentinel("CLOSED")
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+@record(frozen=True)
+class Rejected(Record):
     """Input the server answers with ``reply`` without running a command.
 
     ``counted`` names the ``cmd-*`` counter beanstalkd bumps anyway (a put whose numbers parsed,
@@ -96,12 +98,20 @@ class Rejected:
     """
 
     reply: ErrorReply
-    counted: str | None = None
-    burns_id: bool = False
+    counted: str | None
+    burns_id: bool
+    __slots__ = __match_args__ = ("reply", "counted", "burns_id")
+
+    def __init__(
+        self, reply: ErrorReply, counted: str | None = None, burns_id: bool = False
+    ) -> None:
+        _set(self, "reply", reply)
+        _set(self, "counted", counted)
+        _set(self, "burns_id", burns_id)
 
 
-@dataclass(frozen=True, slots=True)
-class PutStarted:
+@record(frozen=True)
+class PutStarted(Record):
     """A put line parsed and its body is still on the way.
 
     The server counts ``cmd-put`` now and, when ``allocates_id``, takes the job's id now (as
@@ -109,6 +119,10 @@ class PutStarted:
     """
 
     allocates_id: bool
+    __slots__ = __match_args__ = ("allocates_id",)
+
+    def __init__(self, allocates_id: bool) -> None:
+        _set(self, "allocates_id", allocates_id)
 
 
 Event = Command | Rejected | PutStarted | Sentinel
@@ -133,10 +147,9 @@ def _bare(cmd: Command, name: bytes) -> _Handler:
     return handle
 
 
-# Events the reader has already validated are built without running their __post_init__ checks
-# again (a frozen dataclass's __init__ plus its checks is most of a put's parsing time).
+# Events the reader has already validated are built without running their __init__ checks
+# again (an immutable record's __init__ plus its checks is most of a put's parsing time).
 _new = object.__new__
-_set = object.__setattr__
 
 
 def _by_id(

@@ -9,6 +9,10 @@ One server-wide timer drives ``Engine.tick`` at ``Engine.next_wakeup``.
 With a binlog (``-b``), ``Server.commit`` (commit.py) runs after each batch and before its replies
 are written, and a reply for a woken reserve waits for the next batch end of its connection; both
 are marked "binlog hook" below.
+
+A connection that ends ends its session (its reserved jobs ready again, no longer counted) before
+any later event of another connection is handled, as beanstalkd does: at EOF or ``quit``
+(``_close``), and when a read fails, a reset by the peer say (``Server.reap``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Server:
         self._timer_at: int | None = None
         self.protocols: set[ServerProtocol] = set()
         self.recv_view = memoryview(bytearray(RECV_BUFFER))  # shared by every connection
+        self.reading: ServerProtocol | None = None  # see reap()
 
     def protocol_factory(self) -> ServerProtocol:
         return ServerProtocol(self)
@@ -75,7 +80,29 @@ class Server:
         delay = max(0.0, (at - self.engine.clock()) / 1e9)
         self._timer = self.loop.call_later(delay, self._fire)
 
+    def reap(self) -> None:
+        """End the session of a connection whose last read failed (ECONNRESET after the peer
+        reset it, or any other error), now rather than at its ``connection_lost``.
+
+        A failed read reaches no protocol callback: the transport closes itself and schedules
+        ``connection_lost`` with ``call_soon``, so it runs after every other event of the same
+        loop turn. If another client's command was read in that turn (a ``reserve-with-timeout
+        0`` sent just after the reset), it would miss the job the reset client held, and see it
+        counted; beanstalkd handles the reset first, in arrival order. The loop (asyncio's and
+        uvloop's alike) asks for a buffer (``get_buffer``) right before each read and reports
+        what it read to ``buffer_updated`` or ``eof_received``: ``reading`` is the connection
+        asked last that has reported nothing yet. If its transport is closing when the next
+        callback comes, its read failed (an empty read would have left it open), so its session
+        ends here. Called at the start of every callback that can run commands or timers:
+        ``get_buffer``, ``_process``, the engine's timer.
+        """
+        proto = self.reading
+        self.reading = None
+        if proto is not None and proto.transport is not None and proto.transport.is_closing():
+            proto._gone()
+
     def _fire(self) -> None:
+        self.reap()
         self._timer = None
         self._timer_at = None
         self.engine.tick()
@@ -134,13 +161,20 @@ class ServerProtocol(asyncio.BufferedProtocol):
             print(f"accept {self._fd}", flush=True)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.server.recv_view
+        server = self.server
+        if server.reading is not None:
+            server.reap()
+        server.reading = self  # a read follows: see Server.reap
+        return server.recv_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.reader.receive_data(self.server.recv_view[:nbytes])
+        server = self.server
+        server.reading = None
+        self.reader.receive_data(server.recv_view[:nbytes])
         self._process()
 
     def eof_received(self) -> bool:
+        self.server.reading = None
         self.reader.receive_data(b"")
         # A blocked reserve answers TIMED_OUT now (beanstalkd watches for RDHUP while waiting).
         self.server.engine.half_close(self.session.conn)
@@ -148,7 +182,14 @@ class ServerProtocol(asyncio.BufferedProtocol):
         return True  # keep the transport open: pending replies still go out
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # A reset or a write error lands here first; after _close there is nothing left to do.
+        # A write error lands here first, and a failed read unless Server.reap came first; after
+        # _close there is nothing left to do.
+        if self.server.reading is self:
+            self.server.reading = None
+        self._gone()
+
+    def _gone(self) -> None:
+        """The transport is closed or closing on its own: end the session now."""
         self._closing = True
         self.server.protocols.discard(self)
         self._end_session()
@@ -176,6 +217,8 @@ class ServerProtocol(asyncio.BufferedProtocol):
 
     def _process(self) -> None:
         """Run every complete command buffered, unless blocked; write the replies at once."""
+        if self.server.reading is not None:
+            self.server.reap()
         if self._closing or self._waiting or self._out_paused:
             return
         reader = self.reader

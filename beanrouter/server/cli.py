@@ -1,25 +1,32 @@
 """``beanrouter-server`` / ``beanrouter server``: start the bundled server with beanstalkd's flags.
 
-Lean on purpose: test harnesses spawn this as ``$BEANSTALKD_PATH`` and give it 0.1 s to listen,
-so it imports neither click nor the router.
+Lean on purpose: test harnesses spawn this as ``$BEANSTALKD_PATH`` and give it 0.1 s to listen
+(greenstalk's time their first reply too), so it imports neither click nor the router, and until
+the socket listens nothing beyond ``os``, ``sys`` and C modules: ``signal`` is used through
+``_signal`` (``signal`` imports ``enum``) and ``typing`` only by type checkers. What the first
+reply needs (asyncio, the codec, the engine) is imported after that; tests/unit/test_package.py
+checks the start path imports no click, yaml, uhashring or router code.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
 
 from .listen import ListenError, bind, describe, inherited_socket
 from .options import ServerOptions, UsageExit, parse_args
 
+TYPE_CHECKING = False  # ``typing`` costs start-up time; type checkers take this name as true
 if TYPE_CHECKING:
     import asyncio
+    import signal as _signal  # the same functions and numbers, with type stubs
+    from collections.abc import Callable, Coroutine
+    from typing import Any
 
     from .commit import GroupCommit
     from .engine import Engine
+else:
+    import _signal
 
 
 LISTEN_STATUS = 111
@@ -43,8 +50,8 @@ def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
         early_term.append(signum)
         sys.exit(0)
 
-    signal.signal(signal.SIGUSR1, lambda signum, frame: early_drain.append(signum))
-    signal.signal(signal.SIGTERM, on_term)
+    _signal.signal(_signal.SIGUSR1, lambda signum, frame: early_drain.append(signum))
+    _signal.signal(_signal.SIGTERM, on_term)
     if opts.verbose:
         print(f"pid {os.getpid()}", flush=True)
     # Listen first, import the rest after: early connections wait in the backlog.
@@ -81,7 +88,7 @@ def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
         # The loop handles the signals now. A SIGTERM that came before may have had its
         # SystemExit swallowed (raised inside a finalizer, say): deliver it again.
         if early_term:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), _signal.SIGTERM)
 
     loop_runner(serve(engine, sock, ready=ready, commit=make_commit, verbose=opts.verbose))
     return 0

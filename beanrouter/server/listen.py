@@ -85,7 +85,15 @@ def _bind_unix(path: str) -> _socket.socket:
 
 
 def _bind_inet(addr: str, port: int | str, reuse_port: bool = False) -> _socket.socket:
-    infos = _socket.getaddrinfo(addr or None, port, 0, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE)
+    # An ASCII name goes to getaddrinfo as bytes, as is: given a str, Python would encode it with
+    # the idna codec, whose import (unicodedata, stringprep) costs start-up time, and which
+    # refuses names such as ``a..b`` with a UnicodeError before the resolver has said a word
+    # (beanstalkd passes the name as is and reports the resolver's error, as we then do).
+    host = (addr.encode("ascii") if addr.isascii() else addr) if addr else None
+    try:
+        infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE)
+    except UnicodeError as exc:  # a non-ASCII name the idna codec refuses
+        raise OSError(f"bad host name {addr!r}: {exc}") from None
     error: OSError | None = None
     for family, kind, proto, _name, sockaddr in infos:
         sock = _socket.socket(family, kind, proto)

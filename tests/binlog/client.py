@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from beanrouter.server.binlog import format as fmt
 from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -137,3 +138,17 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
         return self.proc.wait(timeout=30)
+
+
+def to_format_1(directory: Path) -> list[str]:
+    """Make ``directory`` what the first format wrote: each ``beanrouter-binlog.N`` becomes a
+    ``binlog.N`` with the 36-byte format-1 header (the records did not change); the names."""
+    names = []
+    for path in sorted(directory.glob("beanrouter-binlog.*")):
+        data = path.read_bytes()
+        header = fmt.decode_header(data)
+        old = fmt.encode_header(header.index, header.next_id, header.created_ns, version=1)
+        (directory / f"binlog.{header.index}").write_bytes(old + data[header.size :])
+        path.unlink()
+        names.append(f"binlog.{header.index}")
+    return names

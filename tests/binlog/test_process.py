@@ -16,7 +16,7 @@ from .client import REPO_ROOT, Client, ServerProcess, put
 
 
 def data_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("binlog.*[0-9]"), key=lambda p: int(p.suffix[1:]))
+    return sorted(directory.glob("beanrouter-binlog.*[0-9]"), key=lambda p: int(p.suffix[1:]))
 
 
 def fill(srv: ServerProcess, n: int, body: bytes = b"job") -> Client:

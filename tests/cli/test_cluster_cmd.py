@@ -175,7 +175,7 @@ def test_binlog_dir_gets_one_directory_per_shard_and_jobs_survive(
     assert p.stop() == 0
     assert json.loads((data / "cluster.json").read_text()) == {"shards": 1}
     assert [d.name for d in data.iterdir() if d.is_dir()] == ["shard-0"]
-    assert any(f.name.startswith("binlog.") for f in (data / "shard-0").iterdir())
+    assert any(f.name.startswith("beanrouter-binlog.") for f in (data / "shard-0").iterdir())
     p2, port2 = cluster(procs, "--shards", "1", "-b", str(data))
     with p2.connect(port2) as sock:
         assert talk(sock, b"reserve-with-timeout 0\r\n", b"keep\r\n") == b"RESERVED 1 4\r\nkeep\r\n"

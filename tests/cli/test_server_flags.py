@@ -119,6 +119,16 @@ def test_port_that_is_no_service_exits_111(port: str) -> None:
     assert "Servname not supported" in ours.stderr and "Servname not supported" in theirs.stderr
 
 
+def test_address_that_does_not_resolve_exits_111_like_beanstalkd() -> None:
+    """``-l a..b``: the resolver's error, as beanstalkd reports it (Python's idna codec used to
+    refuse the name before the resolver saw it, with a traceback and status 1)."""
+    ours = run("beanrouter", ["-l", "a..b", "-p", "0"])
+    theirs = run("beanstalkd", ["-l", "a..b", "-p", "0"])
+    assert ours.returncode == theirs.returncode == 111
+    reason = theirs.stderr.splitlines()[0].rpartition(": ")[2]  # "Name or service not known"
+    assert ours.stderr.strip() == f"beanrouter server: cannot listen on a..b:0: {reason}"
+
+
 def test_port_in_use_exits_111() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -264,7 +274,8 @@ def test_binlog_file_size_is_rounded_up_like_beanstalkd(tmp_path: Path) -> None:
                     time.sleep(0.2)
                     stats = s.recv(65536)
                 # while running: at an orderly exit we trim the current file, beanstalkd not
-                sizes[impl] = sorted(p.stat().st_size for p in d.glob("binlog.*"))
+                names = "binlog.*" if impl == "beanstalkd" else "beanrouter-binlog.*"
+                sizes[impl] = sorted(p.stat().st_size for p in d.glob(names))
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)

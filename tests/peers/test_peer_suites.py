@@ -55,7 +55,7 @@ START_TIMED: dict[str, frozenset[str]] = {
 }
 """Tests whose timed block (``assert_seconds``: the duration plus at most 50 ms) starts with the
 suite's first command, 0.1 s after it spawned the server: a Python server's first reply comes
-later than that on a slow machine (measured 130-190 ms here; beanstalkd: 3 ms), so for our
+later than that on a busy machine (docs/compatibility.md has the numbers), so for our
 implementations these may fail on their timing alone. They are reported, never hidden: any other
 failure, or one of these failing for another reason, fails the test (docs/compatibility.md)."""
 """Tests that fail through an implementation for a reason given here: exactly these must fail

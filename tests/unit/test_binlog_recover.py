@@ -21,6 +21,7 @@ from beanrouter.server.binlog.wal import Wal
 from beanrouter.server.engine import NS, Conn, Engine, Job, OutOfSpace
 from beanrouter.server.job import BURIED, BURY_ONE, DELAYED, READY, RESERVED
 from beanrouter.server.procinfo import ProcInfo
+from tests.binlog.client import to_format_1
 
 T0 = 1_700_000_000 * NS
 
@@ -253,7 +254,7 @@ def make_log(directory: Path, jobs: int = 10, file_size: int = 1 << 20) -> list[
 
 
 def data_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("binlog.*[0-9]"), key=lambda p: int(p.suffix[1:]))
+    return sorted(directory.glob("beanrouter-binlog.*[0-9]"), key=lambda p: int(p.suffix[1:]))
 
 
 def record_offsets(path: Path) -> list[int]:
@@ -342,24 +343,28 @@ def test_torn_tail_in_an_older_file_is_damage(tmp_path: Path) -> None:
 
 def test_files_without_records_are_dropped(tmp_path: Path) -> None:
     make_log(tmp_path, jobs=2)
-    (tmp_path / "binlog.7").write_bytes(fmt.encode_header(7, 3, 0) + bytes(100))
-    (tmp_path / "binlog.8").write_bytes(b"")  # made, header never written
-    (tmp_path / "binlog.9").write_bytes(bytes(4096))
+    (tmp_path / "beanrouter-binlog.7").write_bytes(fmt.encode_header(7, 3, 0) + bytes(100))
+    (tmp_path / "beanrouter-binlog.8").write_bytes(b"")  # made, header never written
+    (tmp_path / "binlog.9").write_bytes(bytes(4096))  # a format-1 spare
     found = read_binlog(str(tmp_path))
-    assert len(found.jobs) == 2 and found.next_index == 10
-    assert sorted(p.name for p in tmp_path.glob("binlog.*")) == ["binlog.1"]
+    assert len(found.jobs) == 2 and found.next_index == 10 and found.legacy == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["beanrouter-binlog.1"]
 
 
 def test_foreign_files_and_bad_headers(tmp_path: Path) -> None:
     make_log(tmp_path, jobs=2)
     bsd = tmp_path / "binlog.5"
     bsd.write_bytes((7).to_bytes(4, "little") + bytes(100))
-    with pytest.raises(RecoveryError, match=r"binlog\.5: a beanstalkd binlog"):
+    with pytest.raises(RecoveryError, match=r"binlog\.5: a beanstalkd binlog") as info:
         read_binlog(str(tmp_path))
+    # beanstalkd was run on our directory: its files are next to ours, which it left alone
+    assert "next to beanrouter's own files (beanrouter-binlog.1)" in str(info.value)
+    assert "move beanstalkd's binlog.N files elsewhere" in str(info.value)
+    assert bsd.exists()
     bsd.unlink()
     first = data_files(tmp_path)[0]
     data = bytearray(first.read_bytes())
-    data[20] ^= 1  # header checksum
+    data[90] ^= 1  # header checksum (in the next id)
     first.write_bytes(bytes(data))
     with pytest.raises(RecoveryError, match="offset 0: file header checksum mismatch"):
         read_binlog(str(tmp_path))
@@ -399,3 +404,113 @@ def test_list_tubes_follow_beanstalkds_replay_order(tmp_path: Path) -> None:
     assert wal.engine is not None
     # replay: default t1 t2 t3 t4; t1 goes (t4 fills its slot), then t4 goes
     assert wal.engine.list_tubes() == ["default", "t3", "t2"]
+
+
+# -- format 1 (files named binlog.N) ----------------------------------------------------------
+
+
+def mixed_log(directory: Path) -> None:
+    """A log over several small files: ready, delayed, buried and deleted jobs in two tubes."""
+    clock = FakeClock()
+    wal = reopen(directory, clock, 4096, None)
+    engine = wal.engine
+    assert engine is not None
+    c = engine.connect()
+    for i in range(40):
+        engine.use(c, "t" if i % 3 else "default")
+        engine.put(c, i, 1000 if i % 7 == 0 else 0, 60, b"job %d " % i + bytes(i * 5))
+    for job_id in range(2, 40, 4):
+        engine.delete(c, job_id)
+    engine.watch(c, "t")
+    for _ in range(3):
+        job = engine.reserve(c, 0)
+        assert isinstance(job, Job)
+        engine.bury(c, job.id, 9)
+    wal.sync()
+    reopen(directory, clock, 4096, wal)  # closes the descriptors, as a kill would
+
+
+class Recording:
+    """``sync_file`` for a Wal: records the descriptors it is asked to fsync."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def __call__(self, fd: int) -> None:
+        self.fds.append(fd)
+
+
+def start(directory: Path, messages: list[str], sync: Recording | None = None) -> Engine:
+    """One start of a server with ``-F`` (no fsync) on ``directory``."""
+    engine = Engine(clock=FakeClock(), procinfo=ProcInfo.fixed())
+    wal = Wal(
+        str(directory),
+        file_size=4096,
+        fsync=False,
+        sync_file=sync or Recording(),
+        log=messages.append,
+    )
+    load(engine, wal, log=messages.append)
+    for f in wal.files:
+        if f.fd >= 0:
+            os.close(f.fd)
+    return engine
+
+
+def test_format_1_files_are_read_and_converted_to_format_2(tmp_path: Path) -> None:
+    ours, old = tmp_path / "ours", tmp_path / "old"
+    ours.mkdir()
+    mixed_log(ours)
+    old.mkdir()
+    for path in ours.iterdir():
+        (old / path.name).write_bytes(path.read_bytes())
+    names = to_format_1(old)
+    assert len(names) > 2
+    found = read_binlog(str(old))
+    assert len(found.legacy) >= 2  # the files that hold records (the newest is empty)
+    assert set(found.legacy) <= {str(old / name) for name in names}
+    expected = actual(start(ours, []))  # the same log, read from format-2 files
+    messages: list[str] = []
+    sync = Recording()
+    assert actual(start(old, messages, sync)) == expected
+    assert sync.fds  # fsynced before the old files went, although this is -F
+    left = list(old.iterdir())
+    assert left and all(p.name.startswith("beanrouter-binlog.") for p in left)  # binlog.N gone
+    assert all(p.read_bytes().startswith(fmt.MAGIC) for p in left)
+    assert any(
+        "format-1 binlog files (binlog.1," in m and "the old files are gone" in m for m in messages
+    )
+    # the next start reads format 2 only, and converts nothing
+    assert read_binlog(str(old)).legacy == []
+    again: list[str] = []
+    engine = start(old, again)
+    assert {i: s[:8] for i, s in actual(engine).items()} == {i: s[:8] for i, s in expected.items()}
+    assert not again
+
+
+def test_a_crash_in_the_middle_of_the_conversion_converts_again(tmp_path: Path) -> None:
+    """The old files are deleted after the new one is synced; if the deletions do not survive a
+    crash, both are there at the next start: the newer copies win and the conversion runs again."""
+    mixed_log(tmp_path)
+    to_format_1(tmp_path)
+    saved = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    first = actual(start(tmp_path, []))
+    for name, data in saved.items():  # the unlinks did not reach the disk
+        (tmp_path / name).write_bytes(data)
+    found = read_binlog(str(tmp_path))
+    assert found.legacy and len(found.files) == len(saved) + 1
+    messages: list[str] = []
+    engine = start(tmp_path, messages)
+    assert {i: s[:8] for i, s in actual(engine).items()} == {i: s[:8] for i, s in first.items()}
+    assert all(p.name.startswith("beanrouter-binlog.") for p in tmp_path.iterdir())
+    assert any("the old files are gone" in m for m in messages)
+
+
+def test_one_number_under_both_names_is_refused(tmp_path: Path) -> None:
+    make_log(tmp_path, jobs=2)
+    (tmp_path / "binlog.1").write_bytes(fmt.encode_header(1, 1, 0, version=1))
+    with pytest.raises(
+        RecoveryError,
+        match=r"both (beanrouter-)?binlog\.1 and (beanrouter-)?binlog\.1: two files with one",
+    ):
+        read_binlog(str(tmp_path))

@@ -87,13 +87,13 @@ def check(engine: Engine, wal: Wal) -> None:
         assert f.refs == refs.get(f.index, 0), f
     alive = sum(fmt.job_record_size(j.tube.name.encode(), j.body) for j in jobs)
     assert wal.alive == alive
-    on_disk = sorted(p for p in os.listdir(wal.directory) if p.startswith("binlog."))
-    assert on_disk == sorted(f"binlog.{f.index}" for f in files)
+    on_disk = sorted(p for p in os.listdir(wal.directory) if "binlog." in p)
+    assert on_disk == sorted(f"beanrouter-binlog.{f.index}" for f in files)
     assert wal.disk == sum(f.size for f in files)
 
 
 def files_size(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.glob("binlog.*"))
+    return sum(p.stat().st_size for p in directory.glob("beanrouter-binlog.*"))
 
 
 def test_fresh_directory(tmp_path: Path) -> None:
@@ -216,7 +216,7 @@ def test_close_cuts_the_current_file_and_drops_spares(tmp_path: Path) -> None:
     cur = wal.cur
     assert cur is not None
     wal.close()
-    indexes = sorted(int(p.name.split(".")[1]) for p in tmp_path.glob("binlog.*"))
+    indexes = sorted(int(p.name.split(".")[1]) for p in tmp_path.glob("beanrouter-binlog.*"))
     assert indexes[-1] == cur.index
     assert os.path.getsize(cur.path) == cur.used
 
@@ -238,7 +238,7 @@ def test_disk_full_refuses_puts_keeps_deletes_working(tmp_path: Path) -> None:
     refused = engine.next_id - 1
     assert engine.peek(refused) is None  # the id is used up, nothing else happened
     with pytest.raises(OutOfSpace):
-        engine.put(c, 0, 0, 60, b"y")
+        engine.put(c, 0, 0, 60, b"x" * 100)  # the same put again: still no room
     check(engine, wal)
     # every job can still be deleted: its delete's room was reserved at put
     for job_id in ids:
@@ -269,10 +269,11 @@ def test_disk_full_state_changes(tmp_path: Path) -> None:
     job = engine.peek(a)
     assert job is not None
     for _ in range(1000):
+        pri = job.pri
         try:
-            engine.bury(c, a, 1)
+            engine.bury(c, a, pri + 1)
         except OutOfSpace:
-            assert job.state == RESERVED and job.reserver is c and job.pri == 0
+            assert job.state == RESERVED and job.reserver is c and job.pri == pri
             break
         assert job.state == BURIED
         try:

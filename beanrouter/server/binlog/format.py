@@ -1,16 +1,28 @@
 """Binlog format: the bytes of one binlog file, encoded and decoded without any I/O.
 
-A file ``binlog.N`` is a header followed by records, then zeros (preallocated, never written) or
-the end of the file. All integers are little-endian.
+A file ``beanrouter-binlog.N`` is a header followed by records, then zeros (preallocated, never
+written) or the end of the file. All integers are little-endian.
 
-Header, 36 bytes::
+Header, format 2, 104 bytes::
+
+    0   80s ``MAGIC``: a line of ASCII text naming beanrouter, the format and where it is
+            described ("beanrouter binlog, format 2 (not beanstalkd's): see docs/server.md",
+            padded with spaces to 79 bytes, then a newline), so that ``head -1`` on a file says
+            what it is, and beanstalkd's "unknown version" would show "bean" (1851876706)
+    80  u32 file index N (the N of the file's name)
+    84  u64 next job id when the file was made (ids are never reused across restarts)
+    92  i64 creation time, ns since the Unix epoch
+    100 u32 CRC-32 (zlib.crc32) of bytes 0..99
+
+Format 1 (files named ``binlog.N``, beanstalkd's own names, written until format 2 came; still
+read, and converted at start-up) had the same records after a 36-byte header::
 
     0   8s  magic b"BRBINLOG"
     8   u32 format version (1)
-    12  u32 file index N (the N of binlog.N)
-    16  u64 next job id when the file was made (ids are never reused across restarts)
+    12  u32 file index N
+    16  u64 next job id when the file was made
     24  i64 creation time, ns since the Unix epoch
-    32  u32 CRC-32 (zlib.crc32) of bytes 0..31
+    32  u32 CRC-32 of bytes 0..31
 
 Record: a 12-byte head and a payload of ``length`` bytes::
 
@@ -45,10 +57,12 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 __all__ = [
-    "FILE_MAGIC",
     "HEADER_SIZE",
+    "HEADER_SIZE_V1",
     "JOB",
     "JOB_FIXED_SIZE",
+    "MAGIC",
+    "MAGIC_V1",
     "RECORD_HEAD_SIZE",
     "STATE",
     "STATE_SIZE",
@@ -69,17 +83,23 @@ __all__ = [
     "state_record",
 ]
 
-FILE_MAGIC: Final = b"BRBINLOG"
-VERSION: Final = 1
+MAGIC_PREFIX: Final = b"beanrouter binlog, format "
+MAGIC: Final = (MAGIC_PREFIX + b"2 (not beanstalkd's): see docs/server.md").ljust(79) + b"\n"
+"""The first 80 bytes of a format-2 file (see the module docstring)."""
+MAGIC_V1: Final = b"BRBINLOG"
+VERSION: Final = 2
+"""The format written; ``READERS`` lists those read."""
 RECORD_MAGIC: Final = 0xB10C
 JOB: Final = 1
 STATE: Final = 2
 MAX_NAME: Final = 200
 MAX_STATE: Final = 4  # DELAYED
 
-_HEADER = struct.Struct("<8sIIQq")
+_HEADER = struct.Struct("<80sIQq")
+_HEADER_V1 = struct.Struct("<8sIIQq")
 _HEADER_CRC = struct.Struct("<I")
-HEADER_SIZE: Final = _HEADER.size + _HEADER_CRC.size  # 36
+HEADER_SIZE: Final = _HEADER.size + _HEADER_CRC.size  # 104
+HEADER_SIZE_V1: Final = _HEADER_V1.size + _HEADER_CRC.size  # 36
 
 # crc, magic, kind, name length, payload length, then the job fields
 _RECORD = struct.Struct("<IHBBIQIIIB3xqqQ20s")
@@ -100,11 +120,14 @@ Fields: TypeAlias = tuple[int, int, int, int, int, int, int, int, int]
 class BadHeader(Exception):
     """A file header is missing, damaged, or of an unknown format; ``reason`` says which."""
 
-    def __init__(self, reason: str, *, blank: bool = False, foreign: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, blank: bool = False, foreign: bool = False, beanstalkd: int = 0
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.blank = blank  # the file holds nothing but zeros (or nothing at all)
         self.foreign = foreign  # another program's file (e.g. beanstalkd's own binlog)
+        self.beanstalkd = beanstalkd  # beanstalkd's format number if it is beanstalkd's
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +144,8 @@ class FileHeader:
     index: int
     next_id: int
     created_ns: int
+    size: int = HEADER_SIZE
+    """Bytes the header takes: the records start there."""
 
 
 RawRecord: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, bytes]
@@ -148,23 +173,36 @@ records. ``fields(raw)`` gives the job fields."""
 # -- header ----------------------------------------------------------------------------------
 
 
-def encode_header(index: int, next_id: int, created_ns: int) -> bytes:
-    """The 36-byte header of file ``binlog.<index>``."""
-    head = _HEADER.pack(FILE_MAGIC, VERSION, index, next_id, created_ns)
+def encode_header(index: int, next_id: int, created_ns: int, version: int = VERSION) -> bytes:
+    """The header of file N = ``index``, in format ``version`` (2; 1 to make old files)."""
+    if version == 1:
+        head = _HEADER_V1.pack(MAGIC_V1, 1, index, next_id, created_ns)
+    elif version == 2:
+        head = _HEADER.pack(MAGIC, index, next_id, created_ns)
+    else:
+        raise ValueError(f"no binlog format {version}")
     return head + _HEADER_CRC.pack(zlib.crc32(head))
 
 
 def decode_header(data: bytes | memoryview) -> FileHeader:
-    """Parse the header at the start of ``data``.
+    """Parse the header at the start of ``data`` (format 2, or format 1).
 
     Raises:
-        BadHeader: too short, all zeros (``blank``), another format (``foreign``), bad CRC, or
-            a version this code cannot read.
+        BadHeader: too short, all zeros (``blank``), another program's file (``foreign``: a
+            beanstalkd binlog says so and what to do), bad CRC, or a format this code cannot
+            read.
     """
     head = bytes(data[:HEADER_SIZE])
     if not _NONZERO.search(head):
         raise BadHeader("empty file header (all zeros)", blank=True)
-    if len(head) >= 4 and head[:8] != FILE_MAGIC:
+    if head.startswith(MAGIC_PREFIX) or MAGIC.startswith(head):
+        if head[: len(MAGIC)] != MAGIC[: len(head)]:
+            line = head.split(b"\n", 1)[0].decode("ascii", "replace").rstrip()
+            raise BadHeader(f"{line!r}: not a format this server reads ({sorted(READERS)})")
+        struct_, version = _HEADER, 2
+    elif head.startswith(MAGIC_V1) or MAGIC_V1.startswith(head):
+        struct_, version = _HEADER_V1, 1
+    elif len(head) >= 4:
         (word,) = struct.unpack_from("<i", head)
         if word in (5, 7):
             raise BadHeader(
@@ -172,17 +210,31 @@ def decode_header(data: bytes | memoryview) -> FileHeader:
                 "are not interchangeable: run beanstalkd on this directory, or give beanrouter "
                 "server a directory of its own (see docs/server.md)",
                 foreign=True,
+                beanstalkd=word,
             )
         raise BadHeader("not a beanrouter binlog file (bad magic)", foreign=True)
-    if len(head) < HEADER_SIZE:
-        raise BadHeader(f"file header cut short ({len(head)} of {HEADER_SIZE} bytes)")
-    _, version, index, next_id, created = _HEADER.unpack_from(head)
-    (crc,) = _HEADER_CRC.unpack_from(head, _HEADER.size)
-    if crc != zlib.crc32(head[: _HEADER.size]):
+    else:
+        raise BadHeader(f"file header cut short ({len(head)} bytes)")
+    size = struct_.size + _HEADER_CRC.size
+    if len(head) < size:
+        raise BadHeader(f"file header cut short ({len(head)} of {size} bytes)")
+    (crc,) = _HEADER_CRC.unpack_from(head, struct_.size)
+    if crc != zlib.crc32(head[: struct_.size]):
         raise BadHeader("file header checksum mismatch")
-    if version not in READERS:
-        raise BadHeader(f"binlog format version {version} (this server reads {sorted(READERS)})")
-    return FileHeader(version, index, next_id, created)
+    if version == 1:
+        _, version, index, next_id, created = _HEADER_V1.unpack_from(head)
+        if version not in READERS:
+            raise BadHeader(
+                f"binlog format version {version} (this server reads {sorted(READERS)})"
+            )
+    else:
+        _, index, next_id, created = _HEADER.unpack_from(head)
+    return FileHeader(version, index, next_id, created, size)
+
+
+def header_size_guess(data: bytes) -> int:
+    """Where the records of a file with a damaged header probably start (for a salvage)."""
+    return HEADER_SIZE_V1 if data.startswith(MAGIC_V1) else HEADER_SIZE
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -298,7 +350,7 @@ def _check(data: bytes, pos: int, end: int) -> str | None:
 
 
 class RecordReader:
-    """Iterate over the records of one file's data (version 1), from ``start``.
+    """Iterate over the records of one file's data (formats 1 and 2), from ``start``.
 
     Yields ``Record`` tuples. After iteration, ``end`` is the offset where reading stopped: the
     end of the last good record. ``error`` is None when only zeros (or nothing) follow, else a
@@ -386,5 +438,6 @@ def find_record(data: bytes, start: int) -> int | None:
         pos = candidate + 1
 
 
-# Readers by format version (a new version adds its reader; old files stay readable).
-READERS: Final = {1: RecordReader}
+# Readers by format version (a new version adds its reader; old files stay readable). Format 2
+# changed the header only.
+READERS: Final = {1: RecordReader, 2: RecordReader}

@@ -1,9 +1,10 @@
 """Recovery: read a binlog directory back at start-up (beanstalkd's replay), judging any damage.
 
-``read_binlog`` reads every ``binlog.N`` in order and folds the records into the jobs alive at
-the end, as beanstalkd does: a JOB record makes or replaces a job (a migrated job's newer copy),
-a STATE record updates a known job or deletes it (state 0), a STATE record for an unknown job
-is ignored (its JOB record was in a file already deleted, so the job was deleted or migrated).
+``read_binlog`` reads every ``beanrouter-binlog.N`` (and format-1 ``binlog.N``) in order of N and
+folds the records into the jobs alive at the end, as beanstalkd does: a JOB record makes or
+replaces a job (a migrated job's newer copy), a STATE record updates a known job or deletes it
+(state 0), a STATE record for an unknown job is ignored (its JOB record was in a file already
+deleted, so the job was deleted or migrated).
 The restored state: reserved jobs are ready, buried ones keep their FIFO order (by their stamp,
 where beanstalkd uses first-record order), delayed ones keep their absolute deadline, the next
 id is above every id and every file header's next id (so ids are never reused, even when every
@@ -21,6 +22,14 @@ Damage, found by the per-record checksum:
   so the damaged files leave the log.
 - Files without records (spares made ahead of need, or a file whose header was never written)
   are deleted; trailing zeros (preallocated space) are cut off.
+
+Format 1: files of the first format are named ``binlog.N``, as beanstalkd's, and beanstalkd
+started on such a directory deletes them (docs/server.md). When ``read_binlog`` finds any with
+records (``Recovered.legacy``), ``load`` rewrites every job into the new (format 2,
+``beanrouter-binlog.N``) file, fsyncs it whatever the fsync mode, and only then lets the old files
+go: a crash in between leaves both, and the next start does the same again (a job's newer JOB
+record replaces the older one). A ``binlog.N`` written by beanstalkd is refused, touched by
+nothing.
 """
 
 from __future__ import annotations
@@ -37,14 +46,14 @@ from ..job import INVALID, READY, RESERVED
 from ..tube import ms_remove
 from . import format as fmt
 from .format import JOB, R_ID, R_KIND, R_STATE
-from .wal import Wal, WalError, file_name
+from .wal import LEGACY_PREFIX, Wal, WalError, file_name
 
 if TYPE_CHECKING:
     from ..engine import Engine, SavedJob
 
 __all__ = ["Recovered", "RecoveryError", "load", "read_binlog"]
 
-_FILE_RE = re.compile(r"binlog\.([0-9]+)")
+_FILE_RE = re.compile(r"(beanrouter-binlog\.|binlog\.)([0-9]+)")
 
 
 class RecoveryError(Exception):
@@ -77,6 +86,8 @@ class Recovered:
     salvaged: bool
     damaged: list[str]
     messages: list[str]
+    legacy: list[str] = field(default_factory=list)
+    """Format-1 files (``binlog.N``) kept: ``load`` converts their jobs and they go."""
 
 
 # Fold slots: tube name, body, raw record (the newest), file of the JOB record, its size.
@@ -84,13 +95,25 @@ _TUBE, _BODY, _RAW, _FILE, _SIZE = range(5)
 
 
 def _list_files(directory: str) -> list[tuple[int, str]]:
-    found = []
+    """(N, path) of every binlog file, by N; both names of one N is an error."""
+    found: dict[int, str] = {}
     for name in os.listdir(directory):
         m = _FILE_RE.fullmatch(name)
-        if m is not None:
-            found.append((int(m.group(1)), os.path.join(directory, name)))
-    found.sort()
-    return found
+        if m is None:
+            continue
+        index = int(m.group(2))
+        path = os.path.join(directory, name)
+        if index in found:
+            raise RecoveryError(
+                f"{directory}: both {os.path.basename(found[index])} and {name}: two files "
+                "with one number; move away the one that does not belong (see docs/server.md)"
+            )
+        found[index] = path
+    return sorted(found.items())
+
+
+def _is_legacy(path: str) -> bool:
+    return os.path.basename(path).startswith(LEGACY_PREFIX)
 
 
 def _read(path: str) -> bytes:
@@ -136,7 +159,7 @@ def read_binlog(
         except OSError as exc:
             raise RecoveryError(f"{path}: cannot read: {exc.strerror}") from exc
         info = FileInfo(index, path, len(data))
-        start = fmt.HEADER_SIZE
+        start = fmt.header_size_guess(data)
         try:
             header = fmt.decode_header(data)
         except fmt.BadHeader as exc:
@@ -144,6 +167,15 @@ def read_binlog(
                 infos.append(info)  # made, never written: no records, deleted below
                 continue
             if exc.foreign:
+                ours = [os.path.basename(p) for _, p in paths if not _is_legacy(p)]
+                if ours and exc.beanstalkd:  # beanstalkd was run here: its files next to ours
+                    raise RecoveryError(
+                        f"{path}: a beanstalkd binlog (its format {exc.beanstalkd}) next to "
+                        f"beanrouter's own files ({', '.join(ours)}), which beanstalkd leaves "
+                        f"alone: beanstalkd was run on this directory. To start beanrouter "
+                        f"server on its jobs, move beanstalkd's {LEGACY_PREFIX}N files elsewhere "
+                        "(beanstalkd can be run on them there); see docs/server.md"
+                    ) from None
                 raise RecoveryError(f"{path}: {exc.reason}") from None
             if not salvage:
                 raise RecoveryError(
@@ -154,9 +186,10 @@ def read_binlog(
             damaged.append(path)
             salvaged = True
         else:
+            start = header.size
             next_id = max(next_id, header.next_id)
             if header.index != index:
-                say(f"{path}: header says binlog.{header.index}; reading it as {file_name(index)}")
+                say(f"{path}: header says file {header.index}; reading it as file {index}")
         pos = start
         while True:
             reader = fmt.RecordReader(data, pos)
@@ -299,6 +332,7 @@ def read_binlog(
         salvaged=salvaged,
         damaged=damaged,
         messages=messages,
+        legacy=[info.path for info in kept if _is_legacy(info.path)],
     )
 
 
@@ -311,7 +345,8 @@ def load(
 ) -> Recovered:
     """Start-up: read ``wal``'s directory into ``engine``, then open the Wal for writing.
 
-    After a salvage every job is rewritten into the new file and the old files go.
+    After a salvage, or when format-1 files were read, every job is rewritten into the new file
+    and the old files go.
 
     Raises:
         RecoveryError: see ``read_binlog``.
@@ -327,18 +362,30 @@ def load(
             gc.enable()
     engine.next_id = max(engine.next_id, found.next_id)
     for info in found.files:
-        wal.adopt(info.index, info.size, info.refs, info.ids, info.alive)
+        wal.adopt(info.index, info.size, info.refs, info.ids, info.alive, info.path)
     wal.attach(engine)
     wal.start(found.next_index, len(found.jobs))
-    if found.salvaged:
+    if found.salvaged or found.legacy:
+        why = "salvaged" if found.salvaged else "format-1"
+        first = wal.current_index
         for job in engine.jobs():
             if not wal.rewrite(job):
-                raise WalError(f"no disk space in {wal.directory} to rewrite the salvaged jobs")
-        wal.sync()
-        log(
-            f"salvage: {len(found.jobs)} jobs rewritten into {file_name(wal.current_index)}; "
-            f"damaged files kept as {', '.join(p + '.damaged' for p in found.damaged)}"
-        )
+                raise WalError(f"no disk space in {wal.directory} to rewrite the {why} jobs")
+        # The old files may be the only copy on disk of these jobs: the new one is synced first.
+        wal.sync(force=True)
+        last = wal.current_index
+        into = f"{len(found.jobs)} jobs rewritten into {file_name(first)}"
+        if last != first:
+            into += f" to {file_name(last)}"
+        if found.salvaged:
+            kept = ", ".join(p + ".damaged" for p in found.damaged)
+            log(f"salvage: {into}; damaged files kept as {kept}")
+        else:
+            names = ", ".join(os.path.basename(p) for p in found.legacy)
+            log(
+                f"{wal.directory}: format-1 binlog files ({names}, named as beanstalkd's, which "
+                f"beanstalkd would delete): {into}, format 2; the old files are gone"
+            )
     return found
 
 

@@ -5,8 +5,10 @@ encodes a record for each at once (format.py) and buffers it; the asyncio shell 
 (one ``os.pwrite`` per file per batch), ``sync`` (flush, then fsync) and ``compact`` between
 batches (see ``commit.py``). Only the start-up (``recover.py``) reads files.
 
-Files are ``binlog.N`` with N rising. ``files[0]`` is the oldest, ``cur`` is being written, the
-files after ``cur`` are spares made ahead of need. A file is made at its full size at once
+Files are ``beanrouter-binlog.N`` (``file_name``) with N rising (format-1 files, named
+``binlog.N``, are taken over at start-up too, until the start-up's conversion deletes them).
+``files[0]`` is the oldest, ``cur`` is being written, the files after ``cur`` are spares made
+ahead of need. A file is made at its full size at once
 (``allocate``: ``posix_fallocate`` unless a test injects a failing one), so writes never need
 new disk space: the only call that can meet a full disk is making a file, which happens when
 room is reserved, before the engine changes anything. When a file is left for the next one it is
@@ -44,7 +46,16 @@ from .format import job_record, state_record
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["Allocate", "Wal", "WalError", "WalFile", "default_allocate", "file_name"]
+__all__ = [
+    "FILE_PREFIX",
+    "LEGACY_PREFIX",
+    "Allocate",
+    "Wal",
+    "WalError",
+    "WalFile",
+    "default_allocate",
+    "file_name",
+]
 
 D: Final = fmt.STATE_SIZE
 FILE_SIZE_UNIT: Final = 4096
@@ -63,9 +74,17 @@ def default_allocate(fd: int, size: int) -> None:
     os.posix_fallocate(fd, 0, size)
 
 
+FILE_PREFIX: Final = "beanrouter-binlog."
+"""Our files' names: ``beanrouter-binlog.N``. Not beanstalkd's ``binlog.N``: beanstalkd, started
+on the directory, takes every ``binlog.N`` for its own, cannot read it, and deletes it at its
+next clean-up (docs/server.md); it leaves files of other names alone."""
+LEGACY_PREFIX: Final = "binlog."
+"""The names of format-1 files (written before format 2; converted at start-up)."""
+
+
 def file_name(index: int) -> str:
-    """``binlog.<index>``, as beanstalkd names its files."""
-    return f"binlog.{index}"
+    """``beanrouter-binlog.<index>``: the name of our file N."""
+    return f"{FILE_PREFIX}{index}"
 
 
 class WalError(OSError):
@@ -74,7 +93,7 @@ class WalError(OSError):
 
 
 class WalFile:
-    """One ``binlog.N`` file's bookkeeping."""
+    """One binlog file's bookkeeping."""
 
     __slots__ = (
         "buf",
@@ -170,9 +189,12 @@ class Wal:
         engine.journal = self
         self._update_stats()
 
-    def adopt(self, index: int, size: int, refs: int, ids: list[int], alive: int) -> None:
-        """Take over an existing (closed) file found at start-up, oldest first."""
-        path = os.path.join(self.directory, file_name(index))
+    def adopt(
+        self, index: int, size: int, refs: int, ids: list[int], alive: int, path: str = ""
+    ) -> None:
+        """Take over an existing (closed) file found at start-up, oldest first (``path``: its
+        name if not ``file_name(index)``, a format-1 file's)."""
+        path = path or os.path.join(self.directory, file_name(index))
         f = WalFile(index, path, -1, size, size)
         f.refs = refs
         f.ids = ids
@@ -283,7 +305,7 @@ class Wal:
 
     @property
     def current_index(self) -> int:
-        """The index N of the ``binlog.N`` being written (0 before ``start``)."""
+        """The index N of the file being written (0 before ``start``)."""
         return self.cur.index if self.cur is not None else 0
 
     @property
@@ -318,21 +340,23 @@ class Wal:
         except OSError as exc:
             raise WalError(f"binlog write failed: {exc}") from exc
 
-    def sync(self) -> None:
+    def sync(self, *, force: bool = False) -> None:
         """Flush, fsync the file being written (unless -F), then delete files nobody needs.
+        ``force``: fsync even with -F (and the directory too, after the deletions): before
+        files that are the only copy of jobs go (the start-up's format conversion).
 
         Raises:
             WalError: a write or fsync failed.
         """
         self.flush()
         cur = self.cur
-        if self.unsynced and self.fsync and cur is not None:
+        if self.unsynced and (self.fsync or force) and cur is not None:
             try:
                 self.sync_file(cur.fd)
             except OSError as exc:
                 raise WalError(f"binlog fsync failed: {exc}") from exc
         self.unsynced = False
-        self.gc()
+        self.gc(force=force)
 
     def compact(self, records: int) -> int:
         """beanstalkd's compaction (``walcompact``), run after a batch that wrote ``records``.
@@ -402,9 +426,9 @@ class Wal:
         self._stats["binlog-records-migrated"] = self.records_migrated
         return size
 
-    def gc(self) -> None:
+    def gc(self, *, force: bool = False) -> None:
         """Delete the oldest files while nothing refers to them (after a sync: see the module
-        docstring)."""
+        docstring); ``force``: fsync the directory after, even with -F."""
         removed = False
         files = self.files
         while self._cur_i > 0:
@@ -424,7 +448,7 @@ class Wal:
             self.disk -= f.size
             removed = True
         if removed:
-            if self.fsync:
+            if self.fsync or force:
                 try:
                     _fsync_path(self.directory)
                 except OSError as exc:  # the deletions may come back after a crash: harmless
@@ -520,7 +544,7 @@ class Wal:
         return self.files[i]
 
     def _new_file(self, size: int) -> WalFile | None:
-        """Make the next ``binlog.N``, allocated to ``size`` bytes, with its header written."""
+        """Make the next file, allocated to ``size`` bytes, with its header written."""
         index = self._next_index
         path = os.path.join(self.directory, file_name(index))
         try:
