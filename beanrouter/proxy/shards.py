@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Final
 
-from ..server.listen import ListenError, bind
+from ..server.listen import NOTIFY_ENV, ListenError, bind, sd_notify
 from ..server.options import ServerOptions
 from .cluster import ClusterOptions, shard_ids
 
@@ -32,7 +32,6 @@ READY_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 10.0
 SHARD_HOST: Final = "127.0.0.1"
 STATE_FILE: Final = "cluster.json"
-NOTIFY_ENV: Final = "NOTIFY_SOCKET"
 
 
 def shard_args(opts: ServerOptions, index: int, port: int) -> list[str]:
@@ -214,17 +213,6 @@ def _address(sock: socket.socket) -> str:
     if isinstance(name, tuple):
         return f"[{name[0]}]:{name[1]}" if ":" in name[0] else f"{name[0]}:{name[1]}"
     return f"unix:{name}"
-
-
-def sd_notify(address: str, state: str) -> None:
-    """Send ``state`` to the service manager's ``$NOTIFY_SOCKET`` (systemd ``Type=notify``);
-    trouble is ignored, as ``sd_notify(3)`` callers do. ``@NAME`` is an abstract socket."""
-    path = "\0" + address[1:] if address.startswith("@") else address
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as conn:
-            conn.sendto(state.encode(), path)
-    except OSError:
-        pass
 
 
 async def _serve(

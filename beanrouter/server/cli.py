@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .listen import ListenError, bind, describe, inherited_socket
+from .listen import NOTIFY_ENV, ListenError, bind, describe, inherited_socket, sd_notify
 from .options import ServerOptions, UsageExit, parse_args
 
 TYPE_CHECKING = False  # ``typing`` costs start-up time; type checkers take this name as true
@@ -84,11 +84,15 @@ def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
         if make_commit is None:
             return status
 
+    notify = os.environ.pop(NOTIFY_ENV, None) or None
+
     def ready(names: list[str]) -> None:
         # The loop handles the signals now. A SIGTERM that came before may have had its
         # SystemExit swallowed (raised inside a finalizer, say): deliver it again.
         if early_term:
             os.kill(os.getpid(), _signal.SIGTERM)
+        if notify is not None:  # systemd Type=notify: serving now (the binlog is loaded)
+            sd_notify(notify, f"READY=1\nMAINPID={os.getpid()}")
 
     loop_runner(serve(engine, sock, ready=ready, commit=make_commit, verbose=opts.verbose))
     return 0

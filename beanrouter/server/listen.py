@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 SD_LISTEN_FDS_START = 3
 BACKLOG = 1024
+NOTIFY_ENV = "NOTIFY_SOCKET"
 
 
 class ListenError(Exception):
@@ -119,3 +120,17 @@ def describe(sock: socket.socket) -> str:
     if sock.family == _socket.AF_INET6:
         return f"[{name[0]}]:{name[1]}"
     return f"{name[0]}:{name[1]}"
+
+
+def sd_notify(address: str, state: str) -> None:
+    """Send ``state`` to the service manager's ``$NOTIFY_SOCKET`` (systemd ``Type=notify``);
+    trouble is ignored, as ``sd_notify(3)`` callers do. ``@NAME`` is an abstract socket."""
+    path = "\0" + address[1:] if address.startswith("@") else address
+    try:
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
+            conn.sendto(state.encode(), path)
+        finally:
+            conn.close()
+    except OSError:
+        pass

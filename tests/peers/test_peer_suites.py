@@ -3,16 +3,16 @@
 Each pinned suite (``fetch_peers.SUITES``, fetched into ``.peers/`` by ``make peers``) runs in a
 subprocess pytest with ``BEANSTALKD_PATH`` set; the JUnit report must show exactly the suite's
 expected number of passes and nothing else. The real beanstalkd is the oracle and runs as the
-suites' own CI runs it, as ``BEANSTALKD_PATH`` itself, and so does beanrouter's server (its
-``beanrouter-server`` console script, with no wrapper: greenstalk connects 0.1 s after spawning,
-which the server meets by binding its socket before importing the rest), and so does
-``beanrouter-cluster``, three bundled shards behind the proxy with its default flags (implementation
-``cluster``). The cluster listens at once but serves only when its shards, three more Python
-processes, answer: longer than the suites' start-up sleeps on a 2-core machine (greenstalk times
-its first commands from 0.1 s after the spawn with 50 ms of slack). So for ``cluster`` only, the
-plugin ``shim/peer_ready.py`` makes the suites' ``Popen`` of ``$BEANSTALKD_PATH`` wait for the
-cluster's systemd-style ``READY=1`` (``$NOTIFY_SOCKET``; no connection, so no counter changes);
-the suites are otherwise run as written. So a failure on beanrouter's side only is beanrouter's.
+suites' own CI runs it, as ``BEANSTALKD_PATH`` itself, and so do beanrouter's server (its
+``beanrouter-server`` console script) and ``beanrouter-cluster``, three bundled shards behind the
+proxy with its default flags (implementation ``cluster``). A Python server answers its first
+command later than the suites' start-up sleeps allow on a loaded 2-core machine (greenstalk
+connects 0.1 s after the spawn and times its first commands from there with 50 ms of slack; the
+cluster also waits for three more Python processes). So for our implementations the plugin
+``shim/peer_ready.py`` makes the suites' ``Popen`` of ``$BEANSTALKD_PATH`` wait for the server's
+systemd-style ``READY=1`` (``$NOTIFY_SOCKET``; no connection, so no counter changes); the suites
+are otherwise run as written. So a failure on beanrouter's side only is beanrouter's. The time to
+the first reply is measured by benchmarks/first_reply.py (docs/benchmarks.md), not here.
 
 Skips and expected failures, and nothing else:
 - a suite fetched from a git clone is skipped where no clone exists (CI machines have only PyPI);
@@ -60,7 +60,7 @@ implementations these may fail on their timing alone. They are reported, never h
 failure, or one of these failing for another reason, fails the test (docs/compatibility.md)."""
 """Tests that fail through an implementation for a reason given here: exactly these must fail
 (each once) and every other test pass, so a fix shows up as a failure until it is removed."""
-WAIT_READY = frozenset({"cluster"})  # implementations whose spawns wait for READY=1 (see above)
+WAIT_READY = frozenset({"beanrouter", "cluster"})  # spawns wait for READY=1 (see above)
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 
 

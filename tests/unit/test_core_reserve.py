@@ -376,7 +376,7 @@ def test_a_ready_job_beats_deadline_soon() -> None:
     assert run.value() == Reserved(gid("s1", 2), b"ready")
 
 
-def one_shard_holding(clock_past_soon: bool = True) -> tuple[Session, Clock, int]:
+def one_shard_holding() -> tuple[Session, Clock, int]:
     """A session watching t1 alone (one shard: reserves go straight to the wait), holding a job
     of TTR 3 whose DEADLINE_SOON has begun."""
     _, s, clock = make()
@@ -408,7 +408,7 @@ def test_deadline_soon_on_one_shard_waits_for_the_shards_answer() -> None:
 
 
 def test_deadline_soon_on_one_shard_when_the_shard_has_no_job() -> None:
-    s, clock, _ = one_shard_holding()
+    s, _, _ = one_shard_holding()
     run = Script(s.reserve(None))
     send = run.sends()["s1"]
     assert commands(send.data)[-1] == b"reserve-with-timeout 0"  # not a blocking wait
@@ -667,7 +667,7 @@ def test_a_job_caught_by_a_lingering_wait_is_handed_out_next() -> None:
 def test_a_job_a_lingering_wait_catches_during_the_choice_is_handed_out() -> None:
     # A put lands while the next reserve(0) runs: the shard gives the job to the lingering wait,
     # so the choice sees nothing ready. The wait's answer is read before answering TIMED_OUT.
-    cluster, s, clock = lingering_three()
+    cluster, s, _ = lingering_three()
     _, links = first_wait(s)
     s.held.clear()
     run = Script(s.reserve(0))

@@ -1,12 +1,13 @@
-"""A pytest plugin loaded into a peer suite's run (``-p peer_ready``) for ``beanrouter cluster``.
+"""A pytest plugin loaded into a peer suite's run (``-p peer_ready``) for beanrouter's server and
+cluster.
 
 The suites start their server and connect after a fixed sleep (greenstalk: 0.1 s, then timed
-checks with 50 ms of slack from the first command; pystalk 0.5.1: 0.25 s). ``beanrouter cluster``
-listens at once but serves only when its shards (three more Python processes) answer, which on a
-2-core machine takes longer than those sleeps. So ``subprocess.Popen`` of ``$BEANSTALKD_PATH``
-returns only once the cluster says it serves, by the readiness protocol of systemd
-(``$NOTIFY_SOCKET``, ``READY=1``): no connection is made, so every counter the suites check is
-untouched, and nothing else about the suites changes. Another program, or a server that never
+checks with 50 ms of slack from the first command; pystalk 0.5.1: 0.25 s). A Python server's first
+reply comes later than that on a loaded 2-core machine, and ``beanrouter cluster`` serves only
+when its shards (three more Python processes) answer. So ``subprocess.Popen`` of
+``$BEANSTALKD_PATH`` returns only once the server says it serves, by the readiness protocol of
+systemd (``$NOTIFY_SOCKET``, ``READY=1``): no connection is made, so every counter the suites check
+is untouched, and nothing else about the suites changes. Another program, or a server that never
 reports, is waited for at most ``WAIT`` seconds, then the suite carries on as written.
 """
 
