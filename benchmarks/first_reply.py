@@ -47,6 +47,7 @@ from server_vs_beanstalkd import (
     _free_port,
     _one_reply,
     _stop,
+    first_stats_reply,
 )
 
 FLOOR_SOCKET = r"""
@@ -99,20 +100,7 @@ def first_reply(argv: list[str], cwd: Path) -> tuple[float, float]:
         )
         server = Server(proc, port, log)
         try:
-            while True:
-                try:
-                    sock = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT)
-                    break
-                except OSError:
-                    if time.perf_counter() > start + START_TIMEOUT or proc.poll() is not None:
-                        raise BenchError(f"server did not start: {server.log_tail()}") from None
-                    time.sleep(0.001)
-            with sock:
-                sock.sendall(b"stats\r\n")
-                if not _one_reply(sock).startswith(b"OK "):
-                    raise BenchError("unexpected reply to stats")
-                wall = time.perf_counter() - start
-                cpu = server.cpu_seconds()
+            wall, cpu = first_stats_reply(server, start)
         finally:
             _stop(proc)
     return wall * 1000, cpu * 1000

@@ -633,6 +633,24 @@ def bench_bursts(template: str, cfg: Config) -> dict[str, float]:
     return {"seq_conns_per_s": cfg.seq_conns / sequential, "burst_ms": burst * 1000}
 
 
+def first_stats_reply(server: Server, start: float) -> tuple[float, float]:
+    """Connect to a server spawned at ``start`` (``perf_counter``) as soon as it listens and ask
+    ``stats``: (seconds from the spawn to the reply, the server's CPU seconds by then)."""
+    while True:
+        try:
+            sock = socket.create_connection((HOST, server.port), timeout=SOCKET_TIMEOUT)
+            break
+        except OSError:
+            if time.perf_counter() > start + START_TIMEOUT or server.proc.poll() is not None:
+                raise BenchError(f"server did not start: {server.log_tail()}") from None
+            time.sleep(0.001)
+    with sock:
+        sock.sendall(b"stats\r\n")
+        if not _one_reply(sock).startswith(b"OK "):
+            raise BenchError("unexpected reply to stats")
+        return time.perf_counter() - start, server.cpu_seconds()
+
+
 def bench_start(template: str, cfg: Config) -> dict[str, float]:
     """Spawn to the first reply to ``stats`` (a client retrying its connect every millisecond),
     the server's CPU time (user + system) by then, and idle RSS. The CPU time is the steadier
@@ -652,21 +670,7 @@ def bench_start(template: str, cfg: Config) -> dict[str, float]:
         )
         server = Server(proc, port, log)
         try:
-            deadline = start + START_TIMEOUT
-            while True:
-                try:
-                    sock = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT)
-                    break
-                except OSError:
-                    if time.perf_counter() > deadline or proc.poll() is not None:
-                        raise BenchError(f"server did not start: {server.log_tail()}") from None
-                    time.sleep(0.001)
-            with sock:
-                sock.sendall(b"stats\r\n")
-                if not _one_reply(sock).startswith(b"OK "):
-                    raise BenchError("unexpected reply to stats")
-                first = time.perf_counter() - start
-                cpu = server.cpu_seconds()
+            first, cpu = first_stats_reply(server, start)
             time.sleep(0.5)
             rss = server.rss_bytes()
         finally:

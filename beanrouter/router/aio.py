@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import time
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.rounds import Op
 from ..protocol import Kicked, LocalProtocolError, Reserved, StatValue
 from .aio_driver import AsyncDriver
-from .config import ClusterConfig, load_config
+from .config import load_config
 from .errors import RouterError, error_for_reply, invalid_argument, reply_mapping
 from .facade import (
     Facade,
@@ -93,25 +90,8 @@ class AsyncRouter(Facade):
     Args: as ``Router``'s.
     """
 
-    def __init__(
-        self,
-        servers: Sequence[str | Mapping[str, Any]] | str | ClusterConfig,
-        *,
-        failover: int | None = None,
-        connect_timeout: float | None = None,
-        timeout: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        super().__init__(
-            servers,
-            failover=failover,
-            connect_timeout=connect_timeout,
-            timeout=timeout,
-            clock=clock,
-            rng=rng,
-        )
-        self._driver = AsyncDriver(self._session, self._connect_timeout, self._timeout, clock)
+    def _open(self) -> None:
+        self._driver = AsyncDriver(self._session, self._connect_timeout, self._timeout, self._clock)
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()

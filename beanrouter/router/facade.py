@@ -80,6 +80,11 @@ class Facade:
         )
         self._timeout = config.timeout if timeout is None else timeout
         self._closed = False
+        self._open()
+
+    def _open(self) -> None:
+        """The shell's own set-up (its driver, locks and timers), once the core is built."""
+        raise NotImplementedError
 
     @property
     def metrics(self) -> Metrics:

@@ -14,10 +14,7 @@ A ``Router`` is not thread-safe: use one per thread (it is cheap). The one excep
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +28,7 @@ from ..protocol import (
     encode_put,
     parse_mapping,
 )
-from .config import ClusterConfig, load_config
+from .config import load_config
 from .driver import Driver
 from .errors import (
     RouterError,
@@ -74,28 +71,11 @@ class Router(Facade):
         rng: random source in [0, 1) for probe jitter (for tests).
     """
 
-    def __init__(
-        self,
-        servers: Sequence[str | Mapping[str, Any]] | str | ClusterConfig,
-        *,
-        failover: int | None = None,
-        connect_timeout: float | None = None,
-        timeout: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        super().__init__(
-            servers,
-            failover=failover,
-            connect_timeout=connect_timeout,
-            timeout=timeout,
-            clock=clock,
-            rng=rng,
-        )
+    def _open(self) -> None:
         self._calls = threading.RLock()
         """Held by every call, and by the timer thread's maintenance (see ``timers``)."""
         self._timer_due: float | None = None
-        self._driver = Driver(self._session, self._connect_timeout, self._timeout, clock)
+        self._driver = Driver(self._session, self._connect_timeout, self._timeout, self._clock)
 
     @classmethod
     def from_config(cls, path: str | Path, **overrides: Any) -> Router:
