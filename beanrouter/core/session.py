@@ -99,6 +99,7 @@ class Held:
     link: Link
     priority: int
     ttr: int
+    """0: not known yet (``deadline`` is then infinite; see ``reserve.learn``)."""
     deadline: float
     """When the shard's TTR runs out (core clock)."""
     tube: str
@@ -106,6 +107,8 @@ class Held:
     """For a prefetched job: when it is given back if no reserve took it."""
     body: bytes = b""
     """For a prefetched job: its body (handed out by the next reserve)."""
+    since: float = 0.0
+    """When its TTR started counting (the reserve's reply, or the last ``touch``)."""
 
 
 class Session:
@@ -644,7 +647,9 @@ class Session:
         if isinstance(reply, Word) and reply.word == "TOUCHED":
             held = self.held.get(job_id)
             if held is not None:
-                held.deadline = start + held.ttr
+                held.since = start
+                if held.ttr:
+                    held.deadline = start + held.ttr
         else:
             self._unhold(job_id)
         return reply

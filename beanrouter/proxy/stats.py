@@ -222,11 +222,15 @@ class ClientCounters:
         return burned
 
     def replied(self, cmd: p.Command, reply: bytes | None) -> None:
-        """``cmd`` finished with ``reply`` (None: it was cancelled, as a reserve at EOF)."""
-        if self._waiting:
-            self._waiting = False
-            self.stats.waiting -= 1
-        elif type(cmd) is p.ReserveJob and reply is not None and reply.startswith(_RESERVED_WORD):
+        """``cmd`` finished with ``reply`` (None: it was cancelled, as a reserve at EOF). The
+        commands of a batch are all counted before any is answered: only a reserve's reply ends
+        its wait."""
+        cls = type(cmd)
+        if cls in _RESERVES:
+            if self._waiting:
+                self._waiting = False
+                self.stats.waiting -= 1
+        elif cls is p.ReserveJob and reply is not None and reply.startswith(_RESERVED_WORD):
             self._mark_worker()
 
     def disconnect(self) -> None:
