@@ -1,4 +1,4 @@
-"""The asyncio shells' engine: runs core operations (``beanrouter.core``) over asyncio streams.
+"""The asyncio shells' engine: runs core operations (``beanrouter.core``) over asyncio transports.
 
 Used by ``AsyncRouter`` and by the proxy (one ``AsyncDriver`` per client session). Like the
 blocking ``Driver`` it only performs the rounds an operation yields: connects links on first use,
@@ -6,10 +6,13 @@ sends, reads the replies through the codec's ``ReplyReader`` (every link of a ro
 for a *wait* returns as soon as one link completes or the round's deadline passes. No routing
 decision is made here.
 
+Each link is an ``asyncio.Protocol`` (``_Stream``) that parses replies as they arrive; a round
+waits on one future (and at most one timer), not a task per link.
+
 Cancellation: a task cancelled while ``run`` awaits (a client that disconnects mid-reserve, a
 ``wait_for`` timeout) closes the operation and every link it left owing a reply
 (``Session.abandon``), so the shards give back whatever they reserved for it. Reading is
-cancellation-safe: bytes not yet parsed stay in the link's codec and stream.
+cancellation-safe: replies that arrive later stay in the link's ``_Stream``.
 """
 
 from __future__ import annotations
@@ -37,29 +40,112 @@ MAX_CONNECTING = 32
 _CONNECT_SLOTS: dict[tuple[int, str, int], asyncio.Semaphore] = {}
 
 
-class _Stream:
-    """A link's transport: the asyncio stream and the codec reading it."""
+class _Stream(asyncio.Protocol):
+    """A link's transport: the asyncio protocol, parsing replies as they arrive (into ``got``).
 
-    __slots__ = ("codec", "got", "reader", "writer")
+    A round that waits for a link sets ``want`` (the replies it owes) and ``notify``, called once
+    when ``got`` holds that many or the link failed (``failed``)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    __slots__ = ("codec", "failed", "got", "notify", "resume", "transport", "want")
+
+    def __init__(self) -> None:
         self.codec = ReplyReader()
         self.got: list[Reply] = []
+        self.want = 0
+        self.notify: Callable[[], None] | None = None
+        self.failed: str | None = None
+        self.transport: asyncio.Transport | None = None
+        self.resume: asyncio.Future[None] | None = None
+        """Set while a send waits for the transport's buffer to drain."""
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.failed is not None:
+            return
+        codec = self.codec
+        codec.receive_data(data)
+        got = self.got
+        try:
+            while True:
+                event = codec.next_event()
+                if event is NEED_DATA:
+                    break
+                if event is CLOSED:
+                    self._fail("closed the connection")
+                    return
+                got.append(event)  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            self._fail(f"bad reply: {exc}")
+            return
+        if self.notify is not None and len(got) >= self.want:
+            self._notify()
+
+    def eof_received(self) -> bool:
+        self.data_received(b"")
+        self._fail("closed the connection")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"connection lost: {exc!r}" if exc is not None else "closed the connection")
+        resume = self.resume
+        if resume is not None and not resume.done():
+            resume.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.resume is None:
+            self.resume = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        resume = self.resume
+        self.resume = None
+        if resume is not None and not resume.done():
+            resume.set_result(None)
+
+    # -- for the driver
+
+    def _fail(self, why: str) -> None:
+        if self.failed is None:
+            self.failed = why
+        if self.notify is not None:
+            self._notify()
+
+    def _notify(self) -> None:
+        notify = self.notify
+        self.notify = None
+        if notify is not None:
+            notify()
 
     def stale(self) -> bool:
         """The shard closed the idle connection (or sent something unasked)."""
-        buffered = getattr(self.reader, "_buffer", b"")  # bytes nobody asked for
-        return self.writer.is_closing() or self.reader.at_eof() or bool(buffered)
+        transport = self.transport
+        return (
+            self.failed is not None
+            or transport is None
+            or transport.is_closing()
+            or bool(self.got)
+            or self.codec.pending
+        )
+
+    def take(self, count: int) -> list[Reply]:
+        """The first ``count`` replies received (fewer if not all arrived)."""
+        got = self.got
+        if len(got) <= count:
+            self.got = []
+            return got
+        out = got[:count]
+        del got[:count]
+        return out
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
-class _Lost(Exception):
-    """A link broke while its replies were read."""
+        self.notify = None
+        transport = self.transport
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
 
 
 class AsyncDriver:
@@ -122,11 +208,9 @@ class AsyncDriver:
         if slots is None:
             slots = _CONNECT_SLOTS[key] = asyncio.Semaphore(MAX_CONNECTING)
         async with slots:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(cfg.host, cfg.port, limit=_READ_SIZE * 4),
-                self.connect_timeout,
+            _, stream = await asyncio.wait_for(
+                loop.create_connection(_Stream, cfg.host, cfg.port), self.connect_timeout
             )
-        stream = _Stream(reader, writer)
         link.io = stream
         return stream
 
@@ -144,36 +228,16 @@ class AsyncDriver:
             except (TimeoutError, OSError) as exc:
                 outcome[link] = Failure(FailureKind.CONNECT, f"cannot connect to {name}: {exc!r}")
                 return
-        stream.got = []
+        transport = stream.transport
+        assert transport is not None
         try:
-            stream.writer.write(data)
-            if stream.writer.transport.get_write_buffer_size() > _READ_SIZE:
-                await asyncio.wait_for(stream.writer.drain(), self.timeout)
+            transport.write(data)
+            if stream.resume is not None:  # above the high-water mark: wait for it to drain
+                await asyncio.wait_for(asyncio.shield(stream.resume), self.timeout)
         except (TimeoutError, OSError) as exc:
             stream.close()
             link.io = None
             outcome[link] = Failure(FailureKind.LOST, f"send to {name} failed: {exc!r}")
-
-    async def _read(self, link: Link, stream: _Stream) -> None:
-        """Read until ``link`` has every reply it owes (into ``stream.got``)."""
-        codec = stream.codec
-        got = stream.got
-        while len(got) < link.owed:
-            try:
-                event = codec.next_event()
-            except ProtocolError as exc:
-                raise _Lost(f"bad reply from {link.shard.name}: {exc}") from exc
-            if isinstance(event, Reply):
-                got.append(event)
-                continue
-            if event is CLOSED:
-                raise _Lost(f"{link.shard.name} closed the connection")
-            assert event is NEED_DATA
-            try:
-                data = await stream.reader.read(_READ_SIZE)
-            except OSError as exc:
-                raise _Lost(f"receive from {link.shard.name} failed: {exc!r}") from exc
-            codec.receive_data(data)
 
     def _lost(self, link: Link, message: str, outcome: Outcome, timed_out: bool = False) -> None:
         stream = link.io
@@ -183,36 +247,24 @@ class AsyncDriver:
         outcome[link] = Failure(FailureKind.LOST, message, timed_out)
 
     def _cancel(self, links: Sequence[Link], outcome: Outcome) -> None:
-        """Read what has arrived on each link without waiting (what the stream holds, then the
-        socket itself); close those still owing. Synchronous: nothing runs in between."""
+        """Read what has arrived on each link without waiting (what was parsed, then the socket
+        itself); close those still owing. Synchronous: nothing runs in between."""
         for link in links:
             stream = link.io
             got: list[Reply] = []
             if isinstance(stream, _Stream):
-                codec = stream.codec
-                buffered = getattr(stream.reader, "_buffer", None)
-                if buffered:
-                    codec.receive_data(bytes(buffered))
-                    buffered.clear()
-                sock = stream.writer.get_extra_info("socket")
+                transport = stream.transport
+                sock = transport.get_extra_info("socket") if transport is not None else None
                 fd = sock.fileno() if sock is not None else -1
-                try:
-                    while len(got) < link.owed:
-                        event = codec.next_event()
-                        if isinstance(event, Reply):
-                            got.append(event)
-                            continue
-                        if event is not NEED_DATA or fd < 0:
-                            break
-                        try:
-                            data = os.read(fd, _READ_SIZE)
-                        except BlockingIOError:
-                            break
-                        if not data:
-                            break
-                        codec.receive_data(data)
-                except (OSError, ProtocolError):
-                    pass
+                while len(stream.got) < link.owed and stream.failed is None and fd >= 0:
+                    try:
+                        data = os.read(fd, _READ_SIZE)
+                    except OSError:  # BlockingIOError: nothing more has arrived
+                        break
+                    if not data:
+                        break
+                    stream.data_received(data)
+                got = stream.take(link.owed)
             if len(got) < link.owed:
                 self.close_links([link])
             outcome[link] = got
@@ -227,76 +279,83 @@ class AsyncDriver:
         live = [s.link for s in rnd.sends if s.link not in outcome]
         for link in rnd.wait:
             if link not in outcome and isinstance(link.io, _Stream):
-                link.io.got = []
                 live.append(link)
         if not live:
-            return outcome
-        if len(live) == 1 and not rnd.first:
-            link = live[0]
-            stream = link.io
-            assert isinstance(stream, _Stream)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self._read(link, stream)
-            except TimeoutError:
-                self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
-            except _Lost as exc:
-                self._lost(link, str(exc), outcome)
-            else:
-                outcome[link] = stream.got
             return outcome
         waiting = rnd.first and rnd.until != -math.inf
         if waiting:
             self.session.waiting = True  # every reserve of the round is on the wire now
         try:
-            return await self._read_round(rnd, live, outcome)
+            await self._read(rnd, live, outcome)
         finally:
             if waiting:
                 self.session.waiting = False
+        return outcome
 
-    async def _read_round(self, rnd: Round, live: list[Link], outcome: Outcome) -> Outcome:
-        tasks: dict[asyncio.Task[None], Link] = {}
+    async def _read(self, rnd: Round, live: list[Link], outcome: Outcome) -> None:
+        """The replies of ``live`` links into ``outcome``: every one (a request: failures past
+        the reply timeout), or as soon as one link is complete (a wait, partial replies)."""
+        pending: list[Link] = []
         for link in live:
             stream = link.io
             assert isinstance(stream, _Stream)
-            tasks[asyncio.ensure_future(self._read(link, stream))] = link
-        try:
-            if rnd.first:
-                until = -math.inf if outcome else rnd.until
-                timeout = None if until is None else max(0.0, until - self.clock())
-                if timeout == 0.0:
-                    await asyncio.sleep(0)  # let what has arrived be read
-                    done = {t for t in tasks if t.done()}
-                else:
-                    done, _ = await asyncio.wait(
-                        tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if done:
-                        await asyncio.sleep(0)  # others that completed at the same time
-                        done = {t for t in tasks if t.done()}
+            if len(stream.got) >= link.owed:
+                outcome[link] = stream.take(link.owed)
+            elif stream.failed is not None:
+                self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
             else:
-                done, _ = await asyncio.wait(tasks, timeout=self.timeout)
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            for task in tasks:
-                if not task.done():
-                    with contextlib.suppress(asyncio.CancelledError, _Lost):
-                        await task
-        for task, link in tasks.items():
+                pending.append(link)
+        if not pending:
+            return
+        first = rnd.first
+        if first:
+            until = -math.inf if outcome else rnd.until
+            timeout = None if until is None else max(0.0, until - self.clock())
+        else:
+            timeout = self.timeout
+        if timeout == 0.0:
+            await asyncio.sleep(0)  # one look: let what has arrived be read
+        else:
+            await self._until(pending, first, timeout)
+        for link in pending:
             stream = link.io
             assert isinstance(stream, _Stream)
-            if task in done and not task.cancelled():
-                error = task.exception()
-                if isinstance(error, _Lost):
-                    self._lost(link, str(error), outcome)
-                    continue
-                if error is not None:
-                    raise error
-                outcome[link] = stream.got
-            elif rnd.first:
-                outcome[link] = stream.got  # partial: the rest stays owed
+            if stream.failed is not None and len(stream.got) < link.owed:
+                self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
+            elif first or len(stream.got) >= link.owed:
+                outcome[link] = stream.take(link.owed)  # (a wait: partial, the rest stays owed)
             else:
                 self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
-        return outcome
+
+    async def _until(self, links: list[Link], first: bool, timeout: float | None) -> None:
+        """Until every link (``first``: one) is complete or failed, or ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        left = 1 if first else len(links)
+
+        def one() -> None:
+            nonlocal left
+            left -= 1
+            if left <= 0 and not done.done():
+                done.set_result(None)
+
+        for link in links:
+            stream = link.io
+            assert isinstance(stream, _Stream)
+            stream.want = link.owed
+            stream.notify = one
+        timer = None if timeout is None else loop.call_later(timeout, _settle, done)
+        try:
+            await done
+        finally:
+            if timer is not None:
+                timer.cancel()
+            for link in links:
+                stream = link.io
+                if isinstance(stream, _Stream):
+                    stream.notify = None
+
+
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
