@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..protocol import Buried as BuriedReply
 from ..protocol import (
@@ -41,6 +42,7 @@ from ..protocol import (
     Command,
     Delete,
     Ignore,
+    Inserted,
     Kick,
     KickJob,
     ListTubes,
@@ -66,10 +68,11 @@ from ..protocol import (
     Word,
     encode_put,
 )
+from ..router import ids
 from ..router.errors import RouterError, ShardUnavailable, UnexpectedReply
 from .cluster import ShardState
 from .links import Link
-from .reserve import answered, exact_now, exact_now_done
+from .reserve import answered, exact_now, exact_now_done, reserve, reserve_job
 from .rounds import Failure, FailureKind, Op, Send
 from .session import Session, global_stats_job
 
@@ -94,11 +97,11 @@ def command_op(s: Session, cmd: Command) -> Op[Reply] | Reply | None:
         case Use():
             return s.use(cmd.tube)
         case Reserve():
-            return s.reserve(None)
+            return reserve(s, None)
         case ReserveWithTimeout():
-            return s.reserve(None if cmd.timeout < 0 else cmd.timeout)
+            return reserve(s, None if cmd.timeout < 0 else cmd.timeout)
         case ReserveJob():
-            return s.reserve_job(cmd.id)
+            return reserve_job(s, cmd.id)
         case Delete():
             return s.delete(cmd.id)
         case Release():
@@ -166,8 +169,7 @@ class _Step:
     start: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(NamedTuple):
     """A planned run: the first ``size`` commands, and the operation that runs them (to be run
     now: planning has already updated the session's view of the link)."""
 
@@ -176,6 +178,19 @@ class Batch:
 
 
 class _Planner:
+    __slots__ = (
+        "ended",
+        "link",
+        "now",
+        "parts",
+        "put_shard",
+        "replies",
+        "s",
+        "size",
+        "steps",
+        "waits",
+    )
+
     def __init__(self, s: Session, now: float) -> None:
         self.s = s
         self.now = now
@@ -186,6 +201,8 @@ class _Planner:
         self.steps: list[_Step] = []
         self.ended = False
         self.waits = False
+        self.put_shard: ShardState | None = None
+        """Set by a put (cleared by any other command): the next put goes the same way."""
 
     def _link_for(self, link: Link) -> bool:
         """``link`` can carry the next command of the run."""
@@ -205,6 +222,7 @@ class _Planner:
         if t is Put:
             assert isinstance(cmd, Put)
             return self._put(cmd)
+        self.put_shard = None
         if t in _JOB_COMMANDS:
             return self._job(cmd)
         if t is Use:
@@ -224,18 +242,23 @@ class _Planner:
     def _put(self, cmd: Put) -> bool:
         s = self.s
         tube = s.using
-        shard = s.cluster.shards[s.cluster.preference(tube)[0]]
-        if shard.health.failures:
-            return False  # its own operation decides (failover, probes)
-        if self.link is not None:
-            if self.link.shard is not shard or not self.link.ready:
-                return False
-            link = self.link
+        link = self.link
+        if link is not None and link.used == tube and self.put_shard is link.shard:
+            shard = link.shard  # (the run's previous command was a put to this tube)
         else:
-            link = s.main(shard)
+            shard = s.cluster.shards[s.cluster.preference(tube)[0]]
+            if shard.health.failures:
+                return False  # its own operation decides (failover, probes)
+            if link is not None:
+                if link.shard is not shard or not link.ready:
+                    return False
+            else:
+                link = s.main(shard)
         use, n = link.use_delta(tube)
-        self._send(link, use + encode_put(cmd.priority, cmd.delay, cmd.ttr, cmd.body), n + 1)
+        data = encode_put(cmd.priority, cmd.delay, cmd.ttr, cmd.body)
+        self._send(link, use + data if n else data, n + 1)
         self.steps.append(_Step(cmd, n + 1, None, shard))
+        self.put_shard = shard
         return True
 
     def _job(self, cmd: Command) -> bool:
@@ -345,7 +368,18 @@ def _run(s: Session, planner: _Planner) -> Op[list[Result]]:
             got = result
     results: list[Result] = []
     pos = 0
+    note_put = s.cluster.note_put
     for step in planner.steps:
+        if step.replies == 1 and step.cmd.__class__ is Put and isinstance(got, list):
+            reply = got[pos]  # the common put, as ``Session._put_reply`` reads it
+            if reply.__class__ is Inserted and reply.id <= ids.MAX_LOCAL_ID:
+                pos += 1
+                shard = step.shard
+                assert shard is not None
+                gid = shard.id_base | reply.id
+                note_put(gid)
+                results.append(reply if not shard.id else Inserted(gid))
+                continue
         if isinstance(got, Failure) and step.replies:
             results.append((yield from _failed(s, step, got)))
             continue

@@ -103,7 +103,8 @@ class ClientConnection(asyncio.Protocol):
         self._eof = False
         self._lost = False
         self._stop = False
-        self._closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._closed = self._loop.create_future()
         """Done at ``connection_lost`` (the socket is really closed)."""
 
     # -- asyncio callbacks ------------------------------------------------------------------------
@@ -189,7 +190,7 @@ class ClientConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _wait(self) -> None:
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         try:
             await waiter
         finally:
@@ -249,7 +250,7 @@ class ClientConnection(asyncio.Protocol):
                         if self._stop or self._lost:
                             break
                     batch = [event]
-                    if type(event) not in _BLOCKING:
+                    if reader.buffered and type(event) not in _BLOCKING:
                         # What the client pipelined: the session may run it together.
                         while len(batch) < PIPELINE_LIMIT:
                             more = reader.next_event()
@@ -370,7 +371,7 @@ class ClientConnection(asyncio.Protocol):
                 return reply
             if self._eof or self._lost or self._stop:
                 return None
-        task = asyncio.get_running_loop().create_task(session.execute(cmd))
+        task = self._loop.create_task(session.execute(cmd))
         self._blocked = task
         if self._lost or self._stop:
             task.cancel()

@@ -101,7 +101,8 @@ class CoreSession:
         decides how many go out together (``core.batch.plan``)."""
         async with self._lock:
             try:
-                await self._maybe_maintain()
+                if self.session.prefetched or self.session.lingering:
+                    await self._maybe_maintain()
                 last = commands[-1]
                 if type(last) is p.Reserve or (
                     type(last) is p.ReserveWithTimeout and last != _NO_WAIT

@@ -22,6 +22,7 @@ import contextlib
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -169,6 +170,7 @@ class AsyncDriver:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, op: Op[T]) -> T:
         """Run a core operation to its end and return its result (or raise its error)."""
@@ -230,14 +232,21 @@ class AsyncDriver:
                 return
         transport = stream.transport
         assert transport is not None
+        transport.write(data)
+        if stream.resume is not None:
+            await self._drained(link, stream, outcome)
+
+    async def _drained(self, link: Link, stream: _Stream, outcome: Outcome) -> None:
+        """Above the transport's high-water mark: wait for it to drain (bounded)."""
+        resume = stream.resume
+        if resume is None:
+            return
         try:
-            transport.write(data)
-            if stream.resume is not None:  # above the high-water mark: wait for it to drain
-                await asyncio.wait_for(asyncio.shield(stream.resume), self.timeout)
-        except (TimeoutError, OSError) as exc:
+            await asyncio.wait_for(asyncio.shield(resume), self.timeout)
+        except TimeoutError as exc:
             stream.close()
             link.io = None
-            outcome[link] = Failure(FailureKind.LOST, f"send to {name} failed: {exc!r}")
+            outcome[link] = Failure(FailureKind.LOST, f"send to {link.shard.name} failed: {exc!r}")
 
     def _lost(self, link: Link, message: str, outcome: Outcome, timed_out: bool = False) -> None:
         stream = link.io
@@ -270,31 +279,30 @@ class AsyncDriver:
             outcome[link] = got
 
     async def _execute(self, rnd: Round) -> Outcome:
-        self.close_links(rnd.close)
+        if rnd.close:
+            self.close_links(rnd.close)
         outcome: Outcome = {}
         if rnd.cancel:
             self._cancel(rnd.cancel, outcome)
+        live: list[Link] = []
         for send in rnd.sends:
-            await self._send(send.link, send.data, outcome)
-        live = [s.link for s in rnd.sends if s.link not in outcome]
+            link = send.link
+            stream = link.io
+            if isinstance(stream, _Stream) and not stream.stale():  # connected and idle
+                transport = stream.transport
+                assert transport is not None
+                transport.write(send.data)
+                if stream.resume is not None:
+                    await self._drained(link, stream, outcome)
+            else:
+                await self._send(link, send.data, outcome)
+            if link not in outcome:
+                live.append(link)
         for link in rnd.wait:
             if link not in outcome and isinstance(link.io, _Stream):
                 live.append(link)
         if not live:
             return outcome
-        waiting = rnd.first and rnd.until != -math.inf
-        if waiting:
-            self.session.waiting = True  # every reserve of the round is on the wire now
-        try:
-            await self._read(rnd, live, outcome)
-        finally:
-            if waiting:
-                self.session.waiting = False
-        return outcome
-
-    async def _read(self, rnd: Round, live: list[Link], outcome: Outcome) -> None:
-        """The replies of ``live`` links into ``outcome``: every one (a request: failures past
-        the reply timeout), or as soon as one link is complete (a wait, partial replies)."""
         pending: list[Link] = []
         for link in live:
             stream = link.io
@@ -306,17 +314,24 @@ class AsyncDriver:
             else:
                 pending.append(link)
         if not pending:
-            return
+            return outcome
         first = rnd.first
-        if first:
-            until = -math.inf if outcome else rnd.until
-            timeout = None if until is None else max(0.0, until - self.clock())
-        else:
-            timeout = self.timeout
-        if timeout == 0.0:
-            await asyncio.sleep(0)  # one look: let what has arrived be read
-        else:
-            await self._until(pending, first, timeout)
+        waiting = first and rnd.until != -math.inf
+        if waiting:
+            self.session.waiting = True  # every reserve of the round is on the wire now
+        try:
+            if first:
+                until = -math.inf if outcome else rnd.until
+                wait = None if until is None else max(0.0, until - self.clock())
+                if wait == 0.0:
+                    await asyncio.sleep(0)  # one look: let what has arrived be read
+                else:
+                    await self._until(pending, 1, wait)
+            else:
+                await self._until(pending, len(pending), None)
+        finally:
+            if waiting:
+                self.session.waiting = False
         for link in pending:
             stream = link.io
             assert isinstance(stream, _Stream)
@@ -326,12 +341,17 @@ class AsyncDriver:
                 outcome[link] = stream.take(link.owed)  # (a wait: partial, the rest stays owed)
             else:
                 self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
+        return outcome
 
-    async def _until(self, links: list[Link], first: bool, timeout: float | None) -> None:
-        """Until every link (``first``: one) is complete or failed, or ``timeout`` passes."""
-        loop = asyncio.get_running_loop()
+    async def _until(self, links: list[Link], count: int, wait: float | None) -> None:
+        """Until ``count`` of ``links`` are complete or failed; a wait (``wait`` seconds, None:
+        none) or a request (every link, bounded by the reply timeout, checked by the loop's
+        ``_Watchdog``)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        left = 1 if first else len(links)
+        left = count
 
         def one() -> None:
             nonlocal left
@@ -344,12 +364,20 @@ class AsyncDriver:
             assert isinstance(stream, _Stream)
             stream.want = link.owed
             stream.notify = one
-        timer = None if timeout is None else loop.call_later(timeout, _settle, done)
+        timer = None
+        dog = None
+        if wait is not None:
+            timer = loop.call_later(wait, _settle, done)
+        elif count == len(links):  # a request: the reply timeout
+            dog = _watchdog(loop)
+            dog.add(done, loop.time() + self.timeout)
         try:
             await done
         finally:
             if timer is not None:
                 timer.cancel()
+            if dog is not None:
+                dog.rounds.pop(done, None)
             for link in links:
                 stream = link.io
                 if isinstance(stream, _Stream):
@@ -359,3 +387,41 @@ class AsyncDriver:
 def _settle(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)
+
+
+class _Watchdog:
+    """The reply deadlines of every request round on one event loop, checked every ``TICK``
+    seconds by one timer (instead of a timer per round): a reply timeout is honoured within
+    ``TICK``."""
+
+    TICK = 0.05
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.rounds: dict[asyncio.Future[None], float] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, done: asyncio.Future[None], deadline: float) -> None:
+        self.rounds[done] = deadline
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.TICK, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        late = [done for done, deadline in self.rounds.items() if deadline <= now]
+        for done in late:
+            del self.rounds[done]
+            _settle(done)
+        self.timer = self.loop.call_later(self.TICK, self._tick) if self.rounds else None
+
+
+_WATCHDOGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
+    dog = _WATCHDOGS.get(loop)
+    if dog is None:
+        dog = _WATCHDOGS[loop] = _Watchdog(loop)
+    return dog
