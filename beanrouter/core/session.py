@@ -224,6 +224,20 @@ class Session:
                 self.drop(link)
         return self.take_closes()
 
+    def reusable(self) -> list[tuple[Link, bytes, int]]:
+        """Before ``close``, for shells that keep idle shard connections for later sessions: the
+        links that hold, owe and wait for nothing and watch only ``default``, each with the bytes
+        (and their reply count) that bring it back to a new connection's state (``use
+        default``, so that no tube lives on for it). The others must be closed (closing gives
+        back what they hold). ``close`` still returns every link."""
+        out: list[tuple[Link, bytes, int]] = []
+        for link in self.all_links():
+            ready = link.ready and not link.held and link not in self.lingering
+            if ready and link.watched == ["default"]:
+                data, n = link.use_delta("default")
+                out.append((link, data, n))
+        return out
+
     def close(self) -> list[Link]:
         """The client is gone: close every link (each shard gives back the jobs held on it).
         Returns the links to close."""

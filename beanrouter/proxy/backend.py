@@ -27,7 +27,7 @@ from .. import protocol as p
 from ..core import Cluster, Op, Session
 from ..core.batch import Result, command_op, plan
 from ..core.reserve import LINGER
-from ..router.aio_driver import AsyncDriver
+from ..router.aio_driver import AsyncDriver, LinkPool
 from ..router.errors import JobIdError, NotFound, RouterError
 
 if TYPE_CHECKING:
@@ -62,7 +62,11 @@ class CoreSession:
         self.session = Session(backend.cluster, cancellable=False, linger=LINGER)
         config = backend.cluster.config
         self.driver = AsyncDriver(
-            self.session, config.connect_timeout, config.timeout, backend.cluster.clock
+            self.session,
+            config.connect_timeout,
+            config.timeout,
+            backend.cluster.clock,
+            pool=backend.pool,
         )
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
@@ -219,6 +223,8 @@ class CoreBackend:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.cluster = Cluster(config)
+        self.pool = LinkPool()
+        """Shard connections that closed sessions left idle, for the next ones."""
         self.sessions: set[CoreSession] = set()
         self._registry: Registry | None = None
         self.reserve_seconds: Histogram | None = None
@@ -314,7 +320,7 @@ class CoreBackend:
         }
 
     async def aclose(self) -> None:
-        return None
+        self.pool.close()
 
 
 def make_backend(config: ClusterConfig) -> CoreBackend:

@@ -18,6 +18,7 @@ cancellation-safe: replies that arrive later stay in the link's ``_Stream``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import os
@@ -29,9 +30,9 @@ from typing import TypeVar
 from ..core.links import Link
 from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
 from ..core.session import Session
-from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader
+from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader, Using
 
-__all__ = ["AsyncDriver"]
+__all__ = ["AsyncDriver", "LinkPool"]
 
 T = TypeVar("T")
 
@@ -165,11 +166,13 @@ class AsyncDriver:
         connect_timeout: float,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        pool: LinkPool | None = None,
     ) -> None:
         self.session = session
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.clock = clock
+        self.pool = pool
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, op: Op[T]) -> T:
@@ -188,8 +191,23 @@ class AsyncDriver:
             raise
 
     def close(self) -> None:
-        """Close every link of the session (each shard gives back the jobs held on it)."""
-        self.close_links(self.session.close())
+        """Close every link of the session (each shard gives back the jobs held on it); with
+        ``pool``, the links the core calls reusable are reset and kept for later sessions."""
+        if self.pool is None:
+            self.close_links(self.session.close())
+            return
+        kept: set[Link] = set()
+        for link, data, replies in self.session.reusable():
+            stream = link.io
+            if not isinstance(stream, _Stream) or stream.stale():
+                continue
+            if self.pool.keep(link.shard.config.host, link.shard.config.port, stream, replies):
+                if data:
+                    assert stream.transport is not None
+                    stream.transport.write(data)
+                kept.add(link)
+                link.io = None
+        self.close_links(link for link in self.session.close() if link not in kept)
 
     @staticmethod
     def close_links(links: Iterable[Link]) -> None:
@@ -201,6 +219,11 @@ class AsyncDriver:
 
     async def _connect(self, link: Link) -> _Stream:
         cfg = link.shard.config
+        if self.pool is not None:
+            idle = self.pool.take(cfg.host, cfg.port)
+            if idle is not None:
+                link.io = idle
+                return idle
         # A burst of sessions (a thousand clients connecting to the proxy at once) would each
         # open their shard links at the same moment: bounded per shard, so that the connect
         # timeout measures the shard, not the queue in front of it.
@@ -209,10 +232,10 @@ class AsyncDriver:
         slots = _CONNECT_SLOTS.get(key)
         if slots is None:
             slots = _CONNECT_SLOTS[key] = asyncio.Semaphore(MAX_CONNECTING)
-        async with slots:
-            _, stream = await asyncio.wait_for(
-                loop.create_connection(_Stream, cfg.host, cfg.port), self.connect_timeout
-            )
+        # (``asyncio.timeout``, not ``wait_for``: 3.11's ``wait_for`` loses a cancellation that
+        # comes as the connection is made, and a cancelled reserve then waited on forever.)
+        async with slots, asyncio.timeout(self.connect_timeout):
+            _, stream = await loop.create_connection(_Stream, cfg.host, cfg.port)
         link.io = stream
         return stream
 
@@ -242,7 +265,8 @@ class AsyncDriver:
         if resume is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(resume), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await asyncio.shield(resume)
         except TimeoutError as exc:
             stream.close()
             link.io = None
@@ -326,9 +350,9 @@ class AsyncDriver:
                 if wait == 0.0:
                     await asyncio.sleep(0)  # one look: let what has arrived be read
                 else:
-                    await self._until(pending, 1, wait)
+                    await self._until(pending, 1, wait, False)
             else:
-                await self._until(pending, len(pending), None)
+                await self._until(pending, len(pending), None, True)
         finally:
             if waiting:
                 self.session.waiting = False
@@ -343,10 +367,12 @@ class AsyncDriver:
                 self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
         return outcome
 
-    async def _until(self, links: list[Link], count: int, wait: float | None) -> None:
-        """Until ``count`` of ``links`` are complete or failed; a wait (``wait`` seconds, None:
-        none) or a request (every link, bounded by the reply timeout, checked by the loop's
-        ``_Watchdog``)."""
+    async def _until(
+        self, links: list[Link], count: int, wait: float | None, request: bool
+    ) -> None:
+        """Until ``count`` of ``links`` are complete or failed, or ``wait`` seconds have passed
+        (None: no limit); a ``request`` is bounded by the reply timeout instead (checked by the
+        loop's ``_Watchdog``)."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -368,7 +394,7 @@ class AsyncDriver:
         dog = None
         if wait is not None:
             timer = loop.call_later(wait, _settle, done)
-        elif count == len(links):  # a request: the reply timeout
+        elif request:
             dog = _watchdog(loop)
             dog.add(done, loop.time() + self.timeout)
         try:
@@ -382,6 +408,48 @@ class AsyncDriver:
                 stream = link.io
                 if isinstance(stream, _Stream):
                     stream.notify = None
+
+
+class LinkPool:
+    """Idle shard connections that sessions left behind (``AsyncDriver.close``), taken by later
+    sessions instead of connecting (the proxy's many short client connections). Each was reset
+    by the core (``Session.reusable``: ``use default``); it is handed out once those replies
+    have come and said so, and only while the shard has not closed it. At most ``limit`` per
+    shard address; the oldest is handed out first."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self.idle: dict[tuple[str, int], collections.deque[tuple[_Stream, int]]] = {}
+
+    def keep(self, host: str, port: int, stream: _Stream, replies: int) -> bool:
+        """Keep ``stream`` (``replies``: the reset's replies still to come). False: full."""
+        queue = self.idle.setdefault((host, port), collections.deque())
+        if len(queue) >= self.limit:
+            return False
+        stream.want = 0
+        queue.append((stream, replies))
+        return True
+
+    def take(self, host: str, port: int) -> _Stream | None:
+        """A reusable connection to ``host:port``, or None."""
+        queue = self.idle.get((host, port))
+        for _ in range(len(queue) if queue else 0):
+            assert queue is not None
+            stream, replies = queue.popleft()
+            if replies and len(stream.got) < replies and stream.failed is None:
+                queue.append((stream, replies))  # its reset is still on the way
+                continue
+            reset = stream.take(replies)
+            if all(isinstance(r, Using) for r in reset) and not stream.stale():
+                return stream
+            stream.close()
+        return None
+
+    def close(self) -> None:
+        for queue in self.idle.values():
+            for stream, _ in queue:
+                stream.close()
+        self.idle.clear()
 
 
 def _settle(done: asyncio.Future[None]) -> None:
