@@ -15,9 +15,10 @@ not depend on the replies of the commands before it:
   holds the job (else its shard's main link); an id that names no shard, a lost reservation or
   a shard marked down is answered without sending anything, as the command's own operation does;
 * ``list-tube-used``, ``list-tubes-watched`` (nothing sent);
-* ``reserve-with-timeout 0`` of the proxy's exact one-shard reserve (``reserve.exact_now``): it
-  ends the run (the proxy runs a blocking reserve as one first; when it answers ``TIMED_OUT``
-  the wait that follows must run after everything before it, and before everything after it).
+* ``reserve-with-timeout 0`` of the proxy's exact one-shard reserve (``reserve.exact_now``); when
+  it is the shell's first step of a blocking reserve (``probe``) it ends the run: when it
+  answers ``TIMED_OUT`` the wait that follows must run after everything before it, and before
+  everything after it. A client's own ``reserve-with-timeout 0`` is final and the run goes on.
 
 Anything else ends the run before it, and so does a command whose link is another. The replies
 are interpreted in command order as each command's own operation would (global ids, held jobs,
@@ -183,6 +184,7 @@ class _Planner:
         "link",
         "now",
         "parts",
+        "probe",
         "put_shard",
         "replies",
         "s",
@@ -191,9 +193,10 @@ class _Planner:
         "waits",
     )
 
-    def __init__(self, s: Session, now: float) -> None:
+    def __init__(self, s: Session, now: float, probe: Command | None) -> None:
         self.s = s
         self.now = now
+        self.probe = probe
         self.link: Link | None = None
         self.parts: list[bytes] = []
         self.size = 0
@@ -323,7 +326,11 @@ class _Planner:
         link, data, count = got
         self._send(link, data, count)
         self.steps.append(_Step(cmd, count, None, link.shard))
-        self.ended = self.waits = True
+        self.waits = True
+        if cmd is self.probe:
+            self.ended = True  # a wait may follow it: nothing after it may be sent yet
+        else:
+            link.reserving = False  # the client's own: its answer is final, the run goes on
         return True
 
 
@@ -336,12 +343,14 @@ _BY_ID: dict[type[Command], type[Delete | Touch | StatsJob | KickJob]] = {
 _JOB_COMMANDS = frozenset({Delete, Release, Bury, Touch, StatsJob, KickJob})
 
 
-def plan(s: Session, commands: Sequence[Command]) -> Batch | None:
+def plan(s: Session, commands: Sequence[Command], probe: Command | None = None) -> Batch | None:
     """The longest leading run of ``commands`` that goes out as one round (see the module
-    docstring), or None when the first command cannot start one (run it by ``command_op``)."""
+    docstring), or None when the first command cannot start one (run it by ``command_op``).
+    ``probe``: the (last) command that is the shell's first step of a blocking reserve; it ends
+    the run, while a client's own ``reserve-with-timeout 0`` does not."""
     if not commands:
         return None
-    planner = _Planner(s, s.cluster.clock())
+    planner = _Planner(s, s.cluster.clock(), probe)
     for cmd in commands:
         if len(planner.steps) >= MAX_COMMANDS or planner.size >= MAX_BYTES:
             break

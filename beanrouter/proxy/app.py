@@ -83,6 +83,11 @@ _NO_WAIT: Final = p.ReserveWithTimeout(0)
 _INTERNAL_ERROR: Final = p.INTERNAL_ERROR.encode()
 
 
+def _waits(cmd: p.Command) -> bool:
+    """A reserve that may wait (``reserve``, ``reserve-with-timeout`` other than 0)."""
+    return type(cmd) in _BLOCKING and cmd != _NO_WAIT
+
+
 class ClientConnection(asyncio.Protocol):
     """One client connection: the protocol callbacks feed the reader; ``_run`` does the rest."""
 
@@ -250,13 +255,13 @@ class ClientConnection(asyncio.Protocol):
                         if self._stop or self._lost:
                             break
                     batch = [event]
-                    if reader.buffered and type(event) not in _BLOCKING:
+                    if reader.buffered and not _waits(event):
                         # What the client pipelined: the session may run it together.
                         while len(batch) < PIPELINE_LIMIT:
                             more = reader.next_event()
                             if isinstance(more, p.Command) and type(more) is not p.Quit:
                                 batch.append(more)
-                                if type(more) in _BLOCKING:
+                                if _waits(more):
                                     break
                             else:
                                 if more is not NEED_DATA:  # (NEED_DATA is asked again later)
@@ -293,7 +298,7 @@ class ClientConnection(asyncio.Protocol):
         """Run and answer ``batch`` in order. False: the connection is to end (a reserve was
         cancelled by a lost client or a stop)."""
         while batch:
-            if len(batch) == 1 and type(batch[0]) in _BLOCKING:
+            if len(batch) == 1 and _waits(batch[0]):
                 cmd = batch[0]
                 counters.command(cmd)
                 self._flush()
@@ -301,8 +306,10 @@ class ClientConnection(asyncio.Protocol):
             replies = await self._execute_batch(session, counters, batch)
             for cmd, reply in zip(batch, replies, strict=False):
                 answer: bytes | None = reply
-                if type(cmd) in _BLOCKING and reply == _TIMED_OUT and not self._eof:
-                    self._flush()  # nothing at once: now the wait
+                # A blocking reserve ran as reserve-with-timeout 0: nothing at once, so now the
+                # wait. (A client's own reserve-with-timeout 0 ran as itself: that was its answer.)
+                if reply == _TIMED_OUT and _waits(cmd) and not self._eof:
+                    self._flush()
                     answer = await self._execute_blocking(session, cmd, probed=True)
                 if not self._answer(counters, cmd, answer):
                     return False

@@ -112,7 +112,7 @@ class CoreSession:
                     type(last) is p.ReserveWithTimeout and last != _NO_WAIT
                 ):
                     commands = [*commands[:-1], _NO_WAIT]  # run as reserve-with-timeout 0
-                batch = None if self.counters.draining else plan(self.session, commands)
+                batch = None if self.counters.draining else plan(self.session, commands, _NO_WAIT)
                 if batch is None:
                     first = commands[0]
                     counted(first if first is not _NO_WAIT else last)

@@ -167,10 +167,11 @@ def test_commands_answered_without_sending_anything_join_the_run() -> None:
 
 
 def test_a_reserve_ends_the_run_and_its_job_is_held_without_a_stats_job() -> None:
-    cluster, _, _ = make(cancellable=False)
     s = proxy_session()
+    cluster = s.cluster
     job = run_auto_reserve(s, 1).id
-    batch = plan(s, [p.Delete(job), p.ReserveWithTimeout(0), put()])
+    probe = p.ReserveWithTimeout(0)
+    batch = plan(s, [p.Delete(job), probe, put()], probe=probe)
     assert batch is not None and batch.size == 2
     run = Script(batch.op)
     assert run.now.first and run.now.until is None  # read until the shard answers
@@ -184,6 +185,33 @@ def test_a_reserve_ends_the_run_and_its_job_is_held_without_a_stats_job() -> Non
     assert held.ttr == 0 and held.deadline == math.inf and held.link is send.link
     assert job not in s.held and send.link.held == 1
     assert cluster.metrics.give_backs == 0
+
+
+def test_a_clients_own_reserve_0_does_not_end_the_run() -> None:
+    s = proxy_session()
+    probe = p.ReserveWithTimeout(0)
+    own = [p.ReserveWithTimeout(0), put(), p.ReserveWithTimeout(0), probe, put()]
+    batch = plan(s, own, probe=probe)
+    assert batch is not None and batch.size == 4  # up to the shell's probe, which ends it
+    run = Script(batch.op)
+    assert run.data() == {
+        "s1": [
+            b"reserve-with-timeout 0",
+            b"put 10 0 60 1",
+            b"x",
+            b"reserve-with-timeout 0",
+            b"reserve-with-timeout 0",
+        ]
+    }
+    run.answer({"s1": [Reserved(1, b"a"), Inserted(2), TIMED_OUT, Reserved(2, b"x")]})
+    assert run.value() == [
+        Reserved(gid("s1", 1), b"a"),
+        Inserted(gid("s1", 2)),
+        TIMED_OUT,
+        Reserved(gid("s1", 2), b"x"),
+    ]
+    assert set(s.held) == {gid("s1", 1), gid("s1", 2)}
+    assert not any(link.reserving for link in s.all_links())
 
 
 def test_a_reserve_that_times_out_in_a_run() -> None:
