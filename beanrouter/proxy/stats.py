@@ -160,7 +160,9 @@ class ClientCounters:
         self.worker = False
         self._put_started = False
         self._put_allocated = False
-        self._waiting = False
+        self._waiting = 0
+        """Reserves counted and not answered yet (a batch counts several before any reply);
+        the connection counts once in ``current-waiting`` while there is one."""
 
     def _mark_producer(self) -> None:
         if not self.producer:
@@ -186,8 +188,9 @@ class ClientCounters:
             self._mark_producer()
         elif cls in _RESERVES:
             self._mark_worker()
-            self._waiting = True
-            stats.waiting += 1
+            if not self._waiting:
+                stats.waiting += 1
+            self._waiting += 1
 
     def put_started(self, event: p.PutStarted) -> None:
         """A put line parsed; its body is still on the way."""
@@ -228,8 +231,9 @@ class ClientCounters:
         cls = type(cmd)
         if cls in _RESERVES:
             if self._waiting:
-                self._waiting = False
-                self.stats.waiting -= 1
+                self._waiting -= 1
+                if not self._waiting:
+                    self.stats.waiting -= 1
         elif cls is p.ReserveJob and reply is not None and reply.startswith(_RESERVED_WORD):
             self._mark_worker()
 
@@ -244,5 +248,5 @@ class ClientCounters:
             self.worker = False
             stats.workers -= 1
         if self._waiting:
-            self._waiting = False
+            self._waiting = 0
             stats.waiting -= 1

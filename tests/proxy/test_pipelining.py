@@ -77,6 +77,7 @@ def test_a_thousand_pipelined_puts_then_reserves_and_deletes(
     mine = c.stats()
     assert mine["cmd-put"] == n and mine["cmd-delete"] == n + 1
     assert mine["cmd-reserve-with-timeout"] == n + 1
+    assert mine["current-waiting"] == 0  # (reserves counted together, answered together)
     c.close()
 
 
