@@ -18,6 +18,8 @@ one machine state. Clients are raw sockets (stdlib only); 100-byte bodies.
 * PHP-style load: ``--clients`` processes, each opening short connections for ``--seconds``
   (connect, ``use``, ``put``, ``quit``, close) -> connections/s; against one beanstalkd direct,
   the proxy in front of it, and the 3-shard ``--workers 2`` proxy;
+* for the single-shard proxy, the CPU its process used per operation (``/proc``, Linux): less
+  sensitive to the machine's load than the rates;
 * ``--profile FILE``: the single-shard proxy runs under cProfile (its numbers are then not the
   ones to compare) and the top functions by own time are printed.
 
@@ -114,8 +116,22 @@ def proxy(shard_ports: list[int], workers: int = 1, profile: str | None = None) 
         argv = [*py, "-m", "beanrouter", "proxy", "--config", str(config), "-p", str(port)]
         if workers > 1:
             argv += ["--workers", str(workers)]
-        with process(argv, port):
+        with process(argv, port) as proc:
+            PIDS[port] = proc.pid
             yield port
+
+
+PIDS: dict[int, int] = {}
+"""Proxy port -> its process id (for the CPU it used)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- a minimal client ------------------------------------------------------------------------
@@ -294,12 +310,40 @@ def pct(values: list[float], q: float) -> float:
 
 
 def single(port: int, args: argparse.Namespace) -> dict[str, Any]:
-    put = pipelined_put(port, args.jobs)
-    rd = pipelined_reserve_delete(port, args.jobs)
-    rt = parallel(_cycles, port, args.clients, args.seconds)
+    """The single-shard measurements; through a proxy, also its CPU per operation (µs)."""
+    pid = PIDS.get(port)
+    cpu: dict[str, float] = {}
+
+    def measured(key: str, run: Callable[[], float], count: Callable[[float], float]) -> float:
+        before = cpu_seconds(pid) if pid else 0.0
+        rate = run()
+        if pid:
+            cpu[key] = (cpu_seconds(pid) - before) / max(1.0, count(rate)) * 1e6
+        return rate
+
+    put = measured("put", lambda: pipelined_put(port, args.jobs), lambda _: args.jobs)
+    rd = measured(
+        "reserve+delete", lambda: pipelined_reserve_delete(port, args.jobs), lambda _: args.jobs
+    )
+    rt = measured(
+        "round trips",
+        lambda: parallel(_cycles, port, args.clients, args.seconds),
+        lambda rate: rate * args.seconds,
+    )
     lat = latencies(port, args.samples)
-    php = parallel(_short_connections, port, args.clients, args.seconds)
-    return {"put": put, "reserve+delete": rd, "round trips": rt, "latency": lat, "php": php}
+    php = measured(
+        "php",
+        lambda: parallel(_short_connections, port, args.clients, args.seconds),
+        lambda rate: rate * args.seconds,
+    )
+    return {
+        "put": put,
+        "reserve+delete": rd,
+        "round trips": rt,
+        "latency": lat,
+        "php": php,
+        "cpu": cpu,
+    }
 
 
 def sharded(port: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -346,16 +390,22 @@ def main() -> int:
     with beanstalkd() as a, beanstalkd() as b, beanstalkd() as c, proxy([a, b, c], 2) as port:
         via3 = sharded(port, args)
 
-    print("\n| measurement | direct | proxy | proxy / direct | target |")
-    print("|---|---:|---:|---:|---|")
-    for key, unit in (("put", "put/s"), ("reserve+delete", "pairs/s"), ("round trips", "cycles/s")):
+    cpu = via["cpu"]
+    print(f"load after the runs {os.getloadavg()[0]:.2f}")
+    print("\n| measurement | direct | proxy | proxy / direct | target | proxy CPU per op |")
+    print("|---|---:|---:|---:|---|---:|")
+    for key, unit, per in (
+        ("put", "put/s", "put"),
+        ("reserve+delete", "pairs/s", "pair"),
+        ("round trips", "cycles/s", "cycle"),
+    ):
         r = via[key] / direct[key]
         mark = "met" if r >= 0.5 else "**missed**"
-        print(
-            f"| {key} | {direct[key]:,.0f} {unit} | {via[key]:,.0f} | **{r:.2f}** | >= 0.5 {mark} |"
-        )
+        print(f"| {key} | {direct[key]:,.0f} {unit} | {via[key]:,.0f} | **{r:.2f}** | "
+              f">= 0.5 {mark} | {cpu.get(key, 0):,.0f} µs/{per} |")  # fmt: skip
+    php = via["php"] / direct["php"]
     print(f"| PHP-style conns | {direct['php']:,.0f} conn/s | {via['php']:,.0f} | "
-          f"**{via['php'] / direct['php']:.2f}** | |")  # fmt: skip
+          f"**{php:.2f}** | | {cpu.get('php', 0):,.0f} µs/conn |")  # fmt: skip
     for key, unit in (("put x3", "put/s"), ("round trips", "cycles/s"), ("php", "conn/s")):
         r = via3[key] / direct3[key]
         print(f"| 3 shards, --workers 2: {key} | {direct3[key]:,.0f} {unit} | "

@@ -115,8 +115,9 @@ class Cluster:
             self.by_id[sc.id] = shard
         self.put_order: dict[int, int] = {}
         self.put_acked: dict[int, float] = {}
-        """Global id -> when this process's put of it was acknowledged (the ``MAX_PUT_ACKED``
-        most recent): a blocked reserve's wake-up latency is measured from there."""
+        """Global id -> when the job this process put became ready: the put's acknowledgement
+        plus its delay (the ``MAX_PUT_ACKED`` most recent; taken by the job's first delivery): a
+        blocked reserve's wake-up latency is measured from there."""
         """Global id → the order in which this process stored it (bounded, oldest forgotten):
         jobs of equal priority on different shards are reserved in put order, as one beanstalkd
         does by id (their ``age`` counts whole seconds only)."""
@@ -209,17 +210,19 @@ class Cluster:
             raise JobIdError(f"job id {job_id} names shard id {shard_id}, not in this cluster")
         return shard, local
 
-    def note_put(self, job_id: int) -> None:
-        """A put this process stored as ``job_id`` (see ``put_order``)."""
+    def note_put(self, job_id: int, delay: int | None = None) -> None:
+        """A put this process stored as ``job_id`` (see ``put_order``), with ``delay`` seconds
+        (None: not known here; its ready time is then not kept, see ``put_acked``)."""
         self._put_seq += 1
         order = self.put_order
         order[job_id] = self._put_seq
         if len(order) > MAX_PUT_ORDER:
             del order[next(iter(order))]
-        acked = self.put_acked
-        acked[job_id] = self.clock()
-        if len(acked) > MAX_PUT_ACKED:
-            del acked[next(iter(acked))]
+        if delay is not None:
+            acked = self.put_acked
+            acked[job_id] = self.clock() + delay
+            if len(acked) > MAX_PUT_ACKED:
+                del acked[next(iter(acked))]
 
     def note_failure(self, shard: ShardState, reason: str) -> None:
         shard.health.failure(reason)

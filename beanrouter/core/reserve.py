@@ -67,11 +67,18 @@ from .rounds import Failure, Op, Round, Send
 from .session import DEFAULT_PRIORITY, Held, Session
 
 __all__ = [
+    "HELD_FAST_MAX",
     "IDLE_SKIP_SWEEP",
     "LINGER",
     "PREFETCH_HOLD",
     "SAFETY_MARGIN",
+    "answered",
+    "exact_now",
+    "exact_now_done",
     "expire",
+    "expire_held",
+    "hold",
+    "learn",
     "reserve",
     "reserve_job",
 ]
@@ -95,7 +102,11 @@ REARM_MIN = 0.05
 """A wait is not re-armed on a shard that answered TIMED_OUT when less than this remains."""
 SWEEP_RETRIES = 16
 """Choices made again in one reserve when the chosen job was taken by someone else."""
+HELD_FAST_MAX = 1000
+"""Held jobs above which a proxy session's reserve no longer skips reading their TTRs (``learn``),
+so that the jobs whose TTR ran out are forgotten (bounded memory)."""
 _RESERVE_FOREVER = b"reserve\r\n"
+_RESERVE_NOW = ReserveWithTimeout(0).encode()
 _MAX_WAIT = 2**31 - 1
 """Longest ``reserve-with-timeout`` (beanstalkd reads it as a C int; 68 years)."""
 
@@ -108,16 +119,25 @@ def soon_at(s: Session) -> float | None:
     """When DEADLINE_SOON starts for the most urgent held job (None: no held job)."""
     if not s.held:
         return None
-    return min(h.deadline for h in s.held.values()) - SAFETY_MARGIN
+    soonest = min(h.deadline for h in s.held.values())  # infinite: TTRs not read (``hold``)
+    return None if soonest == math.inf else soonest - SAFETY_MARGIN
+
+
+def expire_held(s: Session, now: float) -> None:
+    """Forget held jobs whose TTR ran out (the shard has put them back)."""
+    if not s.held:
+        return
+    gone = [job_id for job_id, held in s.held.items() if held.deadline <= now]
+    for job_id in gone:
+        s.held.pop(job_id).link.held -= 1
 
 
 def expire(s: Session, now: float) -> Op[None]:
     """Forget held jobs whose TTR ran out; give back prefetched jobs whose time is up or whose
     tube is no longer watched."""
-    for job_id, held in list(s.held.items()):
-        if held.deadline <= now:
-            del s.held[job_id]
-            held.link.held -= 1
+    expire_held(s, now)
+    if not s.prefetched:
+        return
     due = [
         (job_id, h)
         for job_id, h in s.prefetched.items()
@@ -171,8 +191,19 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
     if timeout is not None and not timeout < math.inf:
         timeout = None if timeout == math.inf else 0.0  # inf waits forever; NaN does not
     deadline = None if timeout is None else start + max(0.0, timeout)
+    if deadline is not None and deadline <= start:
+        plan = exact_now(s, start)
+        if plan is not None:  # the proxy's one-shard reserve-with-timeout 0: one round
+            link, data, count = plan
+            result = yield from answered(s, Send(link, data, count))
+            got = exact_now_done(s, link, result)
+            if got is not None:
+                return got
+            # the link failed or answered nonsense: the usual path, on a new link
     yield from expire(s, start)
     wmap = s.watch_map()
+    if len(wmap) > 1 or len(s.held) >= HELD_FAST_MAX:
+        yield from learn(s)  # DEADLINE_SOON over several shards needs every held job's TTR
     adopted = yield from _resume_lingering(s, wmap)
     relevant = [cl.shards[n] for n in wmap]
     ready = [sh for sh in relevant if sh.health.available(start)]
@@ -229,6 +260,137 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
         if reply is not None:
             return DEADLINE_SOON if soon_now and reply == TIMED_OUT else reply
         ready = [sh for sh in relevant if sh.health.available(cl.clock())]
+
+
+def exact_now(s: Session, now: float, only: Link | None = None) -> tuple[Link, bytes, int] | None:
+    """The proxy's ``reserve-with-timeout 0`` when one shard holds every watched tube: the link
+    (the main one: the shard's own DEADLINE_SOON covers the jobs held there), the bytes and the
+    reply count of a single round (the link is marked reserving; the caller adds ``owed``), or
+    None when the usual path must run: a library session, several shards, prefetched jobs,
+    lingering waits, the shard down, ``HELD_FAST_MAX`` held jobs, or (``only``) the main link
+    is not ``only``. Answered by ``exact_now_done``."""
+    if s.cancellable or s.prefetched or s.lingering or len(s.held) >= HELD_FAST_MAX:
+        return None
+    wmap = s.watch_map()
+    if len(wmap) != 1:
+        return None
+    ((name, tubes),) = wmap.items()
+    shard = s.cluster.shards[name]
+    if not shard.health.available(now):
+        return None
+    if only is not None and only.shard is not shard:
+        return None
+    link = s.main(shard)
+    if only is not None and link is not only:
+        return None
+    expire_held(s, now)
+    data, n = link.watch_delta(tubes)
+    link.reserving = True
+    return link, data + _RESERVE_NOW, n + 1
+
+
+def answered(s: Session, send: Send) -> Op[list[Reply] | Failure]:
+    """Send ``send`` in a wait round (no reply timeout: a reserve is among its commands) and
+    read until every reply has come (never cancelled: a reserve the shard answers late still
+    counts) or the link failed."""
+    send.link.owed += send.replies
+    got: list[Reply] = []
+    sends = [send]
+    while True:
+        outcome = yield Round(sends=sends, wait=() if sends else [send.link], first=True,
+                              close=s.take_closes())  # fmt: skip
+        sends = []
+        result = outcome.get(send.link)
+        s.settle(send.link, result)
+        if isinstance(result, Failure):
+            return result
+        if result:
+            got += result
+        if not send.link.owed:
+            return got
+
+
+def exact_now_done(s: Session, link: Link, result: list[Reply] | Failure | None) -> Reply | None:
+    """The reply to ``exact_now``'s round (``answered``): ``RESERVED`` (the job held, its
+    TTR not read: ``hold``), ``TIMED_OUT`` or ``DEADLINE_SOON`` as the shard answered. None: the
+    link failed or answered nonsense (dropped): run the usual path."""
+    link.reserving = False
+    if not isinstance(result, list):
+        return None
+    last = result[-1]
+    if len(result) > 1 and not all(isinstance(r, Watching) for r in result[:-1]):
+        s.drop(link)
+        return None
+    if isinstance(last, Reserved):
+        return hold(s, link, last)
+    if isinstance(last, Word):
+        if last.word == "TIMED_OUT":
+            now = s.cluster.clock()
+            s.idle_at = now
+            s.idle_shards = frozenset((link.shard.name,))
+            soon = soon_at(s)
+            return DEADLINE_SOON if soon is not None and soon <= now else TIMED_OUT
+        if last.word == "DEADLINE_SOON":
+            return DEADLINE_SOON
+    s.drop(link)
+    return None
+
+
+def hold(s: Session, link: Link, reply: Reserved) -> Reserved:
+    """Hand out a job the proxy's exact one-shard reserve got on ``link``, without reading its
+    ``stats-job``: its TTR matters only to DEADLINE_SOON over several shards and to forgetting it
+    when it runs out, so it is read when one of those needs it (``learn``). The shard's own
+    DEADLINE_SOON covers it meanwhile."""
+    gid = ids.encode(link.shard.id, reply.id)
+    old = s.held.pop(gid, None)
+    if old is not None:  # its TTR ran out unseen and the shard gave it to us again
+        old.link.held -= 1
+    s.held[gid] = Held(link, DEFAULT_PRIORITY, 0, math.inf, "", since=s.cluster.clock())
+    # Its first delivery (the ready time is taken): a wake-up, if it became ready in the wait.
+    s.held[gid].ready_at = s.cluster.put_acked.pop(gid, None)
+    link.held += 1
+    link.reserving = False
+    s.lost.pop(gid, None)
+    s.cluster.metrics.deliveries += 1
+    return reply if gid == reply.id else Reserved(gid, reply.body)
+
+
+def learn(s: Session) -> Op[None]:
+    """Read the TTR, priority and tube of held jobs handed out by ``hold`` (one ``stats-job``
+    each, one round); a job that is no longer reserved, or whose TTR ran out meanwhile, is
+    forgotten (the shard put it back)."""
+    by_link: dict[Link, list[int]] = {}
+    for gid, held in s.held.items():
+        if not held.ttr and held.link.ready:
+            by_link.setdefault(held.link, []).append(gid)
+    if not by_link:
+        return
+    sends = [
+        Send(link, b"".join(StatsJob(ids.decode(g)[1]).encode() for g in gids), len(gids))
+        for link, gids in by_link.items()
+    ]
+    outcome = yield from s.request(sends)
+    now = s.cluster.clock()
+    for send in sends:
+        result = outcome.get(send.link)
+        if not isinstance(result, list):
+            continue  # the link failed: its jobs are lost already
+        for gid, reply in zip(by_link[send.link], result, strict=True):
+            entry = s.held.get(gid)
+            if entry is None or entry.link is not send.link or entry.ttr:
+                continue
+            held = entry
+            if isinstance(reply, Ok):
+                stats = parse_mapping(reply.body)
+                ttr = max(1, _int(stats.get("ttr"), 1))
+                if stats.get("state") == "reserved" and held.since + ttr > now:
+                    held.ttr = ttr
+                    held.deadline = held.since + ttr
+                    held.priority = _int(stats.get("pri"), DEFAULT_PRIORITY)
+                    held.tube = str(stats.get("tube", ""))
+                    continue
+            del s.held[gid]  # no longer ours
+            held.link.held -= 1
 
 
 def reserve_job(s: Session, job_id: int) -> Op[Reply]:
@@ -480,10 +642,10 @@ def _adopt(
         held.deadline = now + (min(left, held.ttr) if late else held.ttr)
         held.tube = str(stats.get("tube", ""))
         held.keep_until = min(now + PREFETCH_HOLD, held.deadline - SAFETY_MARGIN)
-        acked = s.cluster.put_acked.get(gid)
+        ready = s.cluster.put_acked.pop(gid, None)
         fresh = stats.get("reserves") == 1 and not (stats.get("releases") or stats.get("kicks"))
-        if acked is not None and fresh:
-            held.ready_at = acked + _int(stats.get("delay"), 0)
+        if fresh:
+            held.ready_at = ready
         stats["age"] = _int(stats.get("age"), 0)
         kept.append(gid)
     return kept
@@ -502,9 +664,15 @@ def _settle_winners(
     s: Session,
     winners: Sequence[tuple[Link, Reserved]],
     known: dict[str, StatValue] | None = None,
+    lazy: bool = False,
 ) -> Op[Reply | None]:
     """Jobs just reserved on the session's behalf: hand out the most urgent, keep the others as
-    prefetched. None: every winner vanished (its link failed)."""
+    prefetched. None: every winner vanished (its link failed). ``lazy``: the proxy's exact
+    one-shard wait, whose single job is handed out at once, its TTR read only when needed
+    (``hold``)."""
+    if lazy and len(winners) == 1:
+        link, reply = winners[0]
+        return hold(s, link, reply)
     kept = yield from _adopt(s, winners, known)
     if not kept:
         return None
@@ -590,7 +758,7 @@ def _wait(
                 # docstring); the other waits linger or are cancelled.
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 if winners:  # a job and a shard's DEADLINE_SOON at once: the job wins
-                    got = yield from _settle_winners(s, winners)
+                    got = yield from _settle_winners(s, winners, lazy=exact)
                     _observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
@@ -599,7 +767,7 @@ def _wait(
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
                 if winners:
-                    got = yield from _settle_winners(s, winners)
+                    got = yield from _settle_winners(s, winners, lazy=exact)
                     _observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
@@ -826,7 +994,7 @@ def _time_out(
     yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
     yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
     if winners:
-        got = yield from _settle_winners(s, winners)
+        got = yield from _settle_winners(s, winners, lazy=len(relevant) == 1 and not s.cancellable)
         return got if got is not None else TIMED_OUT
     if not cancelled and idle_seen == {sh.name for sh in relevant}:
         s.idle_at = cl.clock()

@@ -99,6 +99,7 @@ class Held:
     link: Link
     priority: int
     ttr: int
+    """0: not known yet (``deadline`` is then infinite; see ``reserve.learn``)."""
     deadline: float
     """When the shard's TTR runs out (core clock)."""
     tube: str
@@ -106,6 +107,8 @@ class Held:
     """For a prefetched job: when it is given back if no reserve took it."""
     body: bytes = b""
     """For a prefetched job: its body (handed out by the next reserve)."""
+    since: float = 0.0
+    """When its TTR started counting (the reserve's reply, or the last ``touch``)."""
     ready_at: float | None = None
     """When the job became ready, if known: a fresh job (never reserved before, released or
     kicked) this process put, its acknowledgement time plus its delay."""
@@ -223,6 +226,20 @@ class Session:
             if (link.owed or link.reserving) and link not in self.lingering:
                 self.drop(link)
         return self.take_closes()
+
+    def reusable(self) -> list[tuple[Link, bytes, int]]:
+        """Before ``close``, for shells that keep idle shard connections for later sessions: the
+        links that hold, owe and wait for nothing and watch only ``default``, each with the bytes
+        (and their reply count) that bring it back to a new connection's state (``use
+        default``, so that no tube lives on for it). The others must be closed (closing gives
+        back what they hold). ``close`` still returns every link."""
+        out: list[tuple[Link, bytes, int]] = []
+        for link in self.all_links():
+            ready = link.ready and not link.held and link not in self.lingering
+            if ready and link.watched == ["default"]:
+                data, n = link.use_delta("default")
+                out.append((link, data, n))
+        return out
 
     def close(self) -> list[Link]:
         """The client is gone: close every link (each shard gives back the jobs held on it).
@@ -477,7 +494,7 @@ class Session:
             if count == 2 and not isinstance(result[0], Using):
                 self.drop(link)
                 raise UnexpectedReply(f"use {tube}: unexpected reply {result[0]!r}")
-            reply = self._put_reply(shard, index, result[-1])
+            reply = self._put_reply(shard, index, result[-1], delay)
             if isinstance(reply, str):
                 causes.append((name, reply))
                 words.append(reply)
@@ -487,7 +504,9 @@ class Session:
             return ErrorReply(words[0])
         raise ShardUnavailable(f"no shard can take a put to tube {tube!r}", tuple(causes))
 
-    def _put_reply(self, shard: ShardState, index: int, reply: Reply) -> Reply | str:
+    def _put_reply(
+        self, shard: ShardState, index: int, reply: Reply, delay: int | None = None
+    ) -> Reply | str:
         """What a shard's reply to a put means: the reply for the client (global ids), or the
         word of a shard that refused the job (DRAINING, OUT_OF_MEMORY: the next one is tried)."""
         if type(reply) is Inserted:
@@ -495,7 +514,7 @@ class Session:
                 self.cluster.metrics.failovers += 1
             local = reply.id
             if local <= ids.MAX_LOCAL_ID:
-                self.cluster.note_put(shard.id_base | local)
+                self.cluster.note_put(shard.id_base | local, delay)
                 return reply if not shard.id else Inserted(shard.id_base | local)
             raise JobIdError(
                 f"put to tube {self.using!r}: the job WAS stored on shard {shard.name} as id"
@@ -647,7 +666,9 @@ class Session:
         if isinstance(reply, Word) and reply.word == "TOUCHED":
             held = self.held.get(job_id)
             if held is not None:
-                held.deadline = start + held.ttr
+                held.since = start
+                if held.ttr:
+                    held.deadline = start + held.ttr
         else:
             self._unhold(job_id)
         return reply

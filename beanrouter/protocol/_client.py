@@ -80,6 +80,11 @@ class ReplyReader:
         # A parsed header waiting for its body: (kind, id, size).
         self._head: tuple[bytes, int, int] | None = None
 
+    @property
+    def pending(self) -> bool:
+        """True when bytes were received that are not returned as a reply yet."""
+        return self._pos < len(self._buf) or self._head is not None
+
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the server; ``b""`` marks the end of its stream."""
         if not data:

@@ -190,6 +190,19 @@ def _put(reader: CommandReader, line: bytes) -> Command | Rejected | PutStarted 
         pri, delay, ttr, size = map(int, m.groups())
         if pri > U32_MAX or delay > U32_MAX or ttr > U32_MAX or size > U32_MAX:
             return _R_BAD
+        if size <= reader.max_job_size:
+            # The common case, in one step: the whole body and its CRLF are here already.
+            buf = reader._buf
+            pos = reader._pos
+            end = pos + size
+            if len(buf) >= end + 2 and buf[end] == 0x0D and buf[end + 1] == 0x0A:
+                reader._pos = end + 2
+                put = _new(Put)  # fields checked above; the body is bytes of size <= -z
+                _set(put, "priority", pri)
+                _set(put, "delay", delay)
+                _set(put, "ttr", ttr)
+                _set(put, "body", bytes(buf[pos:end]))
+                return put
         garbage = False
     else:
         got = read_uint(line, 4, U32_MAX)
@@ -401,15 +414,19 @@ class CommandReader:
         return -2 if window == LINE_MAX else -1
 
     def _next_command(self) -> Command | Rejected | PutStarted | Sentinel | None:
-        cr = self._find_line_end()
-        if cr < 0:
-            if cr == -2:
+        buf = self._buf
+        pos = self._pos
+        window = len(buf) - pos  # (``_find_line_end``, inlined: every command goes through here)
+        if window > LINE_MAX:
+            window = LINE_MAX
+        cr = buf.find(b"\r", pos, pos + window - 1) if window >= 2 else -1
+        if cr < 0 or buf[cr + 1] != 0x0A:
+            if window == LINE_MAX:
                 self._pos += LINE_MAX
                 self._state = _WANT_ENDLINE
                 return None
             return self._no_data()
-        buf = self._buf
-        line = bytes(buf[self._pos : cr])
+        line = bytes(buf[pos:cr])
         self._pos = cr + 2
         if b"\0" in line:
             return _R_BAD

@@ -57,6 +57,7 @@ __all__ = [
     "BATCH_LIMIT",
     "INPUT_HIGH_WATER",
     "OUTPUT_HIGH_WATER",
+    "PIPELINE_LIMIT",
     "ClientConnection",
     "ProxyServer",
 ]
@@ -71,6 +72,8 @@ OUTPUT_HIGH_WATER: Final = 64 * 1024
 """Transport write buffer above which a client's next command waits."""
 BATCH_LIMIT: Final = 64 * 1024
 """Replies joined into one write at most (more is written at once)."""
+PIPELINE_LIMIT: Final = 256
+"""Parsed commands handed to the session at once at most (``execute_batch``)."""
 DEFAULT_GRACE: Final = 10.0
 """Seconds a graceful stop waits for connections to finish before aborting them."""
 
@@ -78,6 +81,11 @@ _BLOCKING: Final = (p.Reserve, p.ReserveWithTimeout)
 _TIMED_OUT: Final = p.TIMED_OUT.encode()
 _NO_WAIT: Final = p.ReserveWithTimeout(0)
 _INTERNAL_ERROR: Final = p.INTERNAL_ERROR.encode()
+
+
+def _waits(cmd: p.Command) -> bool:
+    """A reserve that may wait (``reserve``, ``reserve-with-timeout`` other than 0)."""
+    return type(cmd) in _BLOCKING and cmd != _NO_WAIT
 
 
 class ClientConnection(asyncio.Protocol):
@@ -92,12 +100,16 @@ class ClientConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._blocked: asyncio.Task[bytes] | None = None
+        self._out: list[bytes] = []
+        """Replies not written yet (joined into one write)."""
+        self._size = 0
         self._read_paused = False
         self._write_paused = False
         self._eof = False
         self._lost = False
         self._stop = False
-        self._closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._closed = self._loop.create_future()
         """Done at ``connection_lost`` (the socket is really closed)."""
 
     # -- asyncio callbacks ------------------------------------------------------------------------
@@ -183,7 +195,7 @@ class ClientConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _wait(self) -> None:
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         try:
             await waiter
         finally:
@@ -199,25 +211,34 @@ class ClientConnection(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
 
-    def _flush(self, out: list[bytes]) -> None:
+    def _flush(self) -> None:
+        out = self._out
         if out:
             if not self._lost and self.transport is not None:
                 self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
+        self._size = 0
+
+    def _reply(self, reply: bytes) -> None:
+        self._out.append(reply)
+        self._size += len(reply)
+        if self._size >= BATCH_LIMIT:
+            self._flush()
 
     async def _run(self) -> None:
         session = self.session
         counters = self.counters
         assert session is not None and counters is not None
         reader = self.reader
-        out: list[bytes] = []
-        size = 0
+        pushback: p.Event | None = None
         try:
             while not (self._stop or self._lost):
-                event = reader.next_event()
+                if pushback is None:
+                    event = reader.next_event()
+                else:
+                    event, pushback = pushback, None
                 if event is NEED_DATA:
-                    self._flush(out)
-                    size = 0
+                    self._flush()
                     self._resume_reading()
                     await self._wait()
                     continue
@@ -228,29 +249,26 @@ class ClientConnection(asyncio.Protocol):
                         counters.command(event)
                         break
                     if self._write_paused:
-                        self._flush(out)
-                        size = 0
+                        self._flush()
                         while self._write_paused and not (self._stop or self._lost):
                             await self._wait()
                         if self._stop or self._lost:
                             break
-                    counters.command(event)
-                    if type(event) in _BLOCKING:
-                        self._flush(out)
-                        size = 0
-                        reply = await self._execute_blocking(session, event)
-                    else:
-                        reply = await self._execute(session, event)
-                    counters.replied(event, reply)
-                    if reply is None:  # a reserve cancelled by EOF, a lost client or a stop
-                        if self._lost or self._stop or not self._eof:
-                            break
-                        reply = _TIMED_OUT
-                    out.append(reply)
-                    size += len(reply)
-                    if size >= BATCH_LIMIT:
-                        self._flush(out)
-                        size = 0
+                    batch = [event]
+                    if reader.buffered and not _waits(event):
+                        # What the client pipelined: the session may run it together.
+                        while len(batch) < PIPELINE_LIMIT:
+                            more = reader.next_event()
+                            if isinstance(more, p.Command) and type(more) is not p.Quit:
+                                batch.append(more)
+                                if _waits(more):
+                                    break
+                            else:
+                                if more is not NEED_DATA:  # (NEED_DATA is asked again later)
+                                    pushback = more
+                                break
+                    if not await self._commands(session, counters, batch):
+                        break
                     if self._read_paused and reader.buffered <= INPUT_HIGH_WATER:
                         self._resume_reading()
                 elif isinstance(event, p.PutStarted):
@@ -258,15 +276,13 @@ class ClientConnection(asyncio.Protocol):
                 else:
                     assert isinstance(event, p.Rejected)
                     burned = counters.rejected(event)
-                    reply = event.reply.encode()
-                    out.append(reply)
-                    size += len(reply)
+                    self._reply(event.reply.encode())
                     if burned:
                         await self._burn_id(session)
             if counters.abandoned():  # gone in the middle of a put's body
                 await self._burn_id(session)
         finally:
-            self._flush(out)
+            self._flush()
             counters.disconnect()
             self.counters = None
             try:
@@ -276,6 +292,65 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None and not self._lost:
                 self.transport.close()  # after the pending replies are written
 
+    async def _commands(
+        self, session: ClientSession, counters: ClientCounters, batch: list[p.Command]
+    ) -> bool:
+        """Run and answer ``batch`` in order. False: the connection is to end (a reserve was
+        cancelled by a lost client or a stop)."""
+        while batch:
+            if len(batch) == 1 and _waits(batch[0]):
+                cmd = batch[0]
+                counters.command(cmd)
+                self._flush()
+                return self._answer(counters, cmd, await self._execute_blocking(session, cmd))
+            replies = await self._execute_batch(session, counters, batch)
+            for cmd, reply in zip(batch, replies, strict=False):
+                answer: bytes | None = reply
+                # A blocking reserve ran as reserve-with-timeout 0: nothing at once, so now the
+                # wait. (A client's own reserve-with-timeout 0 ran as itself: that was its answer.)
+                if reply == _TIMED_OUT and _waits(cmd) and not self._eof:
+                    self._flush()
+                    answer = await self._execute_blocking(session, cmd, probed=True)
+                if not self._answer(counters, cmd, answer):
+                    return False
+            del batch[: len(replies)]
+            if batch and (self._stop or self._lost):
+                return False
+        return True
+
+    def _answer(self, counters: ClientCounters, cmd: p.Command, reply: bytes | None) -> bool:
+        counters.replied(cmd, reply)
+        if reply is None:  # a reserve cancelled by EOF, a lost client or a stop
+            if self._lost or self._stop or not self._eof:
+                return False
+            reply = _TIMED_OUT
+        self._reply(reply)
+        return True
+
+    async def _execute_batch(
+        self, session: ClientSession, counters: ClientCounters, batch: list[p.Command]
+    ) -> list[bytes]:
+        taken = 0
+
+        def counted(cmd: p.Command) -> None:
+            nonlocal taken
+            taken += 1
+            counters.command(cmd)
+
+        try:
+            replies = await session.execute_batch(batch, counted)
+        except Exception:
+            log.exception("the backend failed on %r; answering INTERNAL_ERROR", batch[0])
+            replies = []
+        if len(replies) != taken or not replies:
+            if replies:
+                log.error("the backend took %d commands and answered %d", taken, len(replies))
+            if not taken:
+                counters.command(batch[0])
+            n = max(1, taken)
+            replies = [*replies, *[_INTERNAL_ERROR] * n][:n]
+        return replies
+
     async def _execute(self, session: ClientSession, cmd: p.Command) -> bytes:
         try:
             return await session.execute(cmd)
@@ -283,10 +358,16 @@ class ClientConnection(asyncio.Protocol):
             log.exception("the backend failed on %r; answering INTERNAL_ERROR", cmd)
             return _INTERNAL_ERROR
 
-    async def _execute_blocking(self, session: ClientSession, cmd: p.Command) -> bytes | None:
+    async def _execute_blocking(
+        self, session: ClientSession, cmd: p.Command, probed: bool = False
+    ) -> bytes | None:
         """Run a reserve in its own task, so EOF, a lost client or a stop can cancel it (and
-        only it). Returns None when it was cancelled; its task has finished by then."""
-        if self._eof:  # half-closed: a job if one is ready, else TIMED_OUT at once
+        only it). Returns None when it was cancelled; its task has finished by then.
+        ``probed``: its ``reserve-with-timeout 0`` ran already (in a batch) and timed out."""
+        if probed:
+            if self._eof or self._lost or self._stop:
+                return None
+        elif self._eof:  # half-closed: a job if one is ready, else TIMED_OUT at once
             cmd = _NO_WAIT
         elif cmd != _NO_WAIT:
             # What is there at once is taken without waiting, beyond the reach of EOF, so a
@@ -297,7 +378,7 @@ class ClientConnection(asyncio.Protocol):
                 return reply
             if self._eof or self._lost or self._stop:
                 return None
-        task = asyncio.get_running_loop().create_task(session.execute(cmd))
+        task = self._loop.create_task(session.execute(cmd))
         self._blocked = task
         if self._lost or self._stop:
             task.cancel()

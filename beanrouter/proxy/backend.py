@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final
 
 from .. import protocol as p
 from ..core import Cluster, Op, Session
+from ..core.batch import Result, command_op, plan
 from ..core.reserve import LINGER
-from ..router.aio_driver import AsyncDriver
+from ..router.aio_driver import AsyncDriver, LinkPool
 from ..router.errors import JobIdError, NotFound, RouterError
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ log = logging.getLogger("beanrouter.proxy")
 _NOT_FOUND = p.NOT_FOUND.encode()
 _INTERNAL_ERROR = p.INTERNAL_ERROR.encode()
 _DRAINING = p.DRAINING.encode()
+_NO_WAIT: Final = p.ReserveWithTimeout(0)
 
 
 def reply_for_error(exc: RouterError) -> bytes:
@@ -59,7 +62,11 @@ class CoreSession:
         self.session = Session(backend.cluster, cancellable=False, linger=LINGER)
         config = backend.cluster.config
         self.driver = AsyncDriver(
-            self.session, config.connect_timeout, config.timeout, backend.cluster.clock
+            self.session,
+            config.connect_timeout,
+            config.timeout,
+            backend.cluster.clock,
+            pool=backend.pool,
         )
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
@@ -70,72 +77,62 @@ class CoreSession:
 
     def _op(self, cmd: p.Command) -> Op[p.Reply] | p.Reply:
         s = self.session
-        match cmd:
-            case p.Put():
-                if self.counters.draining:
-                    return p.DRAINING
-                return s.put(cmd.priority, cmd.delay, cmd.ttr, cmd.body)
-            case p.Use():
-                return s.use(cmd.tube)
-            case p.Reserve():
-                return s.reserve(None)
-            case p.ReserveWithTimeout():
-                # beanstalkd: a negative timeout waits forever, like reserve
-                return s.reserve(None if cmd.timeout < 0 else cmd.timeout)
-            case p.ReserveJob():
-                return s.reserve_job(cmd.id)
-            case p.Delete():
-                return s.delete(cmd.id)
-            case p.Release():
-                return s.release(cmd.id, cmd.priority, cmd.delay)
-            case p.Bury():
-                return s.bury(cmd.id, cmd.priority)
-            case p.Touch():
-                return s.touch(cmd.id)
-            case p.Watch():
-                return s.watch(cmd.tube)
-            case p.Ignore():
-                return s.ignore(cmd.tube)
-            case p.Peek():
-                return s.peek(cmd.id)
-            case p.PeekReady():
-                return _first(s.peek_state("ready"))
-            case p.PeekDelayed():
-                return _first(s.peek_state("delayed"))
-            case p.PeekBuried():
-                return _first(s.peek_state("buried"))
-            case p.Kick():
-                return s.kick(cmd.bound)
-            case p.KickJob():
-                return s.kick_job(cmd.id)
-            case p.StatsJob():
-                return s.stats_job(cmd.id)
-            case p.StatsTube():
-                return s.stats_tube(cmd.tube, self.backend.tube_clients(cmd.tube))
-            case p.Stats():
-                return s.stats(self.counters.fields())
-            case p.ListTubes():
-                return s.list_tubes()
-            case p.ListTubeUsed():
-                return s.list_tube_used()
-            case p.ListTubesWatched():
-                return s.list_tubes_watched()
-            case p.PauseTube():
-                return s.pause_tube(cmd.tube, cmd.delay)
-        return p.UNKNOWN_COMMAND
+        if type(cmd) is p.Put and self.counters.draining:
+            return p.DRAINING
+        if type(cmd) is p.StatsTube:
+            assert isinstance(cmd, p.StatsTube)
+            return s.stats_tube(cmd.tube, self.backend.tube_clients(cmd.tube))
+        if type(cmd) is p.Stats:
+            return s.stats(self.counters.fields())
+        op = command_op(s, cmd)
+        return p.UNKNOWN_COMMAND if op is None else op
 
     async def execute(self, command: p.Command) -> bytes:
         """The reply bytes for one client command (see ``seam.ClientSession``)."""
         async with self._lock:
             try:
+                await self._maybe_maintain()
                 return await self._execute(command)
             finally:
                 self._arm_timer()
 
-    async def _execute(self, command: p.Command) -> bytes:
+    async def execute_batch(
+        self, commands: Sequence[p.Command], counted: Callable[[p.Command], None]
+    ) -> list[bytes]:
+        """The replies of a leading run of ``commands`` (see ``seam.ClientSession``): the core
+        decides how many go out together (``core.batch.plan``)."""
+        async with self._lock:
+            try:
+                if self.session.prefetched or self.session.lingering:
+                    await self._maybe_maintain()
+                last = commands[-1]
+                if type(last) is p.Reserve or (
+                    type(last) is p.ReserveWithTimeout and last != _NO_WAIT
+                ):
+                    commands = [*commands[:-1], _NO_WAIT]  # run as reserve-with-timeout 0
+                batch = None if self.counters.draining else plan(self.session, commands, _NO_WAIT)
+                if batch is None:
+                    first = commands[0]
+                    counted(first if first is not _NO_WAIT else last)
+                    return [await self._execute(first)]
+                size = batch.size
+                for cmd in commands[:size]:
+                    counted(cmd if cmd is not _NO_WAIT else last)
+                try:
+                    results = await self.driver.run(batch.op)
+                except Exception:
+                    log.exception("a batch of %d commands failed; answering INTERNAL_ERROR", size)
+                    return [_INTERNAL_ERROR] * size
+                return [_encode(r, cmd) for r, cmd in zip(results, commands, strict=False)]
+            finally:
+                self._arm_timer()
+
+    async def _maybe_maintain(self) -> None:
         due = self.session.next_timer()
         if due is not None and due <= self.session.cluster.clock():
             await self._quietly(self.session.maintain())
+
+    async def _execute(self, command: p.Command) -> bytes:
         op = self._op(command)
         if isinstance(op, p.Reply):
             return op.encode()
@@ -197,9 +194,14 @@ class CoreSession:
         self.driver.close()
 
 
-def _first(op: Op[tuple[p.Reply, object]]) -> Op[p.Reply]:
-    reply, _ = yield from op
-    return reply
+def _encode(result: Result, cmd: p.Command) -> bytes:
+    if isinstance(result, p.Reply):
+        return result.encode()
+    if isinstance(result, RouterError):
+        log.debug("%r: %s", cmd, result)
+        return reply_for_error(result)
+    log.warning("%r: %s", cmd, result)  # a shard that answers nonsense
+    return _INTERNAL_ERROR
 
 
 class CoreBackend:
@@ -207,6 +209,8 @@ class CoreBackend:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.cluster = Cluster(config)
+        self.pool = LinkPool()
+        """Shard connections that closed sessions left idle, for the next ones."""
         self.sessions: set[CoreSession] = set()
         self._registry: Registry | None = None
         """The open client sessions."""
@@ -304,7 +308,7 @@ class CoreBackend:
         }
 
     async def aclose(self) -> None:
-        return None
+        self.pool.close()
 
 
 def make_backend(config: ClusterConfig) -> CoreBackend:

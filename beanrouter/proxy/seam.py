@@ -6,8 +6,9 @@ two protocols. One ``Backend`` per proxy process holds the shared cluster state;
 connection gets one ``ClientSession`` from it.
 
 The frame guarantees, per session:
-- ``execute`` is called with one parsed command at a time, in the client's order, never
-  concurrently, never with ``Quit`` (the frame handles it), and never after ``close``;
+- ``execute`` and ``execute_batch`` are called in the client's order, never concurrently, never
+  with ``Quit`` (the frame handles it), and never after ``close``; ``execute_batch`` gets the
+  commands the client has pipelined (already parsed), a blocking reserve only as the last one;
 - ``burn_id`` is called (instead of ``execute``) where beanstalkd uses up a job id without
   storing a job: a put whose body is not followed by ``\\r\\n`` (``EXPECTED_CRLF``), or
   whose client goes away before the body is complete;
@@ -16,7 +17,8 @@ The frame guarantees, per session:
 
 Before ``execute`` is called the frame has already counted the command in ``ProxyStats``
 (``cmd-*``, current-producers/workers/waiting), exactly when beanstalkd counts it, so a ``stats``
-reply built while executing includes itself.
+reply built while executing includes itself; ``execute_batch`` has the frame count each command
+it takes (``counted``) just before running it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from ..protocol import Command
     from ..router.config import ClusterConfig
     from .stats import ProxyStats
@@ -41,6 +45,19 @@ class ClientSession(Protocol):
         ``OUT_OF_MEMORY``…). May block for a long time (``reserve``). Cancelling the task that
         runs it must be safe and gives back anything it reserved on the client's behalf.
         ``ProxyStats.draining`` set means puts answer ``DRAINING``.
+        """
+        ...
+
+    async def execute_batch(
+        self, commands: Sequence[Command], counted: Callable[[Command], None]
+    ) -> list[bytes]:
+        """The reply bytes of a leading run of ``commands`` (at least the first), in order.
+
+        The session decides how many run together (one write to a shard for all of them, where
+        the routing core allows it) and calls ``counted(command)`` for each one it takes, before
+        running it. A blocking reserve (``reserve``, ``reserve-with-timeout`` > 0) can only be
+        last; it then runs as ``reserve-with-timeout 0``: when that answers ``TIMED_OUT`` the
+        frame runs the wait itself with ``execute``. Errors as for ``execute``.
         """
         ...
 

@@ -171,7 +171,9 @@ class ClientCounters:
         self.worker = False
         self._put_started = False
         self._put_allocated = False
-        self._waiting = False
+        self._waiting = 0
+        """Reserves counted and not answered yet (a batch counts several before any reply);
+        the connection counts once in ``current-waiting`` while there is one."""
         self._reserve_started = 0.0
 
     def _mark_producer(self) -> None:
@@ -198,9 +200,10 @@ class ClientCounters:
             self._mark_producer()
         elif cls in _RESERVES:
             self._mark_worker()
-            self._waiting = True
-            self._reserve_started = stats.clock()
-            stats.waiting += 1
+            if not self._waiting:
+                stats.waiting += 1
+                self._reserve_started = stats.clock()
+            self._waiting += 1
 
     def put_started(self, event: p.PutStarted) -> None:
         """A put line parsed; its body is still on the way."""
@@ -235,14 +238,19 @@ class ClientCounters:
         return burned
 
     def replied(self, cmd: p.Command, reply: bytes | None) -> None:
-        """``cmd`` finished with ``reply`` (None: it was cancelled, as a reserve at EOF)."""
-        if self._waiting:
-            self._waiting = False
-            stats = self.stats
-            stats.waiting -= 1
-            if reply is not None:
-                stats.reserve_seconds.observe(stats.clock() - self._reserve_started)
-        elif type(cmd) is p.ReserveJob and reply is not None and reply.startswith(_RESERVED_WORD):
+        """``cmd`` finished with ``reply`` (None: it was cancelled, as a reserve at EOF). The
+        commands of a batch are all counted before any is answered: only a reserve's reply ends
+        its wait."""
+        cls = type(cmd)
+        if cls in _RESERVES:
+            if self._waiting:
+                self._waiting -= 1
+                stats = self.stats
+                if not self._waiting:
+                    stats.waiting -= 1
+                if reply is not None:
+                    stats.reserve_seconds.observe(stats.clock() - self._reserve_started)
+        elif cls is p.ReserveJob and reply is not None and reply.startswith(_RESERVED_WORD):
             self._mark_worker()
 
     def disconnect(self) -> None:
@@ -256,5 +264,5 @@ class ClientCounters:
             self.worker = False
             stats.workers -= 1
         if self._waiting:
-            self._waiting = False
+            self._waiting = 0
             stats.waiting -= 1

@@ -1,4 +1,4 @@
-"""The asyncio shells' engine: runs core operations (``beanrouter.core``) over asyncio streams.
+"""The asyncio shells' engine: runs core operations (``beanrouter.core``) over asyncio transports.
 
 Used by ``AsyncRouter`` and by the proxy (one ``AsyncDriver`` per client session). Like the
 blocking ``Driver`` it only performs the rounds an operation yields: connects links on first use,
@@ -6,28 +6,33 @@ sends, reads the replies through the codec's ``ReplyReader`` (every link of a ro
 for a *wait* returns as soon as one link completes or the round's deadline passes. No routing
 decision is made here.
 
+Each link is an ``asyncio.Protocol`` (``_Stream``) that parses replies as they arrive; a round
+waits on one future (and at most one timer), not a task per link.
+
 Cancellation: a task cancelled while ``run`` awaits (a client that disconnects mid-reserve, a
 ``wait_for`` timeout) closes the operation and every link it left owing a reply
 (``Session.abandon``), so the shards give back whatever they reserved for it. Reading is
-cancellation-safe: bytes not yet parsed stay in the link's codec and stream.
+cancellation-safe: replies that arrive later stay in the link's ``_Stream``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from ..core.links import Link
 from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
 from ..core.session import Session
-from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader
+from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader, Using
 
-__all__ = ["AsyncDriver"]
+__all__ = ["AsyncDriver", "LinkPool"]
 
 T = TypeVar("T")
 
@@ -37,29 +42,112 @@ MAX_CONNECTING = 32
 _CONNECT_SLOTS: dict[tuple[int, str, int], asyncio.Semaphore] = {}
 
 
-class _Stream:
-    """A link's transport: the asyncio stream and the codec reading it."""
+class _Stream(asyncio.Protocol):
+    """A link's transport: the asyncio protocol, parsing replies as they arrive (into ``got``).
 
-    __slots__ = ("codec", "got", "reader", "writer")
+    A round that waits for a link sets ``want`` (the replies it owes) and ``notify``, called once
+    when ``got`` holds that many or the link failed (``failed``)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    __slots__ = ("codec", "failed", "got", "notify", "resume", "transport", "want")
+
+    def __init__(self) -> None:
         self.codec = ReplyReader()
         self.got: list[Reply] = []
+        self.want = 0
+        self.notify: Callable[[], None] | None = None
+        self.failed: str | None = None
+        self.transport: asyncio.Transport | None = None
+        self.resume: asyncio.Future[None] | None = None
+        """Set while a send waits for the transport's buffer to drain."""
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.failed is not None:
+            return
+        codec = self.codec
+        codec.receive_data(data)
+        got = self.got
+        try:
+            while True:
+                event = codec.next_event()
+                if event is NEED_DATA:
+                    break
+                if event is CLOSED:
+                    self._fail("closed the connection")
+                    return
+                got.append(event)  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            self._fail(f"bad reply: {exc}")
+            return
+        if self.notify is not None and len(got) >= self.want:
+            self._notify()
+
+    def eof_received(self) -> bool:
+        self.data_received(b"")
+        self._fail("closed the connection")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"connection lost: {exc!r}" if exc is not None else "closed the connection")
+        resume = self.resume
+        if resume is not None and not resume.done():
+            resume.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.resume is None:
+            self.resume = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        resume = self.resume
+        self.resume = None
+        if resume is not None and not resume.done():
+            resume.set_result(None)
+
+    # -- for the driver
+
+    def _fail(self, why: str) -> None:
+        if self.failed is None:
+            self.failed = why
+        if self.notify is not None:
+            self._notify()
+
+    def _notify(self) -> None:
+        notify = self.notify
+        self.notify = None
+        if notify is not None:
+            notify()
 
     def stale(self) -> bool:
         """The shard closed the idle connection (or sent something unasked)."""
-        buffered = getattr(self.reader, "_buffer", b"")  # bytes nobody asked for
-        return self.writer.is_closing() or self.reader.at_eof() or bool(buffered)
+        transport = self.transport
+        return (
+            self.failed is not None
+            or transport is None
+            or transport.is_closing()
+            or bool(self.got)
+            or self.codec.pending
+        )
+
+    def take(self, count: int) -> list[Reply]:
+        """The first ``count`` replies received (fewer if not all arrived)."""
+        got = self.got
+        if len(got) <= count:
+            self.got = []
+            return got
+        out = got[:count]
+        del got[:count]
+        return out
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
-class _Lost(Exception):
-    """A link broke while its replies were read."""
+        self.notify = None
+        transport = self.transport
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
 
 
 class AsyncDriver:
@@ -78,11 +166,14 @@ class AsyncDriver:
         connect_timeout: float,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        pool: LinkPool | None = None,
     ) -> None:
         self.session = session
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.clock = clock
+        self.pool = pool
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, op: Op[T]) -> T:
         """Run a core operation to its end and return its result (or raise its error)."""
@@ -100,8 +191,23 @@ class AsyncDriver:
             raise
 
     def close(self) -> None:
-        """Close every link of the session (each shard gives back the jobs held on it)."""
-        self.close_links(self.session.close())
+        """Close every link of the session (each shard gives back the jobs held on it); with
+        ``pool``, the links the core calls reusable are reset and kept for later sessions."""
+        if self.pool is None:
+            self.close_links(self.session.close())
+            return
+        kept: set[Link] = set()
+        for link, data, replies in self.session.reusable():
+            stream = link.io
+            if not isinstance(stream, _Stream) or stream.stale():
+                continue
+            if self.pool.keep(link.shard.config.host, link.shard.config.port, stream, replies):
+                if data:
+                    assert stream.transport is not None
+                    stream.transport.write(data)
+                kept.add(link)
+                link.io = None
+        self.close_links(link for link in self.session.close() if link not in kept)
 
     @staticmethod
     def close_links(links: Iterable[Link]) -> None:
@@ -113,6 +219,11 @@ class AsyncDriver:
 
     async def _connect(self, link: Link) -> _Stream:
         cfg = link.shard.config
+        if self.pool is not None:
+            idle = self.pool.take(cfg.host, cfg.port)
+            if idle is not None:
+                link.io = idle
+                return idle
         # A burst of sessions (a thousand clients connecting to the proxy at once) would each
         # open their shard links at the same moment: bounded per shard, so that the connect
         # timeout measures the shard, not the queue in front of it.
@@ -121,12 +232,10 @@ class AsyncDriver:
         slots = _CONNECT_SLOTS.get(key)
         if slots is None:
             slots = _CONNECT_SLOTS[key] = asyncio.Semaphore(MAX_CONNECTING)
-        async with slots:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(cfg.host, cfg.port, limit=_READ_SIZE * 4),
-                self.connect_timeout,
-            )
-        stream = _Stream(reader, writer)
+        # (``asyncio.timeout``, not ``wait_for``: 3.11's ``wait_for`` loses a cancellation that
+        # comes as the connection is made, and a cancelled reserve then waited on forever.)
+        async with slots, asyncio.timeout(self.connect_timeout):
+            _, stream = await loop.create_connection(_Stream, cfg.host, cfg.port)
         link.io = stream
         return stream
 
@@ -144,36 +253,24 @@ class AsyncDriver:
             except (TimeoutError, OSError) as exc:
                 outcome[link] = Failure(FailureKind.CONNECT, f"cannot connect to {name}: {exc!r}")
                 return
-        stream.got = []
+        transport = stream.transport
+        assert transport is not None
+        transport.write(data)
+        if stream.resume is not None:
+            await self._drained(link, stream, outcome)
+
+    async def _drained(self, link: Link, stream: _Stream, outcome: Outcome) -> None:
+        """Above the transport's high-water mark: wait for it to drain (bounded)."""
+        resume = stream.resume
+        if resume is None:
+            return
         try:
-            stream.writer.write(data)
-            if stream.writer.transport.get_write_buffer_size() > _READ_SIZE:
-                await asyncio.wait_for(stream.writer.drain(), self.timeout)
-        except (TimeoutError, OSError) as exc:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.shield(resume)
+        except TimeoutError as exc:
             stream.close()
             link.io = None
-            outcome[link] = Failure(FailureKind.LOST, f"send to {name} failed: {exc!r}")
-
-    async def _read(self, link: Link, stream: _Stream) -> None:
-        """Read until ``link`` has every reply it owes (into ``stream.got``)."""
-        codec = stream.codec
-        got = stream.got
-        while len(got) < link.owed:
-            try:
-                event = codec.next_event()
-            except ProtocolError as exc:
-                raise _Lost(f"bad reply from {link.shard.name}: {exc}") from exc
-            if isinstance(event, Reply):
-                got.append(event)
-                continue
-            if event is CLOSED:
-                raise _Lost(f"{link.shard.name} closed the connection")
-            assert event is NEED_DATA
-            try:
-                data = await stream.reader.read(_READ_SIZE)
-            except OSError as exc:
-                raise _Lost(f"receive from {link.shard.name} failed: {exc!r}") from exc
-            codec.receive_data(data)
+            outcome[link] = Failure(FailureKind.LOST, f"send to {link.shard.name} failed: {exc!r}")
 
     def _lost(self, link: Link, message: str, outcome: Outcome, timed_out: bool = False) -> None:
         stream = link.io
@@ -183,120 +280,216 @@ class AsyncDriver:
         outcome[link] = Failure(FailureKind.LOST, message, timed_out)
 
     def _cancel(self, links: Sequence[Link], outcome: Outcome) -> None:
-        """Read what has arrived on each link without waiting (what the stream holds, then the
-        socket itself); close those still owing. Synchronous: nothing runs in between."""
+        """Read what has arrived on each link without waiting (what was parsed, then the socket
+        itself); close those still owing. Synchronous: nothing runs in between."""
         for link in links:
             stream = link.io
             got: list[Reply] = []
             if isinstance(stream, _Stream):
-                codec = stream.codec
-                buffered = getattr(stream.reader, "_buffer", None)
-                if buffered:
-                    codec.receive_data(bytes(buffered))
-                    buffered.clear()
-                sock = stream.writer.get_extra_info("socket")
+                transport = stream.transport
+                sock = transport.get_extra_info("socket") if transport is not None else None
                 fd = sock.fileno() if sock is not None else -1
-                try:
-                    while len(got) < link.owed:
-                        event = codec.next_event()
-                        if isinstance(event, Reply):
-                            got.append(event)
-                            continue
-                        if event is not NEED_DATA or fd < 0:
-                            break
-                        try:
-                            data = os.read(fd, _READ_SIZE)
-                        except BlockingIOError:
-                            break
-                        if not data:
-                            break
-                        codec.receive_data(data)
-                except (OSError, ProtocolError):
-                    pass
+                while len(stream.got) < link.owed and stream.failed is None and fd >= 0:
+                    try:
+                        data = os.read(fd, _READ_SIZE)
+                    except OSError:  # BlockingIOError: nothing more has arrived
+                        break
+                    if not data:
+                        break
+                    stream.data_received(data)
+                got = stream.take(link.owed)
             if len(got) < link.owed:
                 self.close_links([link])
             outcome[link] = got
 
     async def _execute(self, rnd: Round) -> Outcome:
-        self.close_links(rnd.close)
+        if rnd.close:
+            self.close_links(rnd.close)
         outcome: Outcome = {}
         if rnd.cancel:
             self._cancel(rnd.cancel, outcome)
+        live: list[Link] = []
         for send in rnd.sends:
-            await self._send(send.link, send.data, outcome)
-        live = [s.link for s in rnd.sends if s.link not in outcome]
+            link = send.link
+            stream = link.io
+            if isinstance(stream, _Stream) and not stream.stale():  # connected and idle
+                transport = stream.transport
+                assert transport is not None
+                transport.write(send.data)
+                if stream.resume is not None:
+                    await self._drained(link, stream, outcome)
+            else:
+                await self._send(link, send.data, outcome)
+            if link not in outcome:
+                live.append(link)
         for link in rnd.wait:
             if link not in outcome and isinstance(link.io, _Stream):
-                link.io.got = []
                 live.append(link)
         if not live:
             return outcome
-        if len(live) == 1 and not rnd.first:
-            link = live[0]
-            stream = link.io
-            assert isinstance(stream, _Stream)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self._read(link, stream)
-            except TimeoutError:
-                self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
-            except _Lost as exc:
-                self._lost(link, str(exc), outcome)
-            else:
-                outcome[link] = stream.got
-            return outcome
-        waiting = rnd.first and rnd.until != -math.inf
-        if waiting:
-            self.session.waiting = True  # every reserve of the round is on the wire now
-        try:
-            return await self._read_round(rnd, live, outcome)
-        finally:
-            if waiting:
-                self.session.waiting = False
-
-    async def _read_round(self, rnd: Round, live: list[Link], outcome: Outcome) -> Outcome:
-        tasks: dict[asyncio.Task[None], Link] = {}
+        pending: list[Link] = []
         for link in live:
             stream = link.io
             assert isinstance(stream, _Stream)
-            tasks[asyncio.ensure_future(self._read(link, stream))] = link
-        try:
-            if rnd.first:
-                until = -math.inf if outcome else rnd.until
-                timeout = None if until is None else max(0.0, until - self.clock())
-                if timeout == 0.0:
-                    await asyncio.sleep(0)  # let what has arrived be read
-                    done = {t for t in tasks if t.done()}
-                else:
-                    done, _ = await asyncio.wait(
-                        tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if done:
-                        await asyncio.sleep(0)  # others that completed at the same time
-                        done = {t for t in tasks if t.done()}
+            if len(stream.got) >= link.owed:
+                outcome[link] = stream.take(link.owed)
+            elif stream.failed is not None:
+                self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
             else:
-                done, _ = await asyncio.wait(tasks, timeout=self.timeout)
+                pending.append(link)
+        if not pending:
+            return outcome
+        first = rnd.first
+        waiting = first and rnd.until != -math.inf
+        if waiting:
+            self.session.waiting = True  # every reserve of the round is on the wire now
+        try:
+            if first:
+                until = -math.inf if outcome else rnd.until
+                wait = None if until is None else max(0.0, until - self.clock())
+                if wait == 0.0:
+                    await asyncio.sleep(0)  # one look: let what has arrived be read
+                else:
+                    await self._until(pending, 1, wait, False)
+            else:
+                await self._until(pending, len(pending), None, True)
         finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            for task in tasks:
-                if not task.done():
-                    with contextlib.suppress(asyncio.CancelledError, _Lost):
-                        await task
-        for task, link in tasks.items():
+            if waiting:
+                self.session.waiting = False
+        for link in pending:
             stream = link.io
             assert isinstance(stream, _Stream)
-            if task in done and not task.cancelled():
-                error = task.exception()
-                if isinstance(error, _Lost):
-                    self._lost(link, str(error), outcome)
-                    continue
-                if error is not None:
-                    raise error
-                outcome[link] = stream.got
-            elif rnd.first:
-                outcome[link] = stream.got  # partial: the rest stays owed
+            if stream.failed is not None and len(stream.got) < link.owed:
+                self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
+            elif first or len(stream.got) >= link.owed:
+                outcome[link] = stream.take(link.owed)  # (a wait: partial, the rest stays owed)
             else:
                 self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
         return outcome
+
+    async def _until(
+        self, links: list[Link], count: int, wait: float | None, request: bool
+    ) -> None:
+        """Until ``count`` of ``links`` are complete or failed, or ``wait`` seconds have passed
+        (None: no limit); a ``request`` is bounded by the reply timeout instead (checked by the
+        loop's ``_Watchdog``)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        left = count
+
+        def one() -> None:
+            nonlocal left
+            left -= 1
+            if left <= 0 and not done.done():
+                done.set_result(None)
+
+        for link in links:
+            stream = link.io
+            assert isinstance(stream, _Stream)
+            stream.want = link.owed
+            stream.notify = one
+        timer = None
+        dog = None
+        if wait is not None:
+            timer = loop.call_later(wait, _settle, done)
+        elif request:
+            dog = _watchdog(loop)
+            dog.add(done, loop.time() + self.timeout)
+        try:
+            await done
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if dog is not None:
+                dog.rounds.pop(done, None)
+            for link in links:
+                stream = link.io
+                if isinstance(stream, _Stream):
+                    stream.notify = None
+
+
+class LinkPool:
+    """Idle shard connections that sessions left behind (``AsyncDriver.close``), taken by later
+    sessions instead of connecting (the proxy's many short client connections). Each was reset
+    by the core (``Session.reusable``: ``use default``); it is handed out once those replies
+    have come and said so, and only while the shard has not closed it. At most ``limit`` per
+    shard address; the oldest is handed out first."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self.idle: dict[tuple[str, int], collections.deque[tuple[_Stream, int]]] = {}
+
+    def keep(self, host: str, port: int, stream: _Stream, replies: int) -> bool:
+        """Keep ``stream`` (``replies``: the reset's replies still to come). False: full."""
+        queue = self.idle.setdefault((host, port), collections.deque())
+        if len(queue) >= self.limit:
+            return False
+        stream.want = 0
+        queue.append((stream, replies))
+        return True
+
+    def take(self, host: str, port: int) -> _Stream | None:
+        """A reusable connection to ``host:port``, or None."""
+        queue = self.idle.get((host, port))
+        for _ in range(len(queue) if queue else 0):
+            assert queue is not None
+            stream, replies = queue.popleft()
+            if replies and len(stream.got) < replies and stream.failed is None:
+                queue.append((stream, replies))  # its reset is still on the way
+                continue
+            reset = stream.take(replies)
+            if all(isinstance(r, Using) for r in reset) and not stream.stale():
+                return stream
+            stream.close()
+        return None
+
+    def close(self) -> None:
+        for queue in self.idle.values():
+            for stream, _ in queue:
+                stream.close()
+        self.idle.clear()
+
+
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+class _Watchdog:
+    """The reply deadlines of every request round on one event loop, checked every ``TICK``
+    seconds by one timer (instead of a timer per round): a reply timeout is honoured within
+    ``TICK``."""
+
+    TICK = 0.05
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.rounds: dict[asyncio.Future[None], float] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, done: asyncio.Future[None], deadline: float) -> None:
+        self.rounds[done] = deadline
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.TICK, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        late = [done for done, deadline in self.rounds.items() if deadline <= now]
+        for done in late:
+            del self.rounds[done]
+            _settle(done)
+        self.timer = self.loop.call_later(self.TICK, self._tick) if self.rounds else None
+
+
+_WATCHDOGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
+    dog = _WATCHDOGS.get(loop)
+    if dog is None:
+        dog = _WATCHDOGS[loop] = _Watchdog(loop)
+    return dog

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 from collections import deque
+from collections.abc import Callable, Sequence
 
 from beanrouter import protocol as p
 from beanrouter.protocol import NEED_DATA, ReplyReader
@@ -90,6 +91,13 @@ class FakeSession:
             return await self._execute(command)
         finally:
             self.running -= 1
+
+    async def execute_batch(
+        self, commands: Sequence[p.Command], counted: Callable[[p.Command], None]
+    ) -> list[bytes]:
+        """One command at a time (the frame hands the rest back again)."""
+        counted(commands[0])
+        return [await self.execute(commands[0])]
 
     async def _execute(self, command: p.Command) -> bytes:
         b = self.backend
@@ -215,6 +223,12 @@ class ForwardingSession:
             return await self.link.request(command.encode())
         except (OSError, TimeoutError):
             return b"INTERNAL_ERROR\r\n"
+
+    async def execute_batch(
+        self, commands: Sequence[p.Command], counted: Callable[[p.Command], None]
+    ) -> list[bytes]:
+        counted(commands[0])
+        return [await self.execute(commands[0])]
 
     async def burn_id(self) -> None:
         pass

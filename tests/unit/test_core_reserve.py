@@ -536,9 +536,10 @@ def exact_session_holding_one(ttr: int = 60) -> tuple[Cluster, Session, Clock, i
     run = Script(s.reserve(None))
     assert run.data() == {"s1": [b"reserve"]}
     run.auto(s1=[Reserved(1, b"held")])
-    run.auto(s1=[job_stats(1, "t1", 5, ttr=ttr, state="reserved")])
+    # Handed out at once: the shard's own DEADLINE_SOON covers the job, its TTR is not read.
     assert run.value() == Reserved(gid("s1", 1), b"held")
     job = gid("s1", 1)
+    assert s.held[job].ttr == 0 and s.held[job].since == clock.t
     return cluster, s, clock, job, s.held[job].link
 
 
@@ -577,15 +578,15 @@ def test_an_exact_reserve_0_whose_reply_is_late_is_read_not_cancelled() -> None:
     watch_only(s, ["t1"])
     run = Script(s.reserve(0))
     assert run.data() == {"s1": [b"reserve-with-timeout 0"]}
+    assert run.now.first and run.now.until is None  # read until the shard answers
     (send,) = run.now.sends
     link = send.link
-    for _ in range(10):  # the shard is slow: no reply within the grace
+    for _ in range(10):  # the shard is slow: a shell that came back without the reply
         assert link not in run.now.close and not run.done
         clock.t += 0.2
         run.reply({})
-    assert link in run.now.wait and link not in run.now.close
+        assert run.now.wait == [link] and run.now.until is None and not run.now.sends
     run.reply({link: [Reserved(7, b"late")]})
-    run.auto(s1=[job_stats(7, "t1", 5, state="reserved")])
     assert run.value() == Reserved(gid("s1", 7), b"late")
     assert not link.closed and cluster.metrics.wait_cancels == 0
 
@@ -594,7 +595,8 @@ def test_an_exact_wait_gets_the_shards_own_deadline_soon() -> None:
     _, s, clock, job, holder = exact_session_holding_one(ttr=3)
     run = Script(s.reserve(None))
     assert run.now.sends[0].link is holder
-    clock.t = s.held[job].deadline - SAFETY_MARGIN  # the core's estimate of the margin
+    assert run.now.until is None  # the job's TTR is not known: only the shard can tell
+    clock.t += 3 - SAFETY_MARGIN
     run.reply({})
     if not run.done:
         assert holder not in run.now.close and holder in run.now.wait
@@ -741,14 +743,14 @@ def _woken(reserves: int = 1, releases: int = 0, put_before_wait: bool = False) 
     cluster.metrics.on_wakeup = observed.append
     if put_before_wait:
         clock.t = 999.0
-        cluster.note_put(gid("s1", 7))
+        cluster.note_put(gid("s1", 7), 0)
         clock.t = 1000.0
     run = Script(s.reserve(None))
     answer_sweep(run, {})
     links = {n: send.link for n, send in run.sends().items()}
     if not put_before_wait:
         clock.t = 1000.5
-        cluster.note_put(gid("s1", 7))
+        cluster.note_put(gid("s1", 7), 0)
     clock.t = 1000.8
     run.reply({links["s1"]: [Reserved(7, b"job")]})
     run.reply({links["s0"]: [], links["s2"]: []})  # the cancel step

@@ -1,0 +1,474 @@
+"""Pipelined commands run as one round: one write to one shard link, replies read in order (pure).
+
+A proxy client that pipelines has several parsed commands waiting; run one at a time, each would
+cost a round trip to its shard. ``plan(session, commands)`` takes the longest leading run that can
+go out together and returns it as a ``Batch`` (how many commands it took, and the operation that
+runs them). The operation's result is one entry per command, in order: the reply that command's
+own operation (``command_op``) would have returned, or the error it would have raised.
+
+A command joins the run when everything it sends goes to the run's link, and what it sends does
+not depend on the replies of the commands before it:
+
+* ``put``, when the used tube's first shard is healthy (no failure counted);
+* ``use``, when every link it updates is the run's;
+* ``delete``, ``release``, ``bury``, ``touch``, ``stats-job``, ``kick-job``, on the link that
+  holds the job (else its shard's main link); an id that names no shard, a lost reservation or
+  a shard marked down is answered without sending anything, as the command's own operation does;
+* ``list-tube-used``, ``list-tubes-watched`` (nothing sent);
+* ``reserve-with-timeout 0`` of the proxy's exact one-shard reserve (``reserve.exact_now``); when
+  it is the shell's first step of a blocking reserve (``probe``) it ends the run: when it
+  answers ``TIMED_OUT`` the wait that follows must run after everything before it, and before
+  everything after it. A client's own ``reserve-with-timeout 0`` is final and the run goes on.
+
+Anything else ends the run before it, and so does a command whose link is another. The replies
+are interpreted in command order as each command's own operation would (global ids, held jobs,
+a put the shard refuses with ``DRAINING``/``OUT_OF_MEMORY`` tried on the next shards at its
+turn). When the link fails before anything reached the shard (``CONNECT``, ``SEND``,
+``STALE``), each command runs its own operation instead, in order, exactly as if the run had
+never been tried; when the link is lost after the write (``LOST``), each command gets the error
+its own operation would have given for that failure (a put ``PutUncertain``, a job command
+``ShardUnavailable``), and a reserve runs its own operation (the shard gave back whatever it
+reserved when the link closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..protocol import Buried as BuriedReply
+from ..protocol import (
+    Bury,
+    Command,
+    Delete,
+    Ignore,
+    Inserted,
+    Kick,
+    KickJob,
+    ListTubes,
+    ListTubesWatched,
+    ListTubeUsed,
+    PauseTube,
+    Peek,
+    PeekBuried,
+    PeekDelayed,
+    PeekReady,
+    ProtocolError,
+    Put,
+    Release,
+    Reply,
+    Reserve,
+    ReserveJob,
+    ReserveWithTimeout,
+    StatsJob,
+    Touch,
+    Use,
+    Using,
+    Watch,
+    Word,
+    encode_put,
+)
+from ..router import ids
+from ..router.errors import RouterError, ShardUnavailable, UnexpectedReply
+from .cluster import ShardState
+from .links import Link
+from .reserve import answered, exact_now, exact_now_done, reserve, reserve_job
+from .rounds import Failure, FailureKind, Op, Send
+from .session import Session, global_stats_job
+
+__all__ = ["MAX_BYTES", "MAX_COMMANDS", "Batch", "Result", "command_op", "plan"]
+
+MAX_COMMANDS = 256
+"""Commands in one run at most."""
+MAX_BYTES = 256 * 1024
+"""Bytes written to the shard for one run at most (the command that crosses it is the last)."""
+
+Result = Reply | RouterError | ProtocolError
+"""What one command of a run came to: its reply, or the error its own operation would raise."""
+
+
+def command_op(s: Session, cmd: Command) -> Op[Reply] | Reply | None:
+    """The operation of one client command (or its reply when no shard is asked); None for the
+    commands whose answer needs the shell's own counters (``stats``, ``stats-tube``) and
+    ``quit``. A negative ``reserve-with-timeout`` waits forever, as with beanstalkd."""
+    match cmd:
+        case Put():
+            return s.put(cmd.priority, cmd.delay, cmd.ttr, cmd.body)
+        case Use():
+            return s.use(cmd.tube)
+        case Reserve():
+            return reserve(s, None)
+        case ReserveWithTimeout():
+            return reserve(s, None if cmd.timeout < 0 else cmd.timeout)
+        case ReserveJob():
+            return reserve_job(s, cmd.id)
+        case Delete():
+            return s.delete(cmd.id)
+        case Release():
+            return s.release(cmd.id, cmd.priority, cmd.delay)
+        case Bury():
+            return s.bury(cmd.id, cmd.priority)
+        case Touch():
+            return s.touch(cmd.id)
+        case Watch():
+            return s.watch(cmd.tube)
+        case Ignore():
+            return s.ignore(cmd.tube)
+        case Peek():
+            return s.peek(cmd.id)
+        case PeekReady():
+            return _first(s.peek_state("ready"))
+        case PeekDelayed():
+            return _first(s.peek_state("delayed"))
+        case PeekBuried():
+            return _first(s.peek_state("buried"))
+        case Kick():
+            return s.kick(cmd.bound)
+        case KickJob():
+            return s.kick_job(cmd.id)
+        case StatsJob():
+            return s.stats_job(cmd.id)
+        case ListTubes():
+            return s.list_tubes()
+        case ListTubeUsed():
+            return s.list_tube_used()
+        case ListTubesWatched():
+            return s.list_tubes_watched()
+        case PauseTube():
+            return s.pause_tube(cmd.tube, cmd.delay)
+    return None
+
+
+def _name(cmd: Command) -> str:
+    return cmd.stat[4:] if cmd.stat else type(cmd).__name__
+
+
+def _first(op: Op[tuple[Reply, object]]) -> Op[Reply]:
+    reply, _ = yield from op
+    return reply
+
+
+def _own(s: Session, cmd: Command) -> Op[Result]:
+    """``cmd`` run by its own operation (a run whose link failed before anything was sent)."""
+    op = command_op(s, cmd)
+    assert op is not None and not isinstance(op, Reply), cmd
+    try:
+        return (yield from op)
+    except (RouterError, ProtocolError) as exc:
+        return exc
+
+
+@dataclass(slots=True)
+class _Step:
+    cmd: Command
+    replies: int
+    """Replies its bytes produce on the run's link."""
+    result: Result | None
+    """Known when planned (nothing sent, or ``use``'s own answer)."""
+    shard: ShardState | None = None
+    start: float = 0.0
+
+
+class Batch(NamedTuple):
+    """A planned run: the first ``size`` commands, and the operation that runs them (to be run
+    now: planning has already updated the session's view of the link)."""
+
+    size: int
+    op: Op[list[Result]]
+
+
+class _Planner:
+    __slots__ = (
+        "ended",
+        "link",
+        "now",
+        "parts",
+        "probe",
+        "put_shard",
+        "replies",
+        "s",
+        "size",
+        "steps",
+        "waits",
+    )
+
+    def __init__(self, s: Session, now: float, probe: Command | None) -> None:
+        self.s = s
+        self.now = now
+        self.probe = probe
+        self.link: Link | None = None
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.replies = 0
+        self.steps: list[_Step] = []
+        self.ended = False
+        self.waits = False
+        self.put_shard: ShardState | None = None
+        """Set by a put (cleared by any other command): the next put goes the same way."""
+
+    def _link_for(self, link: Link) -> bool:
+        """``link`` can carry the next command of the run."""
+        if not link.ready:
+            return False
+        return self.link is None or link is self.link
+
+    def _send(self, link: Link, data: bytes, replies: int) -> None:
+        self.link = link
+        self.parts.append(data)
+        self.size += len(data)
+        self.replies += replies
+
+    def add(self, cmd: Command) -> bool:
+        """Plan ``cmd`` as the run's next command; False: it cannot join (nothing changed)."""
+        t = type(cmd)
+        if t is Put:
+            assert isinstance(cmd, Put)
+            return self._put(cmd)
+        self.put_shard = None
+        if t in _JOB_COMMANDS:
+            return self._job(cmd)
+        if t is Use:
+            assert isinstance(cmd, Use)
+            return self._use(cmd)
+        if t is ListTubeUsed:
+            self.steps.append(_Step(cmd, 0, self.s.list_tube_used()))
+            return True
+        if t is ListTubesWatched:
+            self.steps.append(_Step(cmd, 0, self.s.list_tubes_watched()))
+            return True
+        if t is ReserveWithTimeout:
+            assert isinstance(cmd, ReserveWithTimeout)
+            return cmd.timeout == 0 and self._reserve_now(cmd)
+        return False
+
+    def _put(self, cmd: Put) -> bool:
+        s = self.s
+        tube = s.using
+        link = self.link
+        if link is not None and link.used == tube and self.put_shard is link.shard:
+            shard = link.shard  # (the run's previous command was a put to this tube)
+        else:
+            shard = s.cluster.shards[s.cluster.preference(tube)[0]]
+            if shard.health.failures:
+                return False  # its own operation decides (failover, probes)
+            if link is not None:
+                if link.shard is not shard or not link.ready:
+                    return False
+            else:
+                link = s.main(shard)
+        use, n = link.use_delta(tube)
+        data = encode_put(cmd.priority, cmd.delay, cmd.ttr, cmd.body)
+        self._send(link, use + data if n else data, n + 1)
+        self.steps.append(_Step(cmd, n + 1, None, shard))
+        self.put_shard = shard
+        return True
+
+    def _job(self, cmd: Command) -> bool:
+        s = self.s
+        job_id: int = cmd.id  # type: ignore[attr-defined]
+        t = type(cmd)
+        reservation = t is not StatsJob and t is not KickJob
+        try:
+            shard, local = s.cluster.shard_of(job_id)
+            if t is KickJob:
+                if not shard.health.available(self.now):
+                    raise ShardUnavailable(
+                        f"shard {shard.name} is down", ((shard.name, shard.health.last_error),)
+                    )
+                link = s.main(shard)
+            else:
+                _, _, link = s._job_link(job_id, f"{_name(cmd)} {job_id}", reservation)
+        except RouterError as exc:
+            self.steps.append(_Step(cmd, 0, exc))  # answered without sending anything
+            return True
+        if not self._link_for(link):
+            return False
+        if t is Release:
+            assert isinstance(cmd, Release)
+            data = Release(local, cmd.priority, cmd.delay).encode()
+        elif t is Bury:
+            assert isinstance(cmd, Bury)
+            data = Bury(local, cmd.priority).encode()
+        else:
+            data = _BY_ID[t](local).encode()
+        self._send(link, data, 1)
+        self.steps.append(_Step(cmd, 1, None, shard, self.now))
+        return True
+
+    def _use(self, cmd: Use) -> bool:
+        s = self.s
+        tube = cmd.tube
+        target = s.cluster.put_target(tube)
+        updates: list[tuple[Link, str]] = []
+        for shard in s.cluster.shards.values():
+            links = [k for k in s.links.get(shard.name, ()) if k.ready]
+            if shard is target and not links:
+                links = [s.main(shard)]
+            if links:
+                desired = tube if shard is target else "default"
+                if links[0].used != desired:
+                    updates.append((links[0], desired))
+        if any(not self._link_for(link) for link, _ in updates) or len(updates) > 1:
+            return False  # several links: its own operation (one round over all of them)
+        s.using = tube
+        count = 0
+        for link, desired in updates:
+            data, count = link.use_delta(desired)
+            self._send(link, data, count)
+        self.steps.append(_Step(cmd, count, Using(tube)))
+        return True
+
+    def _reserve_now(self, cmd: ReserveWithTimeout) -> bool:
+        got = exact_now(self.s, self.now, self.link)
+        if got is None:
+            return False
+        link, data, count = got
+        self._send(link, data, count)
+        self.steps.append(_Step(cmd, count, None, link.shard))
+        self.waits = True
+        if cmd is self.probe:
+            self.ended = True  # a wait may follow it: nothing after it may be sent yet
+        else:
+            link.reserving = False  # the client's own: its answer is final, the run goes on
+        return True
+
+
+_BY_ID: dict[type[Command], type[Delete | Touch | StatsJob | KickJob]] = {
+    Delete: Delete,
+    Touch: Touch,
+    StatsJob: StatsJob,
+    KickJob: KickJob,
+}
+_JOB_COMMANDS = frozenset({Delete, Release, Bury, Touch, StatsJob, KickJob})
+
+
+def plan(s: Session, commands: Sequence[Command], probe: Command | None = None) -> Batch | None:
+    """The longest leading run of ``commands`` that goes out as one round (see the module
+    docstring), or None when the first command cannot start one (run it by ``command_op``).
+    ``probe``: the (last) command that is the shell's first step of a blocking reserve; it ends
+    the run, while a client's own ``reserve-with-timeout 0`` does not."""
+    if not commands:
+        return None
+    planner = _Planner(s, s.cluster.clock(), probe)
+    for cmd in commands:
+        if len(planner.steps) >= MAX_COMMANDS or planner.size >= MAX_BYTES:
+            break
+        if not planner.add(cmd):
+            break
+        if planner.ended:
+            break
+    if not planner.steps:
+        return None
+    return Batch(len(planner.steps), _run(s, planner))
+
+
+def _run(s: Session, planner: _Planner) -> Op[list[Result]]:
+    link = planner.link
+    got: list[Reply] | Failure = []
+    if link is not None and planner.replies:
+        send = Send(link, b"".join(planner.parts), planner.replies)
+        if planner.waits:  # a reserve among them: read like the reserve, until answered
+            got = yield from answered(s, send)
+        else:
+            outcome = yield from s.request([send])
+            result = outcome.get(link)
+            assert result is not None
+            got = result
+    results: list[Result] = []
+    pos = 0
+    note_put = s.cluster.note_put
+    for step in planner.steps:
+        if step.replies == 1 and step.cmd.__class__ is Put and isinstance(got, list):
+            reply = got[pos]  # the common put, as ``Session._put_reply`` reads it
+            if reply.__class__ is Inserted and reply.id <= ids.MAX_LOCAL_ID:
+                pos += 1
+                shard = step.shard
+                assert shard is not None
+                gid = shard.id_base | reply.id
+                note_put(gid, step.cmd.delay)
+                results.append(reply if not shard.id else Inserted(gid))
+                continue
+        if isinstance(got, Failure) and step.replies:
+            results.append((yield from _failed(s, step, got)))
+            continue
+        assert isinstance(got, list)
+        replies = got[pos : pos + step.replies]
+        pos += step.replies
+        if step.result is not None:
+            if replies and not all(isinstance(r, Using) for r in replies):
+                assert link is not None
+                s.drop(link)  # (``use``) it does not use what we think
+            results.append(step.result)
+            continue
+        try:
+            results.append((yield from _finish(s, step, replies, link)))
+        except (RouterError, ProtocolError) as exc:
+            results.append(exc)
+    return results
+
+
+def _failed(s: Session, step: _Step, failure: Failure) -> Op[Result]:
+    """A step whose link failed: its own operation when nothing reached the shard, else the
+    error its own operation gives for a lost link."""
+    cmd = step.cmd
+    if step.result is not None:  # ``use``: answered anyway (its link is forgotten)
+        return step.result
+    if failure.kind is not FailureKind.LOST or type(cmd) is ReserveWithTimeout:
+        return (yield from _own(s, cmd))
+    assert step.shard is not None
+    if type(cmd) is Put:
+        return s.put_uncertain(step.shard, failure)
+    return ShardUnavailable(
+        f"{_name(cmd)}: the connection to shard {step.shard.name} failed",
+        ((step.shard.name, str(failure)),),
+    )
+
+
+def _finish(s: Session, step: _Step, replies: list[Reply], link: Link | None) -> Op[Result]:
+    """A step's replies, read as its own operation reads them."""
+    cmd = step.cmd
+    t = type(cmd)
+    shard = step.shard
+    assert shard is not None and link is not None
+    if t is Put:
+        assert isinstance(cmd, Put)
+        if step.replies == 2 and not isinstance(replies[0], Using):
+            s.drop(link)
+            return UnexpectedReply(f"use {s.using}: unexpected reply {replies[0]!r}")
+        reply = s._put_reply(shard, 0, replies[-1])
+        if isinstance(reply, str):  # refused (DRAINING, OUT_OF_MEMORY): the next shards
+            try:
+                return (
+                    yield from s.put(
+                        cmd.priority, cmd.delay, cmd.ttr, cmd.body, refused=(shard.name, reply)
+                    )
+                )
+            except (RouterError, ProtocolError) as exc:
+                return exc
+        return reply
+    if t is ReserveWithTimeout:
+        got = exact_now_done(s, link, replies)
+        if got is not None:
+            return got
+        return (yield from _own(s, cmd))
+    reply = replies[0]
+    job_id: int = cmd.id  # type: ignore[attr-defined]
+    if t is StatsJob:
+        return global_stats_job(reply, shard)
+    if t is KickJob:
+        return reply
+    if t is Touch:
+        if isinstance(reply, Word) and reply.word == "TOUCHED":
+            held = s.held.get(job_id)
+            if held is not None:
+                held.since = step.start
+                if held.ttr:
+                    held.deadline = step.start + held.ttr
+        else:
+            s._unhold(job_id)
+        return reply
+    s._unhold(job_id)  # delete, release, bury
+    if t is not Delete and isinstance(reply, BuriedReply):
+        return BuriedReply()
+    return reply

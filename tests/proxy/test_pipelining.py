@@ -1,0 +1,134 @@
+"""Pipelined clients through a real ``beanrouter proxy`` (the routing core's batches), in front
+of ``/usr/bin/beanstalkd`` and the bundled server.
+
+The proxy writes a client's pipelined commands to the shard together where the core allows it
+(``beanrouter.core.batch``): the replies must still come in order, with the ids one beanstalkd
+would give, each command run exactly once, and a reserve that has to wait must still hold back
+the commands after it (and let the ones before it answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beanrouter import protocol as p
+from tests.cli.procs import wait_for
+from tests.router.cluster import BACKENDS, Shard
+from tests.router.cluster import stats as shard_stats
+
+from .test_failures import Client, Proxy, config_text, shards_with_binlogs, start_proxy
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[object]]:
+    """Shards and proxies to stop at the end of a test, whatever happened."""
+    started: list[object] = []
+    yield started
+    for thing in reversed(started):
+        if isinstance(thing, Proxy):
+            thing.proc.close()
+        elif isinstance(thing, Shard):
+            thing.stop()
+
+
+def one_shard(backend: str, tmp_path: Path, cleanup: list[object]) -> tuple[str, int]:
+    """One shard (id 0: its ids are beanstalkd's) behind a proxy: (shard address, proxy port)."""
+    (shard,) = shards_with_binlogs(backend, tmp_path, 1, cleanup)
+    proxy = start_proxy(tmp_path, config_text([(shard.address, "a")]), cleanup)
+    return shard.address, proxy.port
+
+
+def tube_stats(client: Client, tube: str) -> dict[str, p.StatValue]:
+    reply = client.cmd(b"stats-tube %s\r\n" % tube.encode())
+    assert isinstance(reply, p.Ok), reply
+    return p.parse_mapping(reply.body)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_thousand_pipelined_puts_then_reserves_and_deletes(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    address, port = one_shard(backend, tmp_path, cleanup)
+    c = Client(port)
+    n = 1000
+    bodies = [b"job-%04d" % i for i in range(n)]
+    c.send(b"use pipe\r\nwatch pipe\r\nignore default\r\n")
+    c.send(b"".join(b"put 5 0 600 %d\r\n%s\r\n" % (len(b), b) for b in bodies))  # one write
+    assert [c.reply() for _ in range(3)] == [p.Using("pipe"), p.Watching(2), p.Watching(1)]
+    inserted = [c.reply() for _ in range(n)]
+    assert all(isinstance(r, p.Inserted) for r in inserted), inserted
+    ids = [r.id for r in inserted if isinstance(r, p.Inserted)]
+    assert ids == list(range(ids[0], ids[0] + n))  # one shard: beanstalkd's own ids, in order
+
+    c.send(b"reserve-with-timeout 0\r\n" * n)  # one write
+    reserved = [c.reply() for _ in range(n)]
+    assert reserved == [p.Reserved(i, b) for i, b in zip(ids, bodies, strict=True)]
+    c.send(b"".join(b"delete %d\r\n" % i for i in ids) + b"delete %d\r\n" % ids[0])
+    assert [c.reply() for _ in range(n + 1)] == [p.DELETED] * n + [p.NOT_FOUND]
+    assert c.cmd(b"reserve-with-timeout 0\r\n") == p.TIMED_OUT
+
+    # Every command ran exactly once on the shard, and the proxy counted each one.
+    shard = shard_stats(address)
+    assert shard["cmd-put"] == n and shard["cmd-delete"] == n + 1
+    assert shard["total-jobs"] == n and shard["current-jobs-ready"] == 0
+    mine = c.stats()
+    assert mine["cmd-put"] == n and mine["cmd-delete"] == n + 1
+    assert mine["cmd-reserve-with-timeout"] == n + 1
+    assert mine["current-waiting"] == 0  # (reserves counted together, answered together)
+    c.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_blocking_reserve_in_the_middle_of_a_pipeline(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """``put; reserve; put; list-tube-used`` in one write, nothing to reserve: the first put is
+    answered at once, the second does not run while the reserve waits; another client's job
+    ends the wait, then the rest runs, in order."""
+    _, port = one_shard(backend, tmp_path, cleanup)
+    a = Client(port)
+    a.use("made")
+    a.watch_only("wanted")
+    put = b"put 1 0 600 4\r\nmade\r\n"
+    a.send(put + b"reserve\r\n" + put + b"list-tube-used\r\n")
+    first = a.reply()
+    assert isinstance(first, p.Inserted)  # before the reserve is answered
+    b = Client(port)
+    wait_for(lambda: tube_stats(b, "wanted")["current-waiting"] == 1, "a to wait")
+    assert tube_stats(b, "made")["current-jobs-ready"] == 1  # the second put has not run
+    b.use("wanted")
+    given = b.put(b"wanted")
+    assert isinstance(given, p.Inserted)
+    assert a.reply() == p.Reserved(given.id, b"wanted")
+    second = a.reply()
+    assert isinstance(second, p.Inserted) and second.id > given.id
+    assert a.reply() == p.Using("made")
+    assert tube_stats(b, "made")["current-jobs-ready"] == 2
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_half_close_behind_a_pipelined_reserve(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """``put; reserve; put`` then EOF, nothing to reserve: as with beanstalkd, the waiting
+    reserve answers TIMED_OUT and the put after it still runs and is answered."""
+    _, port = one_shard(backend, tmp_path, cleanup)
+    a = Client(port)
+    a.use("made")
+    a.watch_only("wanted")
+    put = b"put 1 0 600 4\r\nmade\r\n"
+    a.send(put + b"reserve\r\n" + put)
+    assert isinstance(a.reply(), p.Inserted)
+    a.sock.shutdown(1)  # SHUT_WR
+    assert a.reply() == p.TIMED_OUT
+    assert isinstance(a.reply(), p.Inserted)
+    assert a.sock.recv(100) == b""  # then the proxy closes the connection
+    a.close()
+    b = Client(port)
+    assert tube_stats(b, "made")["current-jobs-ready"] == 2
+    b.close()
