@@ -31,7 +31,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -165,18 +164,6 @@ def owned_by(config: Path, shard: str, count: int, prefix: str = "t") -> list[st
     ]
     assert len(found) >= count
     return found[:count]
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[object]]:
-    """Shards and proxies to stop at the end of a test, whatever happened."""
-    started: list[object] = []
-    yield started
-    for thing in reversed(started):
-        if isinstance(thing, Proxy):
-            thing.proc.close()
-        elif isinstance(thing, Shard):
-            thing.stop()
 
 
 def shards_with_binlogs(

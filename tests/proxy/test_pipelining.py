@@ -9,29 +9,16 @@ the commands after it (and let the ones before it answer).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from beanrouter import protocol as p
 from tests.cli.procs import wait_for
-from tests.router.cluster import BACKENDS, Shard
+from tests.router.cluster import BACKENDS
 from tests.router.cluster import stats as shard_stats
 
-from .test_failures import Client, Proxy, config_text, shards_with_binlogs, start_proxy
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[object]]:
-    """Shards and proxies to stop at the end of a test, whatever happened."""
-    started: list[object] = []
-    yield started
-    for thing in reversed(started):
-        if isinstance(thing, Proxy):
-            thing.proc.close()
-        elif isinstance(thing, Shard):
-            thing.stop()
+from .test_failures import Client, config_text, shards_with_binlogs, start_proxy
 
 
 def one_shard(backend: str, tmp_path: Path, cleanup: list[object]) -> tuple[str, int]:

@@ -1,0 +1,23 @@
+"""Fixtures shared by the proxy tests that start real shards and proxies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.router.cluster import Shard
+
+from .test_failures import Proxy
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[object]]:
+    """Shards and proxies to stop at the end of a test, whatever happened."""
+    started: list[object] = []
+    yield started
+    for thing in reversed(started):
+        if isinstance(thing, Proxy):
+            thing.proc.close()
+        elif isinstance(thing, Shard):
+            thing.stop()
