@@ -5,10 +5,8 @@ each client connection gets a ``CoreSession``: a core ``Session`` (``cancellable
 client cancels a reserve only by leaving) run by an ``AsyncDriver``. ``execute`` maps each parsed
 command to the session operation and encodes the reply; it makes no routing decision itself.
 
-Cluster trouble maps to beanstalkd words (docs/compatibility.md): a job id naming no shard and a
-lost reservation answer ``NOT_FOUND`` (as one beanstalkd does for a job it does not have, or that
-the client no longer holds); no shard reachable, a put whose fate is unknown, or a shard that
-answers nonsense answer ``INTERNAL_ERROR``.
+Cluster trouble maps to beanstalkd words by the core's ``answer`` (``core/answer.py``,
+docs/compatibility.md); this module only logs it.
 
 ``stats-tube``: the shards count the proxy's links, not its clients, so ``current-using``,
 ``current-watching`` and ``current-waiting`` are the proxy's own (its client sessions that use or
@@ -25,10 +23,11 @@ from typing import TYPE_CHECKING, Final
 
 from .. import protocol as p
 from ..core import Cluster, Op, Session
+from ..core.answer import answer
 from ..core.batch import Result, command_op, plan
 from ..core.reserve import LINGER
 from ..router.aio_driver import AsyncDriver, LinkPool
-from ..router.errors import JobIdError, NotFound, RouterError
+from ..router.errors import RouterError
 
 if TYPE_CHECKING:
     from ..protocol import StatValue
@@ -40,17 +39,8 @@ __all__ = ["CoreBackend", "CoreSession", "make_backend"]
 
 log = logging.getLogger("beanrouter.proxy")
 
-_NOT_FOUND = p.NOT_FOUND.encode()
 _INTERNAL_ERROR = p.INTERNAL_ERROR.encode()
-_DRAINING = p.DRAINING.encode()
 _NO_WAIT: Final = p.ReserveWithTimeout(0)
-
-
-def reply_for_error(exc: RouterError) -> bytes:
-    """The beanstalkd reply a client gets for a routing error (see the module docstring)."""
-    if isinstance(exc, JobIdError | NotFound):
-        return _NOT_FOUND
-    return _INTERNAL_ERROR
 
 
 class CoreSession:
@@ -138,12 +128,8 @@ class CoreSession:
             return op.encode()
         try:
             reply = await self.driver.run(op)
-        except RouterError as exc:
-            log.debug("%r: %s", command, exc)
-            return reply_for_error(exc)
-        except p.ProtocolError as exc:  # a shard that answers nonsense
-            log.warning("%r: %s", command, exc)
-            return _INTERNAL_ERROR
+        except (RouterError, p.ProtocolError) as exc:
+            return _encode(exc, command)
         return reply.encode()
 
     def _arm_timer(self) -> None:
@@ -195,13 +181,11 @@ class CoreSession:
 
 
 def _encode(result: Result, cmd: p.Command) -> bytes:
-    if isinstance(result, p.Reply):
-        return result.encode()
     if isinstance(result, RouterError):
         log.debug("%r: %s", cmd, result)
-        return reply_for_error(result)
-    log.warning("%r: %s", cmd, result)  # a shard that answers nonsense
-    return _INTERNAL_ERROR
+    elif not isinstance(result, p.Reply):
+        log.warning("%r: %s", cmd, result)  # a shard that answers nonsense
+    return answer(result).encode()
 
 
 class CoreBackend:

@@ -2,7 +2,7 @@
 behind it) in front of real shards, both ``/usr/bin/beanstalkd`` and the bundled server, with
 ``-b`` binlogs so that a killed shard comes back with what it acknowledged.
 
-What is checked, in the terms of docs/proxy.md and ``beanrouter.proxy.backend.reply_for_error``:
+What is checked, in the terms of docs/proxy.md and ``beanrouter.core.answer.answer``:
 
 - a shard killed (SIGKILL) under a blocked reserve, under held jobs and under a stream of puts:
   each client gets a reply a client understands (a blocked reserve: ``INTERNAL_ERROR`` when no

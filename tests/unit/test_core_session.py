@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from beanrouter import protocol as p
 from beanrouter.core import Cluster, Failure, FailureKind, Session
+from beanrouter.core.answer import answer
 from beanrouter.protocol import (
     DELETED,
     DRAINING,
@@ -24,7 +26,14 @@ from beanrouter.protocol import (
     parse_mapping,
 )
 from beanrouter.router import ids
-from beanrouter.router.errors import PutUncertain, ReservationLost, ShardUnavailable
+from beanrouter.router.errors import (
+    JobIdError,
+    NotFound,
+    PutUncertain,
+    ReservationLost,
+    ShardUnavailable,
+    UnexpectedReply,
+)
 
 from .core_script import (
     NAMES,
@@ -324,3 +333,21 @@ def test_a_reload_takes_the_new_failover_depth() -> None:
     assert len(cluster.preference("t1")) == 1
     cluster.reconfigure(config_from_servers(servers, failover=2))
     assert len(cluster.preference("t1")) == 3
+
+
+@pytest.mark.parametrize(
+    ("result", "word"),
+    [
+        (JobIdError("job id 7 names shard id 3, not in this cluster"), p.NOT_FOUND),
+        (ReservationLost("delete 5: the connection to shard a failed", "a"), p.NOT_FOUND),
+        (NotFound("NOT_FOUND"), p.NOT_FOUND),
+        (ShardUnavailable("no shard can take a put", (("a", "refused"),)), p.INTERNAL_ERROR),
+        (PutUncertain("put: no reply", shard="a", tube="t"), p.INTERNAL_ERROR),
+        (UnexpectedReply("use t: unexpected reply"), p.INTERNAL_ERROR),
+        (p.ProtocolError("bad reply"), p.INTERNAL_ERROR),
+        (p.DELETED, p.DELETED),
+        (p.Inserted(9), p.Inserted(9)),
+    ],
+)
+def test_answer_maps_cluster_trouble_to_beanstalkd_words(result: object, word: p.Reply) -> None:
+    assert answer(result).encode() == word.encode()  # type: ignore[arg-type]
