@@ -106,8 +106,8 @@ class FakeSession:
         done: Callable[[list[bytes]], None],
     ) -> bool:
         """The leading commands that need no wait (a reserve: a job if one is ready, else
-        ``TIMED_OUT``, the seam's probe), answered from a later loop callback, as a shard's
-        replies would come; False when the first one needs a wait."""
+        ``TIMED_OUT``, the seam's probe), answered from a later loop callback (``slow`` seconds
+        later), as a shard's replies would come; False when the first one needs a wait."""
         assert not self.closed, "start_batch after close"
         taken: list[p.Command] = []
         for command in commands:
@@ -139,7 +139,7 @@ class FakeSession:
                 replies.append(self._now(command))
             done(replies)
 
-        asyncio.get_running_loop().call_soon(answer)
+        asyncio.get_running_loop().call_later(self.slow, answer)  # (``use sleep-MS``)
         return True
 
     def _now(self, command: p.Command) -> bytes:
