@@ -7,6 +7,15 @@ through the connection's ``ClientSession`` (``seam.py``). Everything about where
 is the session's business; the frame only counts (``stats.py``), answers rejected input with the
 reader's own reply bytes, and handles ``quit``.
 
+Fast path: while the task waits for input, the protocol callback itself runs what arrives when
+the session can start it without a task (``ClientSession.start_batch``: the routing core's run is
+written to its shard link at once, and the shard's replies answer the client from that link's own
+callback, ``AsyncDriver.start``). A put, a delete or a reserve that finds a job then costs no task
+wake-up and no future. Whatever the session cannot start that way (``quit``, rejected input, a
+wait after a first look that timed out, EOF, a paused writer, commands the core plans no run for)
+is handed to the task in order (``_pushback``, ``_pending``, ``_probed``), and the task runs
+nothing else while such a batch is out (``_fast``).
+
 Output: replies produced while more input is already parsed are joined and written together; the
 batch is written before the task waits for input, before a reserve (which may block), and at
 ``BATCH_LIMIT`` bytes. While the transport's write buffer is above its high-water mark no further
@@ -108,6 +117,17 @@ class ClientConnection(asyncio.Protocol):
         self._eof = False
         self._lost = False
         self._stop = False
+        self._parked = False
+        """The task waits for input (the callbacks may run commands: ``_try_fast``)."""
+        self._fast = False
+        """A batch ``_try_fast`` began is running (the task waits for it)."""
+        self._trying = False
+        self._pushback: p.Event | None = None
+        """An event taken from the reader and not handled yet (the task's, first)."""
+        self._pending: list[p.Command] = []
+        """Parsed commands not run yet (the task's, before any other input)."""
+        self._probed: p.Command | None = None
+        """A blocking reserve whose first look timed out: its wait is the task's, next."""
         self._loop = asyncio.get_running_loop()
         self._closed = self._loop.create_future()
         """Done at ``connection_lost`` (the socket is really closed)."""
@@ -145,7 +165,11 @@ class ClientConnection(asyncio.Protocol):
         reader.receive_data(data)
         if reader.buffered > INPUT_HIGH_WATER + reader.max_job_size:
             self._pause_reading()
-        self._wake()
+        if self._parked:
+            if not self._fast:
+                self._try_fast()
+        else:
+            self._wake()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -230,17 +254,35 @@ class ClientConnection(asyncio.Protocol):
         counters = self.counters
         assert session is not None and counters is not None
         reader = self.reader
-        pushback: p.Event | None = None
         try:
             while not (self._stop or self._lost):
-                if pushback is None:
+                if self._fast:  # a batch the callbacks began: it finishes first
+                    await self._wait()
+                    continue
+                if self._probed is not None:
+                    cmd, self._probed = self._probed, None
+                    self._flush()
+                    reply = await self._execute_blocking(session, cmd, probed=True)
+                    if not self._answer(counters, cmd, reply):
+                        break
+                    continue
+                if self._pending:
+                    batch, self._pending = self._pending, []
+                    if not await self._commands(session, counters, batch):
+                        break
+                    continue
+                if self._pushback is None:
                     event = reader.next_event()
                 else:
-                    event, pushback = pushback, None
+                    event, self._pushback = self._pushback, None
                 if event is NEED_DATA:
                     self._flush()
                     self._resume_reading()
-                    await self._wait()
+                    self._parked = True
+                    try:
+                        await self._wait()
+                    finally:
+                        self._parked = False
                     continue
                 if event is CLOSED:
                     break
@@ -254,19 +296,7 @@ class ClientConnection(asyncio.Protocol):
                             await self._wait()
                         if self._stop or self._lost:
                             break
-                    batch = [event]
-                    if reader.buffered and not _waits(event):
-                        # What the client pipelined: the session may run it together.
-                        while len(batch) < PIPELINE_LIMIT:
-                            more = reader.next_event()
-                            if isinstance(more, p.Command) and type(more) is not p.Quit:
-                                batch.append(more)
-                                if _waits(more):
-                                    break
-                            else:
-                                if more is not NEED_DATA:  # (NEED_DATA is asked again later)
-                                    pushback = more
-                                break
+                    batch = self._batch(event)
                     if not await self._commands(session, counters, batch):
                         break
                     if self._read_paused and reader.buffered <= INPUT_HIGH_WATER:
@@ -282,6 +312,8 @@ class ClientConnection(asyncio.Protocol):
             if counters.abandoned():  # gone in the middle of a put's body
                 await self._burn_id(session)
         finally:
+            while self._fast:  # (it ends: its shard replies, fails or times out)
+                await self._wait()
             self._flush()
             counters.disconnect()
             self.counters = None
@@ -291,6 +323,101 @@ class ClientConnection(asyncio.Protocol):
                 log.exception("closing a client session failed")
             if self.transport is not None and not self._lost:
                 self.transport.close()  # after the pending replies are written
+
+    def _batch(self, event: p.Command) -> list[p.Command]:
+        """``event`` and what the client pipelined after it, for the session to run together:
+        up to a blocking reserve, ``quit`` or anything that is not a command (pushed back)."""
+        batch = [event]
+        reader = self.reader
+        if reader.buffered and not _waits(event):
+            while len(batch) < PIPELINE_LIMIT:
+                more = reader.next_event()
+                if isinstance(more, p.Command) and type(more) is not p.Quit:
+                    batch.append(more)
+                    if _waits(more):
+                        break
+                else:
+                    if more is not NEED_DATA:  # (NEED_DATA is asked again later)
+                        self._pushback = more
+                    break
+        return batch
+
+    def _try_fast(self) -> None:
+        """Run what the client sent from this callback while the task is parked: each batch the
+        session can start without a task (``start_batch``: its replies then come from the
+        shard links' callbacks, and ``_fast_done`` goes on). Anything else (quit, rejected
+        input, a put body still on its way is fine, a wait, EOF, a paused writer, a batch the
+        session cannot start) is left to the task, in order, and wakes it."""
+        if self._trying or self._fast or not self._parked:
+            return
+        session = self.session
+        counters = self.counters
+        if session is None or counters is None:
+            return
+        reader = self.reader
+        self._trying = True
+        try:
+            while not self._fast:
+                if (
+                    self._stop
+                    or self._lost
+                    or self._eof
+                    or self._write_paused
+                    or self._pushback is not None
+                    or self._pending
+                    or self._probed is not None
+                ):
+                    self._wake()
+                    return
+                event = reader.next_event()
+                if event is NEED_DATA:
+                    self._flush()
+                    self._resume_reading()
+                    return
+                if type(event) is p.PutStarted:
+                    assert isinstance(event, p.PutStarted)
+                    counters.put_started(event)
+                    continue
+                if not isinstance(event, p.Command) or type(event) is p.Quit:
+                    self._pushback = event
+                    continue
+                batch = self._batch(event)
+                self._fast = True
+
+                def done(replies: list[bytes], batch: list[p.Command] = batch) -> None:
+                    self._fast_done(batch, replies)
+
+                try:
+                    started = session.start_batch(batch, counters.command, done)
+                except Exception:
+                    log.exception("the backend failed to start %r; the task runs it", batch[0])
+                    started = False
+                if not started:
+                    self._fast = False
+                    self._pending = batch
+        finally:
+            self._trying = False
+
+    def _fast_done(self, batch: list[p.Command], replies: list[bytes]) -> None:
+        """A batch ``_try_fast`` began has its replies: answer them, then go on."""
+        self._fast = False
+        counters = self.counters
+        if counters is not None:
+            for cmd, reply in zip(batch, replies, strict=False):
+                if reply == _TIMED_OUT and _waits(cmd) and not self._eof:
+                    self._probed = cmd  # (last) its first look timed out: the wait is next
+                else:
+                    self._answer(counters, cmd, reply)
+            if len(replies) < len(batch):
+                self._pending = batch[len(replies) :]  # not in the session's run: the task's
+        if self._read_paused and self.reader.buffered <= INPUT_HIGH_WATER:
+            self._resume_reading()
+        if self._trying:
+            return  # (answered within ``start_batch``: the loop of ``_try_fast`` goes on)
+        if self._parked:
+            self._try_fast()
+        else:
+            self._wake()
 
     async def _commands(
         self, session: ClientSession, counters: ClientCounters, batch: list[p.Command]

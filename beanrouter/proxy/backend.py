@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 from .. import protocol as p
 from ..core import Cluster, Op, Session
 from ..core.answer import answer
-from ..core.batch import Result, command_op, plan
+from ..core.batch import Batch, Result, command_op, plan
 from ..core.reserve import LINGER
 from ..router.aio_driver import AsyncDriver, LinkPool
 from ..router.errors import RouterError
@@ -62,6 +62,8 @@ class CoreSession:
         self._timer: asyncio.TimerHandle | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._closed = False
+        self._busy = False
+        """A batch ``start_batch`` began is running."""
         self.backend = backend
         backend.sessions.add(self)
 
@@ -95,27 +97,64 @@ class CoreSession:
             try:
                 if self.session.prefetched or self.session.lingering:
                     await self._maybe_maintain()
-                last = commands[-1]
-                if type(last) is p.Reserve or (
-                    type(last) is p.ReserveWithTimeout and last != _NO_WAIT
-                ):
-                    commands = [*commands[:-1], _NO_WAIT]  # run as reserve-with-timeout 0
-                batch = None if self.counters.draining else plan(self.session, commands, _NO_WAIT)
+                commands, last = _probing(commands)
+                batch = self._plan(commands, last, counted)
                 if batch is None:
                     first = commands[0]
                     counted(first if first is not _NO_WAIT else last)
                     return [await self._execute(first)]
-                size = batch.size
-                for cmd in commands[:size]:
-                    counted(cmd if cmd is not _NO_WAIT else last)
                 try:
                     results = await self.driver.run(batch.op)
-                except Exception:
-                    log.exception("a batch of %d commands failed; answering INTERNAL_ERROR", size)
-                    return [_INTERNAL_ERROR] * size
-                return [_encode(r, cmd) for r, cmd in zip(results, commands, strict=False)]
+                except Exception as exc:
+                    return _batch_failed(batch.size, exc)
+                return _encode_all(results, commands)
             finally:
                 self._arm_timer()
+
+    def start_batch(
+        self,
+        commands: Sequence[p.Command],
+        counted: Callable[[p.Command], None],
+        done: Callable[[list[bytes]], None],
+    ) -> bool:
+        """``execute_batch`` without a task (``AsyncDriver.start``), when nothing stands in the
+        way: no other call running, no maintenance due, and the core plans a run for the first
+        command. ``done`` gets the replies (possibly before this returns). False: nothing was
+        done; ``execute_batch`` is to run them."""
+        s = self.session
+        if self._busy or self._lock.locked() or self._closed:
+            return False
+        due = s.next_timer()
+        if due is not None and due <= s.cluster.clock():
+            return False
+        commands, last = _probing(commands)
+        batch = self._plan(commands, last, counted)
+        if batch is None:
+            return False
+        self._busy = True
+        size = batch.size
+
+        def finished(results: list[Result] | None, error: BaseException | None) -> None:
+            self._busy = False
+            if error is not None or results is None:
+                replies = _batch_failed(size, error)
+            else:
+                replies = _encode_all(results, commands)
+            self._arm_timer()
+            done(replies)
+
+        self.driver.start(batch.op, finished)
+        return True
+
+    def _plan(
+        self, commands: Sequence[p.Command], last: p.Command, counted: Callable[[p.Command], None]
+    ) -> Batch | None:
+        """The core's run for the leading ``commands`` (each one counted), or None."""
+        batch = None if self.counters.draining else plan(self.session, commands, _NO_WAIT)
+        if batch is not None:
+            for cmd in commands[: batch.size]:
+                counted(cmd if cmd is not _NO_WAIT else last)
+        return batch
 
     async def _maybe_maintain(self) -> None:
         due = self.session.next_timer()
@@ -145,7 +184,7 @@ class CoreSession:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self._closed and not self._lock.locked():
+        if not self._closed and not self._lock.locked() and not self._busy:
             self._maintenance = asyncio.ensure_future(self._maintain())
 
     async def _maintain(self) -> None:
@@ -178,6 +217,24 @@ class CoreSession:
                 await task
         self.backend.sessions.discard(self)
         self.driver.close()
+
+
+def _probing(commands: Sequence[p.Command]) -> tuple[Sequence[p.Command], p.Command]:
+    """``commands`` with a last blocking reserve run as ``reserve-with-timeout 0`` (the seam's
+    probe), and that last command as the client sent it."""
+    last = commands[-1]
+    if type(last) is p.Reserve or (type(last) is p.ReserveWithTimeout and last != _NO_WAIT):
+        return [*commands[:-1], _NO_WAIT], last
+    return commands, last
+
+
+def _batch_failed(size: int, error: BaseException | None) -> list[bytes]:
+    log.error("a batch of %d commands failed; answering INTERNAL_ERROR", size, exc_info=error)
+    return [_INTERNAL_ERROR] * size
+
+
+def _encode_all(results: list[Result], commands: Sequence[p.Command]) -> list[bytes]:
+    return [_encode(r, cmd) for r, cmd in zip(results, commands, strict=False)]
 
 
 def _encode(result: Result, cmd: p.Command) -> bytes:

@@ -61,6 +61,20 @@ class ClientSession(Protocol):
         """
         ...
 
+    def start_batch(
+        self,
+        commands: Sequence[Command],
+        counted: Callable[[Command], None],
+        done: Callable[[list[bytes]], None],
+    ) -> bool:
+        """``execute_batch`` run from callbacks, without a task, when the session can (the
+        proxy's fast path for short commands); ``done(replies)`` is called once, maybe before
+        this returns. False: nothing was done or counted, and ``execute_batch`` is to run them.
+        The frame's guarantees for ``execute_batch`` hold for it too: nothing else runs on the
+        session until ``done``.
+        """
+        ...
+
     async def burn_id(self) -> None:
         """A put on this session ended in ``EXPECTED_CRLF`` (or its client left in the middle of
         its body): beanstalkd used up one job id.

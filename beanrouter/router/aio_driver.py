@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import math
 import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from ..core.links import Link
 from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
@@ -174,11 +175,19 @@ class AsyncDriver:
         self.clock = clock
         self.pool = pool
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        """The tasks that go on with operations ``start`` began."""
+        self.closed = False
 
     async def run(self, op: Op[T]) -> T:
         """Run a core operation to its end and return its result (or raise its error)."""
+        return await self._drive(op, None)
+
+    async def _drive(self, op: Op[T], rnd: Round | None) -> T:
+        """``run``, or (``rnd``) the rest of an operation whose round ``rnd`` is due."""
         try:
-            rnd = next(op)
+            if rnd is None:
+                rnd = next(op)
             while True:
                 rnd = op.send(await self._execute(rnd))
         except StopIteration as stop:
@@ -190,9 +199,103 @@ class AsyncDriver:
             self.close_links(self.session.abandon())
             raise
 
+    def start(self, op: Op[T], done: Callable[[T | None, BaseException | None], None]) -> None:
+        """Run ``op`` from callbacks, with no task and no future while its rounds allow: a
+        round whose links are all connected and idle is written at once, and the replies that
+        complete it go on with the operation from the links' ``data_received``. A round that
+        needs more (a connection, a drained buffer, a timer, a look after a pause) and the
+        rest after it run in a task, as ``run`` would. ``done(result, None)`` or
+        ``done(None, error)`` is called exactly once (possibly before ``start`` returns).
+        Not cancellable: for operations that end without waiting (the proxy's batches)."""
+        _Fast(self, op, done).begin()
+
+    def _fast_ready(self, rnd: Round) -> bool:
+        """``rnd`` can run from callbacks (``_fast_round``): no deadline, every send on a
+        connected idle link that is not above its write buffer's high-water mark."""
+        if rnd.first and rnd.until is not None:
+            return False
+        for send in rnd.sends:
+            link = send.link
+            stream = link.io
+            if not isinstance(stream, _Stream) or stream.stale() or stream.resume is not None:
+                return False
+            if link in rnd.close or link in rnd.cancel:
+                return False
+        return True
+
+    def _fast_round(self, rnd: Round) -> tuple[Outcome, list[Link]]:
+        """``_execute`` up to its wait, for a round ``_fast_ready`` accepted: the outcome so
+        far and the links still owing replies."""
+        if rnd.close:
+            self.close_links(rnd.close)
+        outcome: Outcome = {}
+        if rnd.cancel:
+            self._cancel(rnd.cancel, outcome)
+        live: list[Link] = []
+        for send in rnd.sends:
+            link = send.link
+            stream = link.io
+            assert isinstance(stream, _Stream) and stream.transport is not None
+            stream.transport.write(send.data)
+            live.append(link)
+        for link in rnd.wait:
+            if link not in outcome and isinstance(link.io, _Stream):
+                live.append(link)
+        return outcome, self._complete(live, outcome)
+
+    def _complete(self, live: list[Link], outcome: Outcome) -> list[Link]:
+        """Put the links of ``live`` that have every reply they owe (or failed) in
+        ``outcome``; the others are returned."""
+        pending: list[Link] = []
+        for link in live:
+            stream = link.io
+            assert isinstance(stream, _Stream)
+            if len(stream.got) >= link.owed:
+                outcome[link] = stream.take(link.owed)
+            elif stream.failed is not None:
+                self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
+            else:
+                pending.append(link)
+        return pending
+
+    def _settle(self, first: bool, pending: list[Link], outcome: Outcome) -> None:
+        """After a round's wait: what each link still owing replies came to."""
+        for link in pending:
+            stream = link.io
+            if not isinstance(stream, _Stream):  # closed meanwhile
+                self._lost(link, f"{link.shard.name} closed the link", outcome)
+            elif stream.failed is not None and len(stream.got) < link.owed:
+                self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
+            elif first or len(stream.got) >= link.owed:
+                outcome[link] = stream.take(link.owed)  # (a wait: partial, the rest stays owed)
+            else:
+                self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
+
+    def _later(self, fast: _Fast[T], rnd: Round) -> None:
+        """The rest of ``fast``'s operation, from round ``rnd``, in a task."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = loop.create_task(self._drive(fast.op, rnd))
+        self._tasks.add(task)
+
+        def finished(task: asyncio.Task[T]) -> None:
+            self._tasks.discard(task)
+            if task.cancelled():
+                fast.end(None, asyncio.CancelledError())
+            else:
+                exc = task.exception()
+                fast.end(None if exc is not None else task.result(), exc)
+
+        task.add_done_callback(finished)
+
     def close(self) -> None:
         """Close every link of the session (each shard gives back the jobs held on it); with
-        ``pool``, the links the core calls reusable are reset and kept for later sessions."""
+        ``pool``, the links the core calls reusable are reset and kept for later sessions.
+        An operation ``start`` began and not finished ends with an error."""
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
         if self.pool is None:
             self.close_links(self.session.close())
             return
@@ -327,16 +430,7 @@ class AsyncDriver:
                 live.append(link)
         if not live:
             return outcome
-        pending: list[Link] = []
-        for link in live:
-            stream = link.io
-            assert isinstance(stream, _Stream)
-            if len(stream.got) >= link.owed:
-                outcome[link] = stream.take(link.owed)
-            elif stream.failed is not None:
-                self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
-            else:
-                pending.append(link)
+        pending = self._complete(live, outcome)
         if not pending:
             return outcome
         first = rnd.first
@@ -356,15 +450,7 @@ class AsyncDriver:
         finally:
             if waiting:
                 self.session.waiting = False
-        for link in pending:
-            stream = link.io
-            assert isinstance(stream, _Stream)
-            if stream.failed is not None and len(stream.got) < link.owed:
-                self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
-            elif first or len(stream.got) >= link.owed:
-                outcome[link] = stream.take(link.owed)  # (a wait: partial, the rest stays owed)
-            else:
-                self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
+        self._settle(first, pending, outcome)
         return outcome
 
     async def _until(
@@ -392,22 +478,138 @@ class AsyncDriver:
             stream.notify = one
         timer = None
         dog = None
+        fire = functools.partial(_settle, done)
         if wait is not None:
-            timer = loop.call_later(wait, _settle, done)
+            timer = loop.call_later(wait, fire)
         elif request:
             dog = _watchdog(loop)
-            dog.add(done, loop.time() + self.timeout)
+            dog.add(fire, loop.time() + self.timeout)
         try:
             await done
         finally:
             if timer is not None:
                 timer.cancel()
             if dog is not None:
-                dog.rounds.pop(done, None)
+                dog.rounds.pop(fire, None)
             for link in links:
                 stream = link.io
                 if isinstance(stream, _Stream):
                     stream.notify = None
+
+
+class _Fast(Generic[T]):
+    """One operation ``AsyncDriver.start`` runs from callbacks (see there)."""
+
+    __slots__ = ("done", "driver", "fire", "first", "left", "op", "outcome", "pending")
+
+    def __init__(
+        self,
+        driver: AsyncDriver,
+        op: Op[T],
+        done: Callable[[T | None, BaseException | None], None],
+    ) -> None:
+        self.driver = driver
+        self.op = op
+        self.done: Callable[[T | None, BaseException | None], None] | None = done
+        self.pending: list[Link] | None = None
+        """The links a round waits for (None: no round is waiting)."""
+        self.outcome: Outcome = {}
+        self.first = False
+        self.left = 0
+        self.fire: Callable[[], None] | None = None
+        """The reply deadline's callback while a request round waits (``_Watchdog``)."""
+
+    def begin(self) -> None:
+        self._go(self._advance(None))
+
+    def end(self, result: T | None, error: BaseException | None) -> None:
+        done = self.done
+        self.done = None
+        if done is not None:
+            done(result, error)
+
+    def _advance(self, outcome: Outcome | None) -> Round | None:
+        """The operation's next round (None: it ended, and ``end`` was called)."""
+        driver = self.driver
+        try:
+            return next(self.op) if outcome is None else self.op.send(outcome)
+        except StopIteration as stop:
+            driver.close_links(driver.session.take_closes())
+            self.end(stop.value, None)
+        except BaseException as exc:
+            self.op.close()
+            driver.close_links(driver.session.abandon())
+            self.end(None, exc)
+            if not isinstance(exc, Exception):
+                raise
+        return None
+
+    def _go(self, rnd: Round | None) -> None:
+        driver = self.driver
+        while rnd is not None:
+            if driver.closed:
+                self.op.close()
+                self.end(None, ConnectionError("the session is closed"))
+                return
+            if not driver._fast_ready(rnd):
+                driver._later(self, rnd)
+                return
+            outcome, pending = driver._fast_round(rnd)
+            if pending:
+                self._arm(rnd, pending, outcome)
+                return
+            rnd = self._advance(outcome)
+
+    def _arm(self, rnd: Round, pending: list[Link], outcome: Outcome) -> None:
+        driver = self.driver
+        self.pending = pending
+        self.outcome = outcome
+        # A wait round here has no deadline (``_fast_ready``): one link completes it, and if
+        # one is complete already, it is over at once, with what the others have so far.
+        self.first = rnd.first
+        if rnd.first and outcome:
+            self._finish()
+            return
+        self.left = 1 if rnd.first else len(pending)
+        if rnd.first:
+            driver.session.waiting = True
+        for link in pending:
+            stream = link.io
+            assert isinstance(stream, _Stream)
+            stream.want = link.owed
+            stream.notify = self._one
+        if not rnd.first:
+            loop = driver._loop
+            if loop is None:
+                loop = driver._loop = asyncio.get_running_loop()
+            self.fire = self._finish
+            _watchdog(loop).add(self.fire, loop.time() + driver.timeout)
+
+    def _one(self) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            self._finish()
+
+    def _finish(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        self.pending = None
+        driver = self.driver
+        for link in pending:
+            stream = link.io
+            if isinstance(stream, _Stream):
+                stream.notify = None
+        if self.fire is not None:
+            assert driver._loop is not None
+            _watchdog(driver._loop).rounds.pop(self.fire, None)
+            self.fire = None
+        elif self.first:
+            driver.session.waiting = False
+        outcome = self.outcome
+        self.outcome = {}
+        driver._settle(self.first, pending, outcome)
+        self._go(self._advance(outcome))
 
 
 class LinkPool:
@@ -466,20 +668,22 @@ class _Watchdog:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.rounds: dict[asyncio.Future[None], float] = {}
+        self.rounds: dict[Callable[[], None], float] = {}
+        """What to call when each round's deadline has passed (the round ends it: ``pop``)."""
         self.timer: asyncio.TimerHandle | None = None
 
-    def add(self, done: asyncio.Future[None], deadline: float) -> None:
-        self.rounds[done] = deadline
+    def add(self, fire: Callable[[], None], deadline: float) -> None:
+        self.rounds[fire] = deadline
         if self.timer is None:
             self.timer = self.loop.call_later(self.TICK, self._tick)
 
     def _tick(self) -> None:
         now = self.loop.time()
-        late = [done for done, deadline in self.rounds.items() if deadline <= now]
-        for done in late:
-            del self.rounds[done]
-            _settle(done)
+        late = [fire for fire, deadline in self.rounds.items() if deadline <= now]
+        for fire in late:
+            del self.rounds[fire]
+        for fire in late:
+            fire()
         self.timer = self.loop.call_later(self.TICK, self._tick) if self.rounds else None
 
 

@@ -99,7 +99,50 @@ class FakeSession:
         counted(commands[0])
         return [await self.execute(commands[0])]
 
-    async def _execute(self, command: p.Command) -> bytes:
+    def start_batch(
+        self,
+        commands: Sequence[p.Command],
+        counted: Callable[[p.Command], None],
+        done: Callable[[list[bytes]], None],
+    ) -> bool:
+        """The leading commands that need no wait (a reserve: a job if one is ready, else
+        ``TIMED_OUT``, the seam's probe), answered from a later loop callback (``slow`` seconds
+        later), as a shard's replies would come; False when the first one needs a wait."""
+        assert not self.closed, "start_batch after close"
+        taken: list[p.Command] = []
+        for command in commands:
+            if isinstance(command, p.Use | p.Stats) or (
+                isinstance(command, p.Reserve | p.ReserveWithTimeout) and self.slow
+            ):
+                break
+            taken.append(command)
+        if not taken:
+            return False
+        for command in taken:
+            counted(command)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+
+        def answer() -> None:
+            self.running -= 1
+            replies = []
+            for command in taken:
+                self.backend.log.append(("execute", self.number, type(command).__name__))
+                if isinstance(command, p.Reserve | p.ReserveWithTimeout):
+                    if not self.backend.ready:
+                        replies.append(b"TIMED_OUT\r\n")
+                        continue
+                    job_id, body = self.backend.ready.popleft()
+                    self.reserved[job_id] = body
+                    replies.append(p.encode_job(b"RESERVED", job_id, body))
+                    continue
+                replies.append(self._now(command))
+            done(replies)
+
+        asyncio.get_running_loop().call_later(self.slow, answer)  # (``use sleep-MS``)
+        return True
+
+    def _now(self, command: p.Command) -> bytes:
         b = self.backend
         if isinstance(command, p.Put):
             if self.counters.draining:
@@ -109,6 +152,14 @@ class FakeSession:
             b.ready.append((job_id, command.body))
             b.job_ready.set()
             return b"INSERTED %d\r\n" % job_id
+        if isinstance(command, p.Delete):
+            if self.reserved.pop(command.id, None) is None:
+                return b"NOT_FOUND\r\n"
+            return b"DELETED\r\n"
+        return b"ECHO " + command.encode()
+
+    async def _execute(self, command: p.Command) -> bytes:
+        b = self.backend
         if isinstance(command, p.Reserve | p.ReserveWithTimeout):
             timeout = None if isinstance(command, p.Reserve) else command.timeout
             loop = asyncio.get_running_loop()
@@ -127,10 +178,6 @@ class FakeSession:
             job_id, body = b.ready.popleft()
             self.reserved[job_id] = body
             return p.encode_job(b"RESERVED", job_id, body)
-        if isinstance(command, p.Delete):
-            if self.reserved.pop(command.id, None) is None:
-                return b"NOT_FOUND\r\n"
-            return b"DELETED\r\n"
         if isinstance(command, p.Use):
             if command.tube.startswith("sleep-"):
                 self.slow = int(command.tube[6:]) / 1000
@@ -138,7 +185,7 @@ class FakeSession:
             return p.encode_using(command.tube)
         if isinstance(command, p.Stats):
             return p.encode_ok(p.format_mapping(self.counters.fields()))
-        return b"ECHO " + command.encode()
+        return self._now(command)
 
     async def burn_id(self) -> None:
         self._log("burn")
@@ -229,6 +276,14 @@ class ForwardingSession:
     ) -> list[bytes]:
         counted(commands[0])
         return [await self.execute(commands[0])]
+
+    def start_batch(
+        self,
+        commands: Sequence[p.Command],
+        counted: Callable[[p.Command], None],
+        done: Callable[[list[bytes]], None],
+    ) -> bool:
+        return False
 
     async def burn_id(self) -> None:
         pass

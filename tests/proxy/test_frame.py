@@ -109,6 +109,86 @@ def test_pipelined_commands_run_one_at_a_time_and_answer_in_order() -> None:
     run(scenario)
 
 
+def test_callback_batches_and_task_commands_interleave_in_order() -> None:
+    """Puts, deletes and echoes run from the protocol callbacks (``start_batch``); ``use`` and
+    ``stats`` only in the task: a pipeline mixing them is answered in order, one batch at a
+    time, and a command that arrives while a callback batch is out waits for it."""
+
+    async def scenario() -> None:
+        async with proxy() as px:
+            reader, writer = await px.connect()
+            writer.write(b"put 0 0 1 1\r\na\r\nuse t\r\nput 0 0 1 1\r\nb\r\npeek 1\r\n")
+            expected = b"INSERTED 1\r\nUSING t\r\nINSERTED 2\r\nECHO peek 1\r\n"
+            assert await read_exactly(reader, expected) == expected
+            writer.write(b"use sleep-50\r\n")  # from now on each batch is answered 50 ms later
+            assert await read_exactly(reader, b"USING sleep-50\r\n")
+            writer.write(b"put 0 0 1 1\r\nc\r\n")
+            await asyncio.sleep(0.01)  # it is out; this arrives meanwhile
+            writer.write(b"peek 2\r\nstats-job 2\r\nuse u\r\n")
+            expected = b"INSERTED 3\r\nECHO peek 2\r\nECHO stats-job 2\r\nUSING u\r\n"
+            assert await read_exactly(reader, expected) == expected
+            session = px.backend.sessions[0]
+            assert session.max_running == 1  # never two at once
+            names = [e[2] for e in px.backend.log if e[0] == "execute"]
+            assert names == ["Put", "Use", "Put", "Peek", "Use", "Put", "Peek", "StatsJob", "Use"]
+            writer.close()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("how", ["eof", "reset"])
+def test_a_session_closes_only_after_its_callback_batch_is_answered(how: str) -> None:
+    """EOF or a vanished client while a batch started from the callbacks is out: the session
+    is closed after the batch's replies came back (the fake asserts nothing runs at close),
+    and after EOF the reply is still written."""
+
+    async def scenario() -> None:
+        async with proxy() as px:
+            loop = asyncio.get_running_loop()
+            s = socket.create_connection(("127.0.0.1", px.port))
+            s.setblocking(False)
+            await loop.sock_sendall(s, b"use sleep-100\r\n")
+            assert await loop.sock_recv(s, 100) == b"USING sleep-100\r\n"
+            await loop.sock_sendall(s, b"put 0 0 1 1\r\nx\r\n")
+            session = px.backend.sessions[0]
+            await until(lambda: session.running == 1, "the batch to be out")
+            if how == "eof":
+                s.shutdown(socket.SHUT_WR)
+            else:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01" + bytes(7))
+                s.close()  # RST
+            await until(lambda: session.closed, "the session to close")
+            log = [(e[0], e[2]) for e in px.backend.log if e[1] == session.number]
+            assert log[-2:] == [("execute", "Put"), ("close", "")]
+            if how == "eof":
+                assert await loop.sock_recv(s, 100) == b"INSERTED 1\r\n"
+                assert await loop.sock_recv(s, 100) == b""
+                s.close()
+
+    run(scenario)
+
+
+def test_a_reserve_whose_first_look_times_out_waits_in_the_task() -> None:
+    async def scenario() -> None:
+        async with proxy() as px:
+            reader, writer = await px.connect()
+            writer.write(b"reserve-with-timeout 5\r\n")
+            await until(lambda: bool(px.backend.sessions), "the session")
+            session = px.backend.sessions[0]
+            await until(lambda: session.running == 1, "the wait")
+            other_reader, other = await px.connect()
+            other.write(b"put 0 0 1 1\r\nj\r\n")
+            assert await read_exactly(other_reader, b"INSERTED 1\r\n")
+            expected = b"RESERVED 1 1\r\nj\r\n"
+            assert await read_exactly(reader, expected) == expected
+            names = [e[2] for e in px.backend.log if e[0] == "execute" and e[1] == 0]
+            assert names == ["ReserveWithTimeout", "ReserveWithTimeout"]  # first look, wait
+            writer.close()
+            other.close()
+
+    run(scenario)
+
+
 def test_put_body_split_across_writes_is_one_command() -> None:
     async def scenario() -> None:
         async with proxy() as px:
