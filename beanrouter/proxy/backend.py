@@ -132,7 +132,7 @@ class CoreSession:
         due = s.next_timer()
         if due is not None and due <= s.cluster.clock():
             return False
-        streaming = self._streaming()
+        streaming = any(map(_blocking, commands)) and self._streaming()
         if streaming:
             last = commands[-1]
         else:
@@ -275,11 +275,17 @@ class CoreSession:
         self.driver.close()
 
 
+def _blocking(cmd: p.Command) -> bool:
+    """``reserve``, or ``reserve-with-timeout`` other than 0."""
+    t = type(cmd)
+    return t is p.Reserve or (t is p.ReserveWithTimeout and cmd != _NO_WAIT)
+
+
 def _probing(commands: Sequence[p.Command]) -> tuple[Sequence[p.Command], p.Command]:
     """``commands`` up to the first blocking reserve, which runs as ``reserve-with-timeout 0``
     (the seam's probe), and the last command as the client sent it."""
     for i, cmd in enumerate(commands):
-        if type(cmd) is p.Reserve or (type(cmd) is p.ReserveWithTimeout and cmd != _NO_WAIT):
+        if _blocking(cmd):
             return [*commands[:i], _NO_WAIT], cmd
     return commands, commands[-1]
 
