@@ -33,7 +33,7 @@ reserved when the link closed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -73,8 +73,8 @@ from ..router import ids
 from ..router.errors import RouterError, ShardUnavailable, UnexpectedReply
 from .cluster import ShardState
 from .links import Link
-from .reserve import answered, exact_now, exact_now_done, reserve, reserve_job
-from .rounds import Failure, FailureKind, Op, Send
+from .reserve import exact_now, exact_now_done, exact_wait, observe_wakeup, reserve, reserve_job
+from .rounds import Failure, FailureKind, Op, Round, Send
 from .session import Session, global_stats_job
 
 __all__ = ["MAX_BYTES", "MAX_COMMANDS", "Batch", "Result", "command_op", "plan"]
@@ -168,6 +168,8 @@ class _Step:
     """Known when planned (nothing sent, or ``use``'s own answer)."""
     shard: ShardState | None = None
     start: float = 0.0
+    wait: bool = False
+    """The client's own blocking reserve, sent as it is (``stream``)."""
 
 
 class Batch(NamedTuple):
@@ -190,13 +192,15 @@ class _Planner:
         "s",
         "size",
         "steps",
+        "stream",
         "waits",
     )
 
-    def __init__(self, s: Session, now: float, probe: Command | None) -> None:
+    def __init__(self, s: Session, now: float, probe: Command | None, stream: bool) -> None:
         self.s = s
         self.now = now
         self.probe = probe
+        self.stream = stream
         self.link: Link | None = None
         self.parts: list[bytes] = []
         self.size = 0
@@ -239,7 +243,12 @@ class _Planner:
             return True
         if t is ReserveWithTimeout:
             assert isinstance(cmd, ReserveWithTimeout)
-            return cmd.timeout == 0 and self._reserve_now(cmd)
+            if cmd.timeout == 0:
+                return self._reserve_now(cmd)
+            return self.stream and self._reserve_wait(cmd)
+        if t is Reserve:
+            assert isinstance(cmd, Reserve)
+            return self.stream and self._reserve_wait(cmd)
         return False
 
     def _put(self, cmd: Put) -> bool:
@@ -333,6 +342,17 @@ class _Planner:
             link.reserving = False  # the client's own: its answer is final, the run goes on
         return True
 
+    def _reserve_wait(self, cmd: Reserve | ReserveWithTimeout) -> bool:
+        got = exact_wait(self.s, self.now, cmd, self.link)
+        if got is None:
+            return False
+        link, data, count = got
+        self._send(link, data, count)
+        self.steps.append(_Step(cmd, count, None, link.shard, self.now, wait=True))
+        self.waits = True
+        link.reserving = False  # the shard keeps the order: the run goes on after it
+        return True
+
 
 _BY_ID: dict[type[Command], type[Delete | Touch | StatsJob | KickJob]] = {
     Delete: Delete,
@@ -343,14 +363,23 @@ _BY_ID: dict[type[Command], type[Delete | Touch | StatsJob | KickJob]] = {
 _JOB_COMMANDS = frozenset({Delete, Release, Bury, Touch, StatsJob, KickJob})
 
 
-def plan(s: Session, commands: Sequence[Command], probe: Command | None = None) -> Batch | None:
+def plan(
+    s: Session,
+    commands: Sequence[Command],
+    probe: Command | None = None,
+    *,
+    stream: Callable[[Result], None] | None = None,
+) -> Batch | None:
     """The longest leading run of ``commands`` that goes out as one round (see the module
     docstring), or None when the first command cannot start one (run it by ``command_op``).
     ``probe``: the (last) command that is the shell's first step of a blocking reserve; it ends
-    the run, while a client's own ``reserve-with-timeout 0`` does not."""
+    the run, while a client's own ``reserve-with-timeout 0`` does not. ``stream``: the client's
+    own blocking reserves may join the run (the exact one-shard case, ``reserve.exact_wait``),
+    and each command's result is passed to ``stream`` as soon as its replies are in, in order
+    (the operation's result lists them all again)."""
     if not commands:
         return None
-    planner = _Planner(s, s.cluster.clock(), probe)
+    planner = _Planner(s, s.cluster.clock(), probe, stream is not None)
     for cmd in commands:
         if len(planner.steps) >= MAX_COMMANDS or planner.size >= MAX_BYTES:
             break
@@ -360,52 +389,87 @@ def plan(s: Session, commands: Sequence[Command], probe: Command | None = None) 
             break
     if not planner.steps:
         return None
-    return Batch(len(planner.steps), _run(s, planner))
+    return Batch(len(planner.steps), _run(s, planner, stream))
 
 
-def _run(s: Session, planner: _Planner) -> Op[list[Result]]:
+def _run(
+    s: Session, planner: _Planner, stream: Callable[[Result], None] | None
+) -> Op[list[Result]]:
     link = planner.link
-    got: list[Reply] | Failure = []
-    if link is not None and planner.replies:
-        send = Send(link, b"".join(planner.parts), planner.replies)
-        if planner.waits:  # a reserve among them: read like the reserve, until answered
-            got = yield from answered(s, send)
-        else:
-            outcome = yield from s.request([send])
-            result = outcome.get(link)
-            assert result is not None
-            got = result
+    steps = planner.steps
     results: list[Result] = []
-    pos = 0
-    note_put = s.cluster.note_put
-    for step in planner.steps:
-        if step.replies == 1 and step.cmd.__class__ is Put and isinstance(got, list):
-            reply = got[pos]  # the common put, as ``Session._put_reply`` reads it
-            if reply.__class__ is Inserted and reply.id <= ids.MAX_LOCAL_ID:
-                pos += 1
-                shard = step.shard
-                assert shard is not None
-                gid = shard.id_base | reply.id
-                note_put(gid, step.cmd.delay)
-                results.append(reply if not shard.id else Inserted(gid))
+    if link is None or not planner.replies:  # nothing sent (``use`` with nothing to change...)
+        for step in steps:
+            results.append((yield from _one(s, step, [], link)))
+    elif not planner.waits:
+        send = Send(link, b"".join(planner.parts), planner.replies)
+        outcome = yield from s.request([send])
+        got = outcome.get(link)
+        assert got is not None
+        pos = 0
+        for step in steps:
+            if isinstance(got, Failure):
+                results.append(
+                    (yield from _failed(s, step, got))
+                    if step.replies
+                    else (yield from _one(s, step, [], link))
+                )
                 continue
-        if isinstance(got, Failure) and step.replies:
-            results.append((yield from _failed(s, step, got)))
-            continue
-        assert isinstance(got, list)
-        replies = got[pos : pos + step.replies]
-        pos += step.replies
-        if step.result is not None:
-            if replies and not all(isinstance(r, Using) for r in replies):
-                assert link is not None
-                s.drop(link)  # (``use``) it does not use what we think
-            results.append(step.result)
-            continue
-        try:
-            results.append((yield from _finish(s, step, replies, link)))
-        except (RouterError, ProtocolError) as exc:
-            results.append(exc)
+            results.append((yield from _one(s, step, got[pos : pos + step.replies], link)))
+            pos += step.replies
+    else:  # a reserve among them: read like the reserve, each command answered when complete
+        link.owed += planner.replies
+        sends = [Send(link, b"".join(planner.parts), planner.replies)]
+        replies: list[Reply] = []
+        pos = 0
+        failure: Failure | None = None
+        while len(results) < len(steps):
+            while len(results) < len(steps) and pos + steps[len(results)].replies <= len(replies):
+                step = steps[len(results)]
+                result = yield from _one(s, step, replies[pos : pos + step.replies], link)
+                pos += step.replies
+                results.append(result)
+                if stream is not None:
+                    stream(result)
+            if len(results) == len(steps):
+                break
+            if failure is not None:
+                result = yield from _failed(s, steps[len(results)], failure)
+                results.append(result)
+                if stream is not None:
+                    stream(result)
+                continue
+            outcome = yield Round(sends=sends, wait=() if sends else [link], first=True,
+                                  close=s.take_closes(), partial=True)  # fmt: skip
+            sends = []
+            got = outcome.get(link)
+            s.settle(link, got)
+            if isinstance(got, Failure):
+                failure = got
+            elif got:
+                replies += got
     return results
+
+
+def _one(s: Session, step: _Step, replies: list[Reply], link: Link | None) -> Op[Result]:
+    """One step whose replies are all in."""
+    if step.replies == 1 and step.cmd.__class__ is Put:
+        reply = replies[0]  # the common put, as ``Session._put_reply`` reads it
+        if reply.__class__ is Inserted and reply.id <= ids.MAX_LOCAL_ID:
+            shard = step.shard
+            assert shard is not None
+            gid = shard.id_base | reply.id
+            s.cluster.note_put(gid, step.cmd.delay)
+            return reply if not shard.id else Inserted(gid)
+    if step.result is not None:
+        if replies and not all(isinstance(r, Using) for r in replies):
+            assert link is not None
+            s.drop(link)  # (``use``) it does not use what we think
+        return step.result
+    try:
+        return (yield from _finish(s, step, replies, link))
+    except (RouterError, ProtocolError) as exc:
+        return exc
 
 
 def _failed(s: Session, step: _Step, failure: Failure) -> Op[Result]:
@@ -414,6 +478,12 @@ def _failed(s: Session, step: _Step, failure: Failure) -> Op[Result]:
     cmd = step.cmd
     if step.result is not None:  # ``use``: answered anyway (its link is forgotten)
         return step.result
+    if step.wait:  # a client's own wait: not run again (it could wait for long, uncancelled)
+        assert step.shard is not None
+        return ShardUnavailable(
+            f"{_name(cmd)}: the connection to shard {step.shard.name} failed",
+            ((step.shard.name, str(failure)),),
+        )
     if failure.kind is not FailureKind.LOST or type(cmd) is ReserveWithTimeout:
         return (yield from _own(s, cmd))
     assert step.shard is not None
@@ -447,6 +517,12 @@ def _finish(s: Session, step: _Step, replies: list[Reply], link: Link | None) ->
             except (RouterError, ProtocolError) as exc:
                 return exc
         return reply
+    if step.wait:
+        got = exact_now_done(s, link, replies)
+        if got is not None:
+            observe_wakeup(s, got, step.start)
+            return got
+        return UnexpectedReply(f"{_name(cmd)}: unexpected reply {replies[-1:]!r}")
     if t is ReserveWithTimeout:
         got = exact_now_done(s, link, replies)
         if got is not None:

@@ -73,7 +73,7 @@ class Metrics:
     """Link failures by shard name."""
     wakeups: int = 0
     """Blocked reserves woken by a job this process put while they waited (see
-    ``reserve._observe_wakeup``)."""
+    ``reserve.observe_wakeup``)."""
     wakeup_seconds: float = 0.0
     """Their summed wake-up latency: from the put's acknowledgement (plus its delay) to the
     job's hand-out."""

@@ -47,6 +47,7 @@ from ..protocol import (
     PeekReady,
     Release,
     Reply,
+    Reserve,
     Reserved,
     ReserveJob,
     ReserveWithTimeout,
@@ -75,10 +76,12 @@ __all__ = [
     "answered",
     "exact_now",
     "exact_now_done",
+    "exact_wait",
     "expire",
     "expire_held",
     "hold",
     "learn",
+    "observe_wakeup",
     "reserve",
     "reserve_job",
 ]
@@ -269,12 +272,24 @@ def exact_now(s: Session, now: float, only: Link | None = None) -> tuple[Link, b
     None when the usual path must run: a library session, several shards, prefetched jobs,
     lingering waits, the shard down, ``HELD_FAST_MAX`` held jobs, or (``only``) the main link
     is not ``only``. Answered by ``exact_now_done``."""
+    link = _exact_link(s, now, only)
+    if link is None:
+        return None
+    expire_held(s, now)
+    data, n = link.watch_delta(s.watch_map()[link.shard.name])
+    link.reserving = True
+    return link, data + _RESERVE_NOW, n + 1
+
+
+def _exact_link(s: Session, now: float, only: Link | None) -> Link | None:
+    """The main link of the one shard that holds every watched tube, when the exact one-shard
+    reserve may run on it (see ``exact_now``)."""
     if s.cancellable or s.prefetched or s.lingering or len(s.held) >= HELD_FAST_MAX:
         return None
     wmap = s.watch_map()
     if len(wmap) != 1:
         return None
-    ((name, tubes),) = wmap.items()
+    (name,) = wmap
     shard = s.cluster.shards[name]
     if not shard.health.available(now):
         return None
@@ -283,10 +298,23 @@ def exact_now(s: Session, now: float, only: Link | None = None) -> tuple[Link, b
     link = s.main(shard)
     if only is not None and link is not only:
         return None
+    return link
+
+
+def exact_wait(
+    s: Session, now: float, cmd: Reserve | ReserveWithTimeout, only: Link | None = None
+) -> tuple[Link, bytes, int] | None:
+    """``exact_now`` for the client's own blocking reserve, sent to the shard as it is: the
+    shard waits, answers ``TIMED_OUT`` or ``DEADLINE_SOON`` itself, and runs what follows on the
+    link only after it, in the client's order. Only when every job the session holds is on that
+    link (the shard's own DEADLINE_SOON then covers them all). Answered by ``exact_now_done``."""
+    link = _exact_link(s, now, only)
+    if link is None or any(h.link is not link for h in s.held.values()):
+        return None
     expire_held(s, now)
-    data, n = link.watch_delta(tubes)
+    data, n = link.watch_delta(s.watch_map()[link.shard.name])
     link.reserving = True
-    return link, data + _RESERVE_NOW, n + 1
+    return link, data + cmd.encode(), n + 1
 
 
 def answered(s: Session, send: Send) -> Op[list[Reply] | Failure]:
@@ -759,7 +787,7 @@ def _wait(
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 if winners:  # a job and a shard's DEADLINE_SOON at once: the job wins
                     got = yield from _settle_winners(s, winners, lazy=exact)
-                    _observe_wakeup(s, got, begun)
+                    observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
             now = cl.clock()
@@ -768,7 +796,7 @@ def _wait(
                 yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
                 if winners:
                     got = yield from _settle_winners(s, winners, lazy=exact)
-                    _observe_wakeup(s, got, begun)
+                    observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
             if deadline is not None and now >= deadline:
@@ -783,7 +811,7 @@ def _wait(
         raise
 
 
-def _observe_wakeup(s: Session, reply: Reply | None, begun: float) -> None:
+def observe_wakeup(s: Session, reply: Reply | None, begun: float) -> None:
     """A blocked reserve handed out a job: when the job became ready while it waited (a fresh
     job this process put, ``Held.ready_at``), count the wake-up latency — from the put's
     acknowledgement (plus its delay) to now. Jobs from other clients of the shards, and jobs

@@ -87,9 +87,11 @@ class Round:
             close at once each link still owing replies (one step in the shell, so that no job a
             shard reserves in between is given back unseen). The outcome has the replies read
             (possibly partial).
+        partial: a wait round that ends as soon as one link has any reply it owes (not all
+            of them): the proxy streams the replies of a run that holds a blocking reserve.
     """
 
-    __slots__ = ("cancel", "close", "first", "sends", "until", "wait")
+    __slots__ = ("cancel", "close", "first", "partial", "sends", "until", "wait")
 
     def __init__(
         self,
@@ -99,7 +101,9 @@ class Round:
         until: float | None = None,
         close: Sequence[Link] = (),
         cancel: Sequence[Link] = (),
+        partial: bool = False,
     ) -> None:
+        self.partial = partial
         self.sends = sends
         self.wait = wait
         self.first = first

@@ -128,6 +128,10 @@ class ClientConnection(asyncio.Protocol):
         """Parsed commands not run yet (the task's, before any other input)."""
         self._probed: p.Command | None = None
         """A blocking reserve whose first look timed out: its wait is the task's, next."""
+        self._out_batch: list[p.Command] = []
+        """The batch ``_try_fast`` began, while it is out."""
+        self._answered = 0
+        """How many of its commands have their replies."""
         self._loop = asyncio.get_running_loop()
         self._closed = self._loop.create_future()
         """Done at ``connection_lost`` (the socket is really closed)."""
@@ -174,6 +178,8 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self.reader.receive_data(b"")
+        if self._fast and self.session is not None:
+            self.session.half_close()  # the shard answers a waiting reserve TIMED_OUT
         if self._blocked is not None:
             self._blocked.cancel()  # answered TIMED_OUT by _run, as beanstalkd does
         self._wake()
@@ -184,6 +190,8 @@ class ClientConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         if not self._closed.done():
             self._closed.set_result(None)
+        if self._fast and self.session is not None:
+            self.session.abort()  # its links close: the shards give back what it reserved
         if self._blocked is not None:
             self._blocked.cancel()
         self._wake()
@@ -200,6 +208,8 @@ class ClientConnection(asyncio.Protocol):
     def stop(self) -> None:
         """Graceful stop: finish the running command, write what is pending, close."""
         self._stop = True
+        if self._fast and self.session is not None:
+            self.session.half_close()  # a waiting reserve ends (TIMED_OUT), the rest is answered
         if self._blocked is not None:
             self._blocked.cancel()
         self._wake()
@@ -325,17 +335,16 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.close()  # after the pending replies are written
 
     def _batch(self, event: p.Command) -> list[p.Command]:
-        """``event`` and what the client pipelined after it, for the session to run together:
-        up to a blocking reserve, ``quit`` or anything that is not a command (pushed back)."""
+        """``event`` and what the client pipelined after it, for the session to run together
+        (as much of it as it can): up to ``quit`` or anything that is not a command (pushed
+        back)."""
         batch = [event]
         reader = self.reader
-        if reader.buffered and not _waits(event):
+        if reader.buffered:
             while len(batch) < PIPELINE_LIMIT:
                 more = reader.next_event()
                 if isinstance(more, p.Command) and type(more) is not p.Quit:
                     batch.append(more)
-                    if _waits(more):
-                        break
                 else:
                     if more is not NEED_DATA:  # (NEED_DATA is asked again later)
                         self._pushback = more
@@ -383,37 +392,44 @@ class ClientConnection(asyncio.Protocol):
                     continue
                 batch = self._batch(event)
                 self._fast = True
-
-                def done(replies: list[bytes], batch: list[p.Command] = batch) -> None:
-                    self._fast_done(batch, replies)
-
+                self._out_batch = batch
+                self._answered = 0
                 try:
-                    started = session.start_batch(batch, counters.command, done)
+                    started = session.start_batch(
+                        batch, counters.command, self._fast_answer, self._fast_done, self._flush
+                    )
                 except Exception:
                     log.exception("the backend failed to start %r; the task runs it", batch[0])
                     started = False
                 if not started:
                     self._fast = False
+                    self._out_batch = []
                     self._pending = batch
         finally:
             self._trying = False
 
-    def _fast_done(self, batch: list[p.Command], replies: list[bytes]) -> None:
-        """A batch ``_try_fast`` began has its replies: answer them, then go on."""
-        self._fast = False
+    def _fast_answer(self, reply: bytes | None) -> None:
+        """The reply to the next command of the batch out (None: that blocking reserve's first
+        look timed out; its wait is the task's, next)."""
+        cmd = self._out_batch[self._answered]
+        self._answered += 1
         counters = self.counters
-        if counters is not None:
-            for cmd, reply in zip(batch, replies, strict=False):
-                if reply == _TIMED_OUT and _waits(cmd) and not self._eof:
-                    self._probed = cmd  # (last) its first look timed out: the wait is next
-                else:
-                    self._answer(counters, cmd, reply)
-            if len(replies) < len(batch):
-                self._pending = batch[len(replies) :]  # not in the session's run: the task's
+        if reply is None and not self._eof:
+            self._probed = cmd
+        elif counters is not None:
+            self._answer(counters, cmd, _TIMED_OUT if reply is None else reply)
+
+    def _fast_done(self, aborted: bool) -> None:
+        """The batch ``_try_fast`` began has ended: what it did not take goes to the task (unless
+        it was aborted: the connection is ending), then go on."""
+        self._fast = False
+        batch, self._out_batch = self._out_batch, []
+        if not aborted and self._answered < len(batch):
+            self._pending = batch[self._answered :]  # not in the session's run: the task's
         if self._read_paused and self.reader.buffered <= INPUT_HIGH_WATER:
             self._resume_reading()
         if self._trying:
-            return  # (answered within ``start_batch``: the loop of ``_try_fast`` goes on)
+            return  # (ended within ``start_batch``: the loop of ``_try_fast`` goes on)
         if self._parked:
             self._try_fast()
         else:

@@ -40,6 +40,7 @@ __all__ = ["CoreBackend", "CoreSession", "make_backend"]
 log = logging.getLogger("beanrouter.proxy")
 
 _INTERNAL_ERROR = p.INTERNAL_ERROR.encode()
+_TIMED_OUT = p.TIMED_OUT.encode()
 _NO_WAIT: Final = p.ReserveWithTimeout(0)
 
 
@@ -115,46 +116,101 @@ class CoreSession:
         self,
         commands: Sequence[p.Command],
         counted: Callable[[p.Command], None],
-        done: Callable[[list[bytes]], None],
+        answer: Callable[[bytes | None], None],
+        done: Callable[[bool], None],
+        idle: Callable[[], None] | None = None,
     ) -> bool:
         """``execute_batch`` without a task (``AsyncDriver.start``), when nothing stands in the
         way: no other call running, no maintenance due, and the core plans a run for the first
-        command. ``done`` gets the replies (possibly before this returns). False: nothing was
-        done; ``execute_batch`` is to run them."""
+        command (see ``seam.ClientSession.start_batch``). When the session's watched tubes all
+        live on one shard whose link is connected, the client's blocking reserves join the run
+        as they are (``plan(stream=...)``): the shard waits, in the client's order, and each
+        reply is answered as soon as it is in."""
         s = self.session
         if self._busy or self._lock.locked() or self._closed:
             return False
         due = s.next_timer()
         if due is not None and due <= s.cluster.clock():
             return False
-        commands, last = _probing(commands)
-        batch = self._plan(commands, last, counted)
+        streaming = any(map(_blocking, commands)) and self._streaming()
+        if streaming:
+            last = commands[-1]
+        else:
+            commands, last = _probing(commands)
+        taken = 0
+
+        def sink(result: Result) -> None:
+            nonlocal taken
+            cmd = commands[taken]
+            taken += 1
+            reply = _encode(result, cmd)
+            if cmd is _NO_WAIT and reply == _TIMED_OUT:
+                answer(None)  # the first look of a blocking reserve: the wait is the frame's
+            else:
+                answer(reply)
+
+        batch = self._plan(commands, last, counted, sink if streaming else None)
         if batch is None:
             return False
         self._busy = True
         size = batch.size
 
         def finished(results: list[Result] | None, error: BaseException | None) -> None:
+            nonlocal taken
             self._busy = False
+            if isinstance(error, asyncio.CancelledError):
+                done(True)
+                return
             if error is not None or results is None:
-                replies = _batch_failed(size, error)
+                for reply in _batch_failed(size - taken, error):
+                    taken += 1
+                    answer(reply)
             else:
-                replies = _encode_all(results, commands)
+                for result in results[taken:]:
+                    sink(result)
             self._arm_timer()
-            done(replies)
+            done(False)
 
-        self.driver.start(batch.op, finished)
+        self.driver.start(batch.op, finished, idle)
         return True
 
+    def _streaming(self) -> bool:
+        """The session's watched tubes live on one shard, and its main link there is connected
+        and idle: blocking reserves may go to it as they are."""
+        s = self.session
+        wmap = s.watch_map()
+        if len(wmap) != 1:
+            return False
+        (name,) = wmap
+        links = [link for link in s.links.get(name, ()) if link.ready]
+        return bool(links) and self.driver.connected(links[0])
+
     def _plan(
-        self, commands: Sequence[p.Command], last: p.Command, counted: Callable[[p.Command], None]
+        self,
+        commands: Sequence[p.Command],
+        last: p.Command,
+        counted: Callable[[p.Command], None],
+        stream: Callable[[Result], None] | None = None,
     ) -> Batch | None:
         """The core's run for the leading ``commands`` (each one counted), or None."""
-        batch = None if self.counters.draining else plan(self.session, commands, _NO_WAIT)
+        if self.counters.draining:
+            return None
+        batch = plan(self.session, commands, _NO_WAIT, stream=stream)
         if batch is not None:
             for cmd in commands[: batch.size]:
                 counted(cmd if cmd is not _NO_WAIT else last)
         return batch
+
+    def abort(self) -> None:
+        """The client is gone (or the proxy stops) while a batch ``start_batch`` began is out:
+        end it now (its links that owe replies close, so the shard gives back its jobs)."""
+        self.driver.abort()
+
+    def half_close(self) -> None:
+        """The client half-closed while a batch ``start_batch`` began is out: mirror it on the
+        shard links that owe replies (a waiting reserve is answered ``TIMED_OUT`` by the shard,
+        as beanstalkd answers a half-closed client, and the rest still runs)."""
+        self.driver.half_close()
 
     async def _maybe_maintain(self) -> None:
         due = self.session.next_timer()
@@ -219,13 +275,19 @@ class CoreSession:
         self.driver.close()
 
 
+def _blocking(cmd: p.Command) -> bool:
+    """``reserve``, or ``reserve-with-timeout`` other than 0."""
+    t = type(cmd)
+    return t is p.Reserve or (t is p.ReserveWithTimeout and cmd != _NO_WAIT)
+
+
 def _probing(commands: Sequence[p.Command]) -> tuple[Sequence[p.Command], p.Command]:
-    """``commands`` with a last blocking reserve run as ``reserve-with-timeout 0`` (the seam's
-    probe), and that last command as the client sent it."""
-    last = commands[-1]
-    if type(last) is p.Reserve or (type(last) is p.ReserveWithTimeout and last != _NO_WAIT):
-        return [*commands[:-1], _NO_WAIT], last
-    return commands, last
+    """``commands`` up to the first blocking reserve, which runs as ``reserve-with-timeout 0``
+    (the seam's probe), and the last command as the client sent it."""
+    for i, cmd in enumerate(commands):
+        if _blocking(cmd):
+            return [*commands[:i], _NO_WAIT], cmd
+    return commands, commands[-1]
 
 
 def _batch_failed(size: int, error: BaseException | None) -> list[bytes]:

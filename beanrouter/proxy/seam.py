@@ -6,9 +6,10 @@ two protocols. One ``Backend`` per proxy process holds the shared cluster state;
 connection gets one ``ClientSession`` from it.
 
 The frame guarantees, per session:
-- ``execute`` and ``execute_batch`` are called in the client's order, never concurrently, never
-  with ``Quit`` (the frame handles it), and never after ``close``; ``execute_batch`` gets the
-  commands the client has pipelined (already parsed), a blocking reserve only as the last one;
+- ``execute``, ``execute_batch`` and ``start_batch`` are called in the client's order, never
+  concurrently, never with ``Quit`` (the frame handles it), and never after ``close``;
+  ``execute_batch`` and ``start_batch`` get the commands the client has pipelined (already
+  parsed);
 - ``burn_id`` is called (instead of ``execute``) where beanstalkd uses up a job id without
   storing a job: a put whose body is not followed by ``\\r\\n`` (``EXPECTED_CRLF``), or
   whose client goes away before the body is complete;
@@ -55,8 +56,8 @@ class ClientSession(Protocol):
 
         The session decides how many run together (one write to a shard for all of them, where
         the routing core allows it) and calls ``counted(command)`` for each one it takes, before
-        running it. A blocking reserve (``reserve``, ``reserve-with-timeout`` > 0) can only be
-        last; it then runs as ``reserve-with-timeout 0``: when that answers ``TIMED_OUT`` the
+        running it. A blocking reserve (``reserve``, ``reserve-with-timeout`` > 0) is the last
+        one it takes, run as ``reserve-with-timeout 0``: when that answers ``TIMED_OUT`` the
         frame runs the wait itself with ``execute``. Errors as for ``execute``.
         """
         ...
@@ -65,14 +66,28 @@ class ClientSession(Protocol):
         self,
         commands: Sequence[Command],
         counted: Callable[[Command], None],
-        done: Callable[[list[bytes]], None],
+        answer: Callable[[bytes | None], None],
+        done: Callable[[bool], None],
+        idle: Callable[[], None] | None = None,
     ) -> bool:
         """``execute_batch`` run from callbacks, without a task, when the session can (the
-        proxy's fast path for short commands); ``done(replies)`` is called once, maybe before
-        this returns. False: nothing was done or counted, and ``execute_batch`` is to run them.
-        The frame's guarantees for ``execute_batch`` hold for it too: nothing else runs on the
-        session until ``done``.
+        proxy's fast path). False: nothing was done or counted, and ``execute_batch`` is to run
+        them. Else ``answer(reply)`` is called for each command the session takes, in order, as
+        soon as its reply is known (None: a blocking reserve whose first look timed out; the
+        frame runs its wait), ``idle()`` whenever the session starts to wait for a shard, and
+        ``done(aborted)`` once at the end (any of them possibly before this returns). The frame
+        runs nothing else on the session until ``done``. A blocking reserve may be taken as it
+        is and wait at the shard: ``half_close`` ends such a wait as a half-closed client's,
+        ``abort`` ends the batch at once (``done(True)``: the commands not answered are not).
         """
+        ...
+
+    def half_close(self) -> None:
+        """The client half-closed while a ``start_batch`` batch is out (see there)."""
+        ...
+
+    def abort(self) -> None:
+        """The client is gone while a ``start_batch`` batch is out (see there)."""
         ...
 
     async def burn_id(self) -> None:

@@ -26,7 +26,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..core.links import Link
 from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
@@ -49,7 +49,7 @@ class _Stream(asyncio.Protocol):
     A round that waits for a link sets ``want`` (the replies it owes) and ``notify``, called once
     when ``got`` holds that many or the link failed (``failed``)."""
 
-    __slots__ = ("codec", "failed", "got", "notify", "resume", "transport", "want")
+    __slots__ = ("codec", "failed", "got", "half", "notify", "resume", "transport", "want")
 
     def __init__(self) -> None:
         self.codec = ReplyReader()
@@ -60,6 +60,8 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.resume: asyncio.Future[None] | None = None
         """Set while a send waits for the transport's buffer to drain."""
+        self.half = False
+        """EOF was sent (``AsyncDriver.half_close``): nothing more may be."""
 
     # -- asyncio callbacks
 
@@ -127,6 +129,7 @@ class _Stream(asyncio.Protocol):
         transport = self.transport
         return (
             self.failed is not None
+            or self.half
             or transport is None
             or transport.is_closing()
             or bool(self.got)
@@ -177,6 +180,8 @@ class AsyncDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         """The tasks that go on with operations ``start`` began."""
+        self._fast: set[_Fast[Any]] = set()
+        """Operations ``start`` began that have not ended."""
         self.closed = False
 
     async def run(self, op: Op[T]) -> T:
@@ -199,15 +204,49 @@ class AsyncDriver:
             self.close_links(self.session.abandon())
             raise
 
-    def start(self, op: Op[T], done: Callable[[T | None, BaseException | None], None]) -> None:
+    def start(
+        self,
+        op: Op[T],
+        done: Callable[[T | None, BaseException | None], None],
+        idle: Callable[[], None] | None = None,
+    ) -> None:
         """Run ``op`` from callbacks, with no task and no future while its rounds allow: a
         round whose links are all connected and idle is written at once, and the replies that
         complete it go on with the operation from the links' ``data_received``. A round that
         needs more (a connection, a drained buffer, a timer, a look after a pause) and the
         rest after it run in a task, as ``run`` would. ``done(result, None)`` or
-        ``done(None, error)`` is called exactly once (possibly before ``start`` returns).
-        Not cancellable: for operations that end without waiting (the proxy's batches)."""
-        _Fast(self, op, done).begin()
+        ``done(None, error)`` is called exactly once (possibly before ``start`` returns);
+        ``idle()`` each time the operation starts to wait for replies from the callbacks.
+        Ended early only by ``abort`` (or ``close``)."""
+        fast = _Fast(self, op, done, idle)
+        self._fast.add(fast)
+        fast.begin()
+
+    @staticmethod
+    def connected(link: Link) -> bool:
+        """``link`` has a connection that is open and idle (nothing unread, no EOF sent)."""
+        stream = link.io
+        return isinstance(stream, _Stream) and not stream.stale()
+
+    def abort(self) -> None:
+        """End every operation ``start`` began and has not finished: each is closed, the links
+        it left owing replies are closed (the shards give back what they reserved for it), and
+        its ``done`` gets ``CancelledError`` (at once, or when its task has stopped)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for fast in list(self._fast):
+            fast.abort()
+
+    def half_close(self) -> None:
+        """Mirror a client's half-close: send EOF on every link that owes replies. A shard then
+        answers a waiting reserve ``TIMED_OUT``, runs the rest of what it was sent, and closes
+        (beanstalkd's half-close; the bundled server's too); the replies still come in."""
+        for link in self.session.all_links():
+            stream = link.io
+            if link.owed and isinstance(stream, _Stream) and stream.transport is not None:
+                stream.half = True
+                with contextlib.suppress(Exception):
+                    stream.transport.write_eof()
 
     def _fast_ready(self, rnd: Round) -> bool:
         """``rnd`` can run from callbacks (``_fast_round``): no deadline, every send on a
@@ -241,16 +280,16 @@ class AsyncDriver:
         for link in rnd.wait:
             if link not in outcome and isinstance(link.io, _Stream):
                 live.append(link)
-        return outcome, self._complete(live, outcome)
+        return outcome, self._complete(live, outcome, rnd.partial)
 
-    def _complete(self, live: list[Link], outcome: Outcome) -> list[Link]:
-        """Put the links of ``live`` that have every reply they owe (or failed) in
-        ``outcome``; the others are returned."""
+    def _complete(self, live: list[Link], outcome: Outcome, partial: bool = False) -> list[Link]:
+        """Put the links of ``live`` that have every reply they owe (``partial``: any reply),
+        or failed, in ``outcome``; the others are returned."""
         pending: list[Link] = []
         for link in live:
             stream = link.io
             assert isinstance(stream, _Stream)
-            if len(stream.got) >= link.owed:
+            if len(stream.got) >= link.owed or (partial and stream.got):
                 outcome[link] = stream.take(link.owed)
             elif stream.failed is not None:
                 self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
@@ -294,8 +333,7 @@ class AsyncDriver:
         ``pool``, the links the core calls reusable are reset and kept for later sessions.
         An operation ``start`` began and not finished ends with an error."""
         self.closed = True
-        for task in list(self._tasks):
-            task.cancel()
+        self.abort()
         if self.pool is None:
             self.close_links(self.session.close())
             return
@@ -430,7 +468,7 @@ class AsyncDriver:
                 live.append(link)
         if not live:
             return outcome
-        pending = self._complete(live, outcome)
+        pending = self._complete(live, outcome, rnd.partial)
         if not pending:
             return outcome
         first = rnd.first
@@ -444,7 +482,7 @@ class AsyncDriver:
                 if wait == 0.0:
                     await asyncio.sleep(0)  # one look: let what has arrived be read
                 else:
-                    await self._until(pending, 1, wait, False)
+                    await self._until(pending, 1, wait, False, rnd.partial)
             else:
                 await self._until(pending, len(pending), None, True)
         finally:
@@ -454,7 +492,12 @@ class AsyncDriver:
         return outcome
 
     async def _until(
-        self, links: list[Link], count: int, wait: float | None, request: bool
+        self,
+        links: list[Link],
+        count: int,
+        wait: float | None,
+        request: bool,
+        partial: bool = False,
     ) -> None:
         """Until ``count`` of ``links`` are complete or failed, or ``wait`` seconds have passed
         (None: no limit); a ``request`` is bounded by the reply timeout instead (checked by the
@@ -474,7 +517,7 @@ class AsyncDriver:
         for link in links:
             stream = link.io
             assert isinstance(stream, _Stream)
-            stream.want = link.owed
+            stream.want = 1 if partial else link.owed
             stream.notify = one
         timer = None
         dog = None
@@ -500,15 +543,18 @@ class AsyncDriver:
 class _Fast(Generic[T]):
     """One operation ``AsyncDriver.start`` runs from callbacks (see there)."""
 
-    __slots__ = ("done", "driver", "fire", "first", "left", "op", "outcome", "pending")
+    __slots__ = ("done", "driver", "fire", "first", "idle", "left", "op", "outcome", "pending")
 
     def __init__(
         self,
         driver: AsyncDriver,
         op: Op[T],
         done: Callable[[T | None, BaseException | None], None],
+        idle: Callable[[], None] | None = None,
     ) -> None:
         self.driver = driver
+        self.idle = idle
+        """Called each time the operation starts to wait for replies."""
         self.op = op
         self.done: Callable[[T | None, BaseException | None], None] | None = done
         self.pending: list[Link] | None = None
@@ -523,10 +569,22 @@ class _Fast(Generic[T]):
         self._go(self._advance(None))
 
     def end(self, result: T | None, error: BaseException | None) -> None:
+        self.driver._fast.discard(self)
         done = self.done
         self.done = None
         if done is not None:
             done(result, error)
+
+    def abort(self) -> None:
+        """``AsyncDriver.abort`` for this operation, if a round of it waits on callbacks (in a
+        task, cancelling the task ends it)."""
+        if self.pending is None:
+            return
+        self._disarm()
+        driver = self.driver
+        self.op.close()
+        driver.close_links(driver.session.abandon())
+        self.end(None, asyncio.CancelledError())
 
     def _advance(self, outcome: Outcome | None) -> Round | None:
         """The operation's next round (None: it ended, and ``end`` was called)."""
@@ -576,8 +634,10 @@ class _Fast(Generic[T]):
         for link in pending:
             stream = link.io
             assert isinstance(stream, _Stream)
-            stream.want = link.owed
+            stream.want = 1 if rnd.partial else link.owed
             stream.notify = self._one
+        if self.idle is not None:
+            self.idle()
         if not rnd.first:
             loop = driver._loop
             if loop is None:
@@ -590,10 +650,9 @@ class _Fast(Generic[T]):
         if self.left <= 0:
             self._finish()
 
-    def _finish(self) -> None:
-        pending = self.pending
-        if pending is None:
-            return
+    def _disarm(self) -> list[Link]:
+        """Stop waiting: the links' callbacks, the reply deadline, the waiting flag."""
+        pending = self.pending or []
         self.pending = None
         driver = self.driver
         for link in pending:
@@ -606,9 +665,15 @@ class _Fast(Generic[T]):
             self.fire = None
         elif self.first:
             driver.session.waiting = False
+        return pending
+
+    def _finish(self) -> None:
+        if self.pending is None:
+            return
+        pending = self._disarm()
         outcome = self.outcome
         self.outcome = {}
-        driver._settle(self.first, pending, outcome)
+        self.driver._settle(self.first, pending, outcome)
         self._go(self._advance(outcome))
 
 

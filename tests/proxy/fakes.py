@@ -78,6 +78,8 @@ class FakeSession:
         self.max_running = 0
         self.slow = 0.0
         """Seconds every reserve sleeps before it looks for a job (``use sleep-MS``)."""
+        self.out: tuple[list[p.Command], Callable[[bool], None]] | None = None
+        """The batch ``start_batch`` began, until it is answered (or aborted)."""
 
     def _log(self, what: str) -> None:
         self.backend.log.append((what, self.number, ""))
@@ -103,11 +105,14 @@ class FakeSession:
         self,
         commands: Sequence[p.Command],
         counted: Callable[[p.Command], None],
-        done: Callable[[list[bytes]], None],
+        answer: Callable[[bytes | None], None],
+        done: Callable[[bool], None],
+        idle: Callable[[], None] | None = None,
     ) -> bool:
         """The leading commands that need no wait (a reserve: a job if one is ready, else
-        ``TIMED_OUT``, the seam's probe), answered from a later loop callback (``slow`` seconds
-        later), as a shard's replies would come; False when the first one needs a wait."""
+        ``None``, the seam's timed-out first look, which ends the run), answered from a later
+        loop callback (``slow`` seconds later), as a shard's replies would come; False when
+        the first one needs a wait."""
         assert not self.closed, "start_batch after close"
         taken: list[p.Command] = []
         for command in commands:
@@ -116,31 +121,50 @@ class FakeSession:
             ):
                 break
             taken.append(command)
+            if isinstance(command, p.Reserve | p.ReserveWithTimeout):
+                break
         if not taken:
             return False
         for command in taken:
             counted(command)
         self.running += 1
         self.max_running = max(self.max_running, self.running)
+        self.out = (taken, done)
 
-        def answer() -> None:
+        def reply() -> None:
+            if self.out is None:
+                return  # aborted
+            self.out = None
             self.running -= 1
-            replies = []
             for command in taken:
                 self.backend.log.append(("execute", self.number, type(command).__name__))
                 if isinstance(command, p.Reserve | p.ReserveWithTimeout):
                     if not self.backend.ready:
-                        replies.append(b"TIMED_OUT\r\n")
+                        probe = isinstance(command, p.Reserve) or command.timeout != 0
+                        answer(None if probe else b"TIMED_OUT\r\n")
                         continue
                     job_id, body = self.backend.ready.popleft()
                     self.reserved[job_id] = body
-                    replies.append(p.encode_job(b"RESERVED", job_id, body))
+                    answer(p.encode_job(b"RESERVED", job_id, body))
                     continue
-                replies.append(self._now(command))
-            done(replies)
+                answer(self._now(command))
+            done(False)
 
-        asyncio.get_running_loop().call_later(self.slow, answer)  # (``use sleep-MS``)
+        if idle is not None:
+            idle()
+        asyncio.get_running_loop().call_later(self.slow, reply)  # (``use sleep-MS``)
         return True
+
+    def half_close(self) -> None:
+        self._log("half_close")
+
+    def abort(self) -> None:
+        self._log("abort")
+        if self.out is not None:
+            _, done = self.out
+            self.out = None
+            self.running -= 1
+            done(True)
 
     def _now(self, command: p.Command) -> bytes:
         b = self.backend
@@ -281,9 +305,17 @@ class ForwardingSession:
         self,
         commands: Sequence[p.Command],
         counted: Callable[[p.Command], None],
-        done: Callable[[list[bytes]], None],
+        answer: Callable[[bytes | None], None],
+        done: Callable[[bool], None],
+        idle: Callable[[], None] | None = None,
     ) -> bool:
         return False
+
+    def half_close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
     async def burn_id(self) -> None:
         pass

@@ -137,10 +137,11 @@ def test_callback_batches_and_task_commands_interleave_in_order() -> None:
 
 
 @pytest.mark.parametrize("how", ["eof", "reset"])
-def test_a_session_closes_only_after_its_callback_batch_is_answered(how: str) -> None:
-    """EOF or a vanished client while a batch started from the callbacks is out: the session
-    is closed after the batch's replies came back (the fake asserts nothing runs at close),
-    and after EOF the reply is still written."""
+def test_a_session_closes_only_after_its_callback_batch_ended(how: str) -> None:
+    """EOF or a vanished client while a batch started from the callbacks is out: after EOF the
+    half-close is mirrored (``half_close``), the reply is still written and the session closes
+    after it; a vanished client's batch is aborted first. The fake asserts nothing runs at
+    close."""
 
     async def scenario() -> None:
         async with proxy() as px:
@@ -159,7 +160,10 @@ def test_a_session_closes_only_after_its_callback_batch_is_answered(how: str) ->
                 s.close()  # RST
             await until(lambda: session.closed, "the session to close")
             log = [(e[0], e[2]) for e in px.backend.log if e[1] == session.number]
-            assert log[-2:] == [("execute", "Put"), ("close", "")]
+            if how == "eof":  # mirrored, and the batch still answered
+                assert log[-3:] == [("half_close", ""), ("execute", "Put"), ("close", "")]
+            else:  # gone: the batch is aborted (its links close) before the session closes
+                assert log[-2:] == [("abort", ""), ("close", "")]
             if how == "eof":
                 assert await loop.sock_recv(s, 100) == b"INSERTED 1\r\n"
                 assert await loop.sock_recv(s, 100) == b""

@@ -119,3 +119,60 @@ def test_half_close_behind_a_pipelined_reserve(
     b = Client(port)
     assert tube_stats(b, "made")["current-jobs-ready"] == 2
     b.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_pipelined_worker_waits_in_its_own_reserves_at_the_shard(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """A worker that pipelines ``reserve`` (the shard keeps a connection's order, so the proxy
+    sends each one as it is): every job is delivered once, in order, with ``reserves: 1`` and
+    ``releases: 0``, and the shard ran exactly the client's reserves."""
+    address, port = one_shard(backend, tmp_path, cleanup)
+    producer = Client(port)
+    n = 200
+    producer.use("work")
+    ids = []
+    for i in range(n):
+        got = producer.put(b"w%03d" % i)
+        assert isinstance(got, p.Inserted)
+        ids.append(got.id)
+    w = Client(port)
+    w.watch_only("work")
+    assert isinstance(w.cmd(b"stats-job %d\r\n" % ids[0]), p.Ok)  # (its link is up now)
+    w.send(b"reserve\r\n" * n + b"".join(b"stats-job %d\r\n" % i for i in ids))
+    reserved = [w.reply() for _ in range(n)]
+    assert reserved == [p.Reserved(i, b"w%03d" % k) for k, i in enumerate(ids)]
+    for _ in range(n):
+        stats = w.reply()
+        assert isinstance(stats, p.Ok)
+        job = p.parse_mapping(stats.body)
+        assert (job["state"], job["reserves"], job["releases"]) == ("reserved", 1, 0)
+    assert shard_stats(address)["cmd-reserve"] == n
+    w.close()
+    producer.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_client_gone_while_its_reserve_waits_at_the_shard_leaves_no_ghost(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """The client vanishes (RST) while its own ``reserve`` waits at the shard: the proxy
+    closes that link, so the next job goes to the next consumer, not to the ghost."""
+    address, port = one_shard(backend, tmp_path, cleanup)
+    a = Client(port)
+    a.watch_only("ghost")
+    assert a.cmd(b"reserve-with-timeout 0\r\n") == p.TIMED_OUT  # (its link is up now)
+    a.send(b"reserve\r\n")
+    b = Client(port)
+    wait_for(lambda: tube_stats(b, "ghost")["current-waiting"] == 1, "a to wait")
+    a.close(reset=True)
+    wait_for(lambda: shard_stats(address)["current-waiting"] == 0, "the shard to see the wait end")
+    b.use("ghost")
+    given = b.put(b"for-c")
+    assert isinstance(given, p.Inserted)
+    c = Client(port)
+    c.watch_only("ghost")
+    assert c.cmd(b"reserve-with-timeout 5\r\n") == p.Reserved(given.id, b"for-c")
+    c.close()
+    b.close()

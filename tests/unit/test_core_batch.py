@@ -321,3 +321,70 @@ def test_many_held_jobs_take_the_usual_path_that_reads_their_ttrs() -> None:
     (send,) = run.now.sends
     assert commands(send.data)[:2] == [b"stats-job 1", b"stats-job 2"]
     assert send.replies == HELD_FAST_MAX
+
+
+# -- streamed runs: the client's own blocking reserves go to the shard as they are ----------------
+
+
+def test_a_streamed_run_sends_blocking_reserves_as_they_are_and_answers_as_replies_come() -> None:
+    s = proxy_session()
+    job = run_auto_reserve(s, 1).id
+    got: list[object] = []
+    commands_in = [
+        p.Delete(job),
+        p.Reserve(),
+        p.Delete(gid("s1", 2)),
+        p.ReserveWithTimeout(5),
+        put(),
+    ]
+    batch = plan(s, commands_in, stream=got.append)
+    assert batch is not None and batch.size == 5  # the waits do not end it
+    run = Script(batch.op)
+    assert run.now.first and run.now.until is None and run.now.partial
+    assert run.data() == {
+        "s1": [
+            b"delete 1",
+            b"reserve",
+            b"delete 2",
+            b"reserve-with-timeout 5",
+            b"put 10 0 60 1",
+            b"x",
+        ]
+    }
+    (send,) = run.now.sends
+    run.reply({send.link: [DELETED]})  # the shard waits in the reserve: the delete is answered
+    assert got == [DELETED]
+    assert run.now.wait == [send.link] and run.now.partial
+    run.reply({send.link: [Reserved(2, b"b"), DELETED]})
+    assert got == [DELETED, Reserved(gid("s1", 2), b"b"), DELETED]
+    run.reply({send.link: [TIMED_OUT, Inserted(3)]})  # the second wait timed out at the shard
+    assert got[3:] == [TIMED_OUT, Inserted(gid("s1", 3))]
+    assert run.value() == got
+    assert not s.held and not any(link.reserving or link.owed for link in s.all_links())
+    assert s.cluster.metrics.give_backs == 0
+
+
+def test_a_streamed_wait_whose_link_is_lost_answers_internal_error_not_a_new_wait() -> None:
+    s = proxy_session()
+    got: list[object] = []
+    batch = plan(s, [p.Reserve(), put()], stream=got.append)
+    assert batch is not None and batch.size == 2
+    run = Script(batch.op)
+    (send,) = run.now.sends
+    run.reply({send.link: Failure(FailureKind.LOST, "shard gone")})
+    (wait, stored) = run.value()
+    assert isinstance(wait, ShardUnavailable) and isinstance(stored, PutUncertain)
+    assert got == [wait, stored]
+
+
+def test_no_stream_when_the_session_holds_jobs_on_another_link_or_watches_two_shards() -> None:
+    s = proxy_session()
+    job = run_auto_reserve(s, 1).id
+    s.held[job].link = s.idle_link(s.held[job].link.shard)  # (held elsewhere than the main link)
+    batch = plan(s, [p.Reserve()], stream=lambda _: None)
+    assert batch is None  # the shard's own DEADLINE_SOON would not cover that job
+    s2 = proxy_session()
+    run_auto(s2.watch("t2"))  # t1 on s1, t2 on another shard
+    assert s2.watch_map().keys() != {"s1"}
+    assert plan(s2, [p.Reserve()], stream=lambda _: None) is None
+    assert plan(proxy_session(), [p.Reserve()]) is None  # and never without ``stream``
