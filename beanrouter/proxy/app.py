@@ -21,8 +21,9 @@ batch is written before the task waits for input, before a reserve (which may bl
 ``BATCH_LIMIT`` bytes. While the transport's write buffer is above its high-water mark no further
 command runs, and reading stops once ``INPUT_HIGH_WATER`` (plus one job body) of unparsed input is
 buffered, so a client that never reads its replies is paused: per client the proxy holds at most
-about OUTPUT_HIGH_WATER + BATCH_LIMIT + one reply of output and INPUT_HIGH_WATER + max job size +
-one receive of input.
+about OUTPUT_HIGH_WATER + the replies of one batch of output (at most ``PIPELINE_LIMIT`` short
+replies, and reserves whose job bodies fit ``backend.RUN_REPLY_BUDGET``, 1 MiB) and
+INPUT_HIGH_WATER + max job size + one receive of input.
 
 EOF: commands received before it still run and are answered (a half-closed client reads its
 replies, as with beanstalkd); a reserve blocked when EOF arrives is cancelled and answered
