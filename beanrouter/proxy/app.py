@@ -373,25 +373,29 @@ class ClientConnection(asyncio.Protocol):
                     or self._lost
                     or self._eof
                     or self._write_paused
-                    or self._pushback is not None
-                    or self._pending
                     or self._probed is not None
                 ):
                     self._wake()
                     return
-                event = reader.next_event()
-                if event is NEED_DATA:
-                    self._flush()
-                    self._resume_reading()
+                if self._pending:  # what the last batch did not take, first
+                    batch, self._pending = self._pending, []
+                elif self._pushback is not None:
+                    self._wake()
                     return
-                if type(event) is p.PutStarted:
-                    assert isinstance(event, p.PutStarted)
-                    counters.put_started(event)
-                    continue
-                if not isinstance(event, p.Command) or type(event) is p.Quit:
-                    self._pushback = event
-                    continue
-                batch = self._batch(event)
+                else:
+                    event = reader.next_event()
+                    if event is NEED_DATA:
+                        self._flush()
+                        self._resume_reading()
+                        return
+                    if type(event) is p.PutStarted:
+                        assert isinstance(event, p.PutStarted)
+                        counters.put_started(event)
+                        continue
+                    if not isinstance(event, p.Command) or type(event) is p.Quit:
+                        self._pushback = event
+                        continue
+                    batch = self._batch(event)
                 self._fast = True
                 self._out_batch = batch
                 self._answered = 0
@@ -406,6 +410,8 @@ class ClientConnection(asyncio.Protocol):
                     self._fast = False
                     self._out_batch = []
                     self._pending = batch
+                    self._wake()  # the task runs it
+                    return
         finally:
             self._trying = False
 
