@@ -77,12 +77,15 @@ from .reserve import exact_now, exact_now_done, exact_wait, observe_wakeup, rese
 from .rounds import Failure, FailureKind, Op, Round, Send
 from .session import Session, global_stats_job
 
-__all__ = ["MAX_BYTES", "MAX_COMMANDS", "Batch", "Result", "command_op", "plan"]
+__all__ = ["MAX_BYTES", "MAX_COMMANDS", "MAX_RESERVES", "Batch", "Result", "command_op", "plan"]
 
 MAX_COMMANDS = 256
 """Commands in one run at most."""
 MAX_BYTES = 256 * 1024
 """Bytes written to the shard for one run at most (the command that crosses it is the last)."""
+MAX_RESERVES = 16
+"""Reserves in one run at most (unless ``plan`` is told otherwise): each may bring back a whole
+job body, and a run's replies are the client's before it can be paused for not reading them."""
 
 Result = Reply | RouterError | ProtocolError
 """What one command of a run came to: its reply, or the error its own operation would raise."""
@@ -189,6 +192,7 @@ class _Planner:
         "probe",
         "put_shard",
         "replies",
+        "reserves",
         "s",
         "size",
         "steps",
@@ -196,7 +200,11 @@ class _Planner:
         "waits",
     )
 
-    def __init__(self, s: Session, now: float, probe: Command | None, stream: bool) -> None:
+    def __init__(
+        self, s: Session, now: float, probe: Command | None, stream: bool, reserves: int
+    ) -> None:
+        self.reserves = reserves
+        """How many more reserves the run may take."""
         self.s = s
         self.now = now
         self.probe = probe
@@ -329,9 +337,12 @@ class _Planner:
         return True
 
     def _reserve_now(self, cmd: ReserveWithTimeout) -> bool:
+        if self.reserves <= 0:
+            return False
         got = exact_now(self.s, self.now, self.link)
         if got is None:
             return False
+        self.reserves -= 1
         link, data, count = got
         self._send(link, data, count)
         self.steps.append(_Step(cmd, count, None, link.shard))
@@ -343,9 +354,12 @@ class _Planner:
         return True
 
     def _reserve_wait(self, cmd: Reserve | ReserveWithTimeout) -> bool:
+        if self.reserves <= 0:
+            return False
         got = exact_wait(self.s, self.now, cmd, self.link)
         if got is None:
             return False
+        self.reserves -= 1
         link, data, count = got
         self._send(link, data, count)
         self.steps.append(_Step(cmd, count, None, link.shard, self.now, wait=True))
@@ -369,6 +383,7 @@ def plan(
     probe: Command | None = None,
     *,
     stream: Callable[[Result], None] | None = None,
+    max_reserves: int = MAX_RESERVES,
 ) -> Batch | None:
     """The longest leading run of ``commands`` that goes out as one round (see the module
     docstring), or None when the first command cannot start one (run it by ``command_op``).
@@ -376,10 +391,11 @@ def plan(
     the run, while a client's own ``reserve-with-timeout 0`` does not. ``stream``: the client's
     own blocking reserves may join the run (the exact one-shard case, ``reserve.exact_wait``),
     and each command's result is passed to ``stream`` as soon as its replies are in, in order
-    (the operation's result lists them all again)."""
+    (the operation's result lists them all again). ``max_reserves``: reserves the run may take
+    (at least one)."""
     if not commands:
         return None
-    planner = _Planner(s, s.cluster.clock(), probe, stream is not None)
+    planner = _Planner(s, s.cluster.clock(), probe, stream is not None, max(1, max_reserves))
     for cmd in commands:
         if len(planner.steps) >= MAX_COMMANDS or planner.size >= MAX_BYTES:
             break

@@ -21,8 +21,9 @@ batch is written before the task waits for input, before a reserve (which may bl
 ``BATCH_LIMIT`` bytes. While the transport's write buffer is above its high-water mark no further
 command runs, and reading stops once ``INPUT_HIGH_WATER`` (plus one job body) of unparsed input is
 buffered, so a client that never reads its replies is paused: per client the proxy holds at most
-about OUTPUT_HIGH_WATER + BATCH_LIMIT + one reply of output and INPUT_HIGH_WATER + max job size +
-one receive of input.
+about OUTPUT_HIGH_WATER + the replies of one batch of output (at most ``PIPELINE_LIMIT`` short
+replies, and reserves whose job bodies fit ``backend.RUN_REPLY_BUDGET``, 1 MiB) and
+INPUT_HIGH_WATER + max job size + one receive of input.
 
 EOF: commands received before it still run and are answered (a half-closed client reads its
 replies, as with beanstalkd); a reserve blocked when EOF arrives is cancelled and answered
@@ -372,25 +373,29 @@ class ClientConnection(asyncio.Protocol):
                     or self._lost
                     or self._eof
                     or self._write_paused
-                    or self._pushback is not None
-                    or self._pending
                     or self._probed is not None
                 ):
                     self._wake()
                     return
-                event = reader.next_event()
-                if event is NEED_DATA:
-                    self._flush()
-                    self._resume_reading()
+                if self._pending:  # what the last batch did not take, first
+                    batch, self._pending = self._pending, []
+                elif self._pushback is not None:
+                    self._wake()
                     return
-                if type(event) is p.PutStarted:
-                    assert isinstance(event, p.PutStarted)
-                    counters.put_started(event)
-                    continue
-                if not isinstance(event, p.Command) or type(event) is p.Quit:
-                    self._pushback = event
-                    continue
-                batch = self._batch(event)
+                else:
+                    event = reader.next_event()
+                    if event is NEED_DATA:
+                        self._flush()
+                        self._resume_reading()
+                        return
+                    if type(event) is p.PutStarted:
+                        assert isinstance(event, p.PutStarted)
+                        counters.put_started(event)
+                        continue
+                    if not isinstance(event, p.Command) or type(event) is p.Quit:
+                        self._pushback = event
+                        continue
+                    batch = self._batch(event)
                 self._fast = True
                 self._out_batch = batch
                 self._answered = 0
@@ -405,6 +410,8 @@ class ClientConnection(asyncio.Protocol):
                     self._fast = False
                     self._out_batch = []
                     self._pending = batch
+                    self._wake()  # the task runs it
+                    return
         finally:
             self._trying = False
 

@@ -35,10 +35,14 @@ if TYPE_CHECKING:
     from .metrics import Registry
     from .stats import ProxyStats
 
-__all__ = ["CoreBackend", "CoreSession", "make_backend"]
+__all__ = ["RUN_REPLY_BUDGET", "CoreBackend", "CoreSession", "make_backend"]
 
 log = logging.getLogger("beanrouter.proxy")
 
+RUN_REPLY_BUDGET: Final = 1024 * 1024
+"""Bytes of job bodies one run's reserves may bring back at most (each as big as ``-z``): what
+a client that does not read its replies can make the proxy hold beyond its output high-water
+mark."""
 _INTERNAL_ERROR = p.INTERNAL_ERROR.encode()
 _TIMED_OUT = p.TIMED_OUT.encode()
 _NO_WAIT: Final = p.ReserveWithTimeout(0)
@@ -63,6 +67,8 @@ class CoreSession:
         self._timer: asyncio.TimerHandle | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._closed = False
+        self._max_reserves = max(1, RUN_REPLY_BUDGET // max(1, counters.max_job_size))
+        """Reserves in one run: their job bodies fit ``RUN_REPLY_BUDGET`` (16 at -z 65535)."""
         self._busy = False
         """A batch ``start_batch`` began is running."""
         self.backend = backend
@@ -195,7 +201,9 @@ class CoreSession:
         """The core's run for the leading ``commands`` (each one counted), or None."""
         if self.counters.draining:
             return None
-        batch = plan(self.session, commands, _NO_WAIT, stream=stream)
+        batch = plan(
+            self.session, commands, _NO_WAIT, stream=stream, max_reserves=self._max_reserves
+        )
         if batch is not None:
             for cmd in commands[: batch.size]:
                 counted(cmd if cmd is not _NO_WAIT else last)

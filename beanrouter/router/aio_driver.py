@@ -265,11 +265,7 @@ class AsyncDriver:
     def _fast_round(self, rnd: Round) -> tuple[Outcome, list[Link]]:
         """``_execute`` up to its wait, for a round ``_fast_ready`` accepted: the outcome so
         far and the links still owing replies."""
-        if rnd.close:
-            self.close_links(rnd.close)
-        outcome: Outcome = {}
-        if rnd.cancel:
-            self._cancel(rnd.cancel, outcome)
+        outcome = self._begin(rnd)
         live: list[Link] = []
         for send in rnd.sends:
             link = send.link
@@ -443,12 +439,17 @@ class AsyncDriver:
                 self.close_links([link])
             outcome[link] = got
 
-    async def _execute(self, rnd: Round) -> Outcome:
+    def _begin(self, rnd: Round) -> Outcome:
+        """A round's first step: close what it closes, cancel what it cancels."""
         if rnd.close:
             self.close_links(rnd.close)
         outcome: Outcome = {}
         if rnd.cancel:
             self._cancel(rnd.cancel, outcome)
+        return outcome
+
+    async def _execute(self, rnd: Round) -> Outcome:
+        outcome = self._begin(rnd)
         live: list[Link] = []
         for send in rnd.sends:
             link = send.link

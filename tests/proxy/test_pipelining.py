@@ -18,7 +18,7 @@ from tests.cli.procs import wait_for
 from tests.router.cluster import BACKENDS
 from tests.router.cluster import stats as shard_stats
 
-from .test_failures import Client, config_text, shards_with_binlogs, start_proxy
+from .test_failures import Client, _drain_when_up, config_text, shards_with_binlogs, start_proxy
 
 
 def one_shard(backend: str, tmp_path: Path, cleanup: list[object]) -> tuple[str, int]:
@@ -176,3 +176,31 @@ def test_a_client_gone_while_its_reserve_waits_at_the_shard_leaves_no_ghost(
     assert c.cmd(b"reserve-with-timeout 5\r\n") == p.Reserved(given.id, b"for-c")
     c.close()
     b.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shard_killed_under_a_reserve_waiting_at_it(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """The client's own ``reserve`` waits at the shard (its link was up) with a command behind
+    it when the shard is killed: the reserve answers INTERNAL_ERROR, the command behind it is
+    still answered, and after the restart the acknowledged jobs are all there."""
+    (shard,) = shards_with_binlogs(backend, tmp_path, 1, cleanup)
+    proxy = start_proxy(tmp_path, config_text([(shard.address, "a")]), cleanup)
+    producer = Client(proxy.port)
+    producer.use("kept")
+    acked = [producer.put(b"k%d" % i) for i in range(5)]
+    assert all(isinstance(r, p.Inserted) for r in acked)
+    waiter = Client(proxy.port)
+    waiter.watch_only("empty")
+    assert waiter.cmd(b"reserve-with-timeout 0\r\n") == p.TIMED_OUT  # (its link is up now)
+    waiter.send(b"reserve\r\nlist-tube-used\r\n")
+    wait_for(lambda: shard_stats(shard.address)["current-waiting"] == 1, "the reserve to wait")
+    shard.kill()
+    assert waiter.reply() == p.INTERNAL_ERROR
+    assert waiter.reply() == p.Using("default")
+    shard.restart()
+    got = _drain_when_up(proxy.port, ["kept"])
+    assert sorted(got) == sorted(b"k%d" % i for i in range(5))
+    producer.close()
+    waiter.close()

@@ -114,18 +114,24 @@ def test_a_link_that_closes_mid_round_ends_the_operation_with_its_error() -> Non
     asyncio.run(scenario())
 
 
+async def silent_after_one_put() -> tuple[asyncio.Server, Session, AsyncDriver]:
+    """A shard that answers one put and then nothing, and a session whose link is up."""
+    answered = inserted()
+    silent = False
+
+    def answer(line: bytes) -> bytes | None:
+        return None if silent else answered(line)
+
+    server, port = await shard(answer)
+    s, driver = session(port)
+    assert (await asyncio.wait_for(started(driver, put(s)), 10))[1] is None
+    silent = True
+    return server, s, driver
+
+
 def test_a_shard_that_never_answers_times_out_through_the_watchdog() -> None:
     async def scenario() -> None:
-        answered = inserted()
-        silent = False
-
-        def answer(line: bytes) -> bytes | None:
-            return None if silent else answered(line)
-
-        server, port = await shard(answer)
-        s, driver = session(port)
-        assert (await asyncio.wait_for(started(driver, put(s)), 10))[1] is None
-        silent = True
+        server, s, driver = await silent_after_one_put()
         loop = asyncio.get_running_loop()
         begun = loop.time()
         result, error = await asyncio.wait_for(started(driver, put(s)), 10)
@@ -139,16 +145,7 @@ def test_a_shard_that_never_answers_times_out_through_the_watchdog() -> None:
 
 def test_closing_the_session_while_a_round_waits_ends_it_once() -> None:
     async def scenario() -> None:
-        answered = inserted()
-        silent = False
-
-        def answer(line: bytes) -> bytes | None:
-            return None if silent else answered(line)
-
-        server, port = await shard(answer)
-        s, driver = session(port)
-        assert (await asyncio.wait_for(started(driver, put(s)), 10))[1] is None
-        silent = True
+        server, s, driver = await silent_after_one_put()
         waiting = started(driver, s.delete(1))
         await asyncio.sleep(0.05)
         assert not waiting.done()

@@ -13,7 +13,7 @@ import pytest
 
 from beanrouter import protocol as p
 from beanrouter.core import Failure, FailureKind, Session
-from beanrouter.core.batch import MAX_COMMANDS, plan
+from beanrouter.core.batch import MAX_COMMANDS, MAX_RESERVES, plan
 from beanrouter.core.reserve import HELD_FAST_MAX, reserve
 from beanrouter.protocol import (
     DELETED,
@@ -388,3 +388,15 @@ def test_no_stream_when_the_session_holds_jobs_on_another_link_or_watches_two_sh
     assert s2.watch_map().keys() != {"s1"}
     assert plan(s2, [p.Reserve()], stream=lambda _: None) is None
     assert plan(proxy_session(), [p.Reserve()]) is None  # and never without ``stream``
+
+
+def test_a_run_takes_a_bounded_number_of_reserves() -> None:
+    """Each reserve may bring back a whole job body: a run takes ``MAX_RESERVES`` of them (or
+    what the shell allows), so a client that does not read is paused after one run's replies."""
+    s = proxy_session()
+    many = [p.ReserveWithTimeout(0) for _ in range(MAX_RESERVES + 5)]
+    batch = plan(s, many)
+    assert batch is not None and batch.size == MAX_RESERVES
+    Script(batch.op).answer({"s1": [TIMED_OUT] * MAX_RESERVES})
+    streamed = plan(proxy_session(), [p.Reserve()] * 5, stream=lambda _: None, max_reserves=2)
+    assert streamed is not None and streamed.size == 2
