@@ -188,13 +188,16 @@ class AsyncDriver:
         """Run a core operation to its end and return its result (or raise its error)."""
         return await self._drive(op, None)
 
-    async def _drive(self, op: Op[T], rnd: Round | None) -> T:
-        """``run``, or (``rnd``) the rest of an operation whose round ``rnd`` is due."""
+    async def _drive(
+        self, op: Op[T], rnd: Round | None, idle: Callable[[], None] | None = None
+    ) -> T:
+        """``run``, or (``rnd``) the rest of an operation whose round ``rnd`` is due; ``idle``
+        as for ``start``."""
         try:
             if rnd is None:
                 rnd = next(op)
             while True:
-                rnd = op.send(await self._execute(rnd))
+                rnd = op.send(await self._execute(rnd, idle))
         except StopIteration as stop:
             self.close_links(self.session.take_closes())
             result: T = stop.value
@@ -216,7 +219,7 @@ class AsyncDriver:
         needs more (a connection, a drained buffer, a timer, a look after a pause) and the
         rest after it run in a task, as ``run`` would. ``done(result, None)`` or
         ``done(None, error)`` is called exactly once (possibly before ``start`` returns);
-        ``idle()`` each time the operation starts to wait for replies from the callbacks.
+        ``idle()`` each time the operation starts to wait for replies (in a task too).
         Ended early only by ``abort`` (or ``close``)."""
         fast = _Fast(self, op, done, idle)
         self._fast.add(fast)
@@ -311,7 +314,7 @@ class AsyncDriver:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        task = loop.create_task(self._drive(fast.op, rnd))
+        task = loop.create_task(self._drive(fast.op, rnd, fast.idle))
         self._tasks.add(task)
 
         def finished(task: asyncio.Task[T]) -> None:
@@ -448,7 +451,7 @@ class AsyncDriver:
             self._cancel(rnd.cancel, outcome)
         return outcome
 
-    async def _execute(self, rnd: Round) -> Outcome:
+    async def _execute(self, rnd: Round, idle: Callable[[], None] | None = None) -> Outcome:
         outcome = self._begin(rnd)
         live: list[Link] = []
         for send in rnd.sends:
@@ -473,6 +476,8 @@ class AsyncDriver:
         if not pending:
             return outcome
         first = rnd.first
+        if idle is not None:
+            idle()
         waiting = first and rnd.until != -math.inf
         if waiting:
             self.session.waiting = True  # every reserve of the round is on the wire now
