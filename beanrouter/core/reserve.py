@@ -84,6 +84,7 @@ __all__ = [
     "observe_wakeup",
     "reserve",
     "reserve_job",
+    "stream_link",
 ]
 
 SAFETY_MARGIN = 1.0
@@ -281,9 +282,10 @@ def exact_now(s: Session, now: float, only: Link | None = None) -> tuple[Link, b
     return link, data + _RESERVE_NOW, n + 1
 
 
-def _exact_link(s: Session, now: float, only: Link | None) -> Link | None:
-    """The main link of the one shard that holds every watched tube, when the exact one-shard
-    reserve may run on it (see ``exact_now``)."""
+def _exact_shard(s: Session, now: float) -> ShardState | None:
+    """The one shard that holds every watched tube, when the exact one-shard reserve may run:
+    a proxy session, nothing prefetched or lingering, fewer than ``HELD_FAST_MAX`` held jobs,
+    the shard up."""
     if s.cancellable or s.prefetched or s.lingering or len(s.held) >= HELD_FAST_MAX:
         return None
     wmap = s.watch_map()
@@ -291,12 +293,33 @@ def _exact_link(s: Session, now: float, only: Link | None) -> Link | None:
         return None
     (name,) = wmap
     shard = s.cluster.shards[name]
-    if not shard.health.available(now):
+    return shard if shard.health.available(now) else None
+
+
+def _exact_link(s: Session, now: float, only: Link | None) -> Link | None:
+    """The main link of the one shard that holds every watched tube, when the exact one-shard
+    reserve may run on it (see ``exact_now``)."""
+    shard = _exact_shard(s, now)
+    if shard is None:
         return None
     if only is not None and only.shard is not shard:
         return None
     link = s.main(shard)
     if only is not None and link is not only:
+        return None
+    return link
+
+
+def stream_link(s: Session, now: float) -> Link | None:
+    """The link ``exact_wait`` would send a blocking reserve on now (the main link of the one
+    shard holding every watched tube, that link holding every job the session holds), if the
+    session has it already; None otherwise. Creates nothing: the shell asks whether it is
+    connected before planning a streamed run."""
+    shard = _exact_shard(s, now)
+    if shard is None:
+        return None
+    link = next((k for k in s.links.get(shard.name, ()) if k.ready), None)
+    if link is None or any(h.link is not link for h in s.held.values()):
         return None
     return link
 

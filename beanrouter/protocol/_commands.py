@@ -48,6 +48,7 @@ __all__ = [
     "Use",
     "Watch",
     "encode_put",
+    "may_wait",
 ]
 
 
@@ -384,3 +385,9 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     Ignore, Peek, PeekReady, PeekDelayed, PeekBuried, Kick, KickJob, StatsJob, StatsTube, Stats,
     ListTubes, ListTubeUsed, ListTubesWatched, PauseTube, Quit,
 )  # fmt: skip
+
+
+def may_wait(cmd: Command) -> bool:
+    """``cmd`` is a reserve that may wait: ``reserve``, or ``reserve-with-timeout`` other than 0
+    (a negative timeout waits forever, as with beanstalkd)."""
+    return type(cmd) is Reserve or (isinstance(cmd, ReserveWithTimeout) and cmd.timeout != 0)

@@ -38,7 +38,8 @@ Bytes of a put's body that never came: the job id its line used up is burned (``
 a cancelled reserve's task is always finished before ``close`` runs.
 
 Signals (``install_signals``): SIGTERM/SIGINT stop gracefully — stop accepting, let each
-connection finish the command it is running and write its replies, cancel blocked reserves, close
+connection finish the command it is running and write its replies, cancel blocked reserves (one
+waiting at its shard in a streamed batch is ended by a mirrored half-close: TIMED_OUT), close
 every session, wait at most ``grace`` seconds for replies to drain, then abort what is left and
 close the backend. SIGUSR1 sets ``ProxyStats.draining`` (the core answers puts DRAINING). SIGHUP
 re-reads the configuration file with ``load_config``: a bad file is logged and the running
@@ -87,15 +88,9 @@ PIPELINE_LIMIT: Final = 256
 DEFAULT_GRACE: Final = 10.0
 """Seconds a graceful stop waits for connections to finish before aborting them."""
 
-_BLOCKING: Final = (p.Reserve, p.ReserveWithTimeout)
 _TIMED_OUT: Final = p.TIMED_OUT.encode()
 _NO_WAIT: Final = p.ReserveWithTimeout(0)
 _INTERNAL_ERROR: Final = p.INTERNAL_ERROR.encode()
-
-
-def _waits(cmd: p.Command) -> bool:
-    """A reserve that may wait (``reserve``, ``reserve-with-timeout`` other than 0)."""
-    return type(cmd) in _BLOCKING and cmd != _NO_WAIT
 
 
 class ClientConnection(asyncio.Protocol):
@@ -432,7 +427,7 @@ class ClientConnection(asyncio.Protocol):
         self._fast = False
         batch, self._out_batch = self._out_batch, []
         if not aborted and self._answered < len(batch):
-            self._pending = batch[self._answered :]  # not in the session's run: the task's
+            self._pending = batch[self._answered :]  # not in that run: offered again first
         if self._read_paused and self.reader.buffered <= INPUT_HIGH_WATER:
             self._resume_reading()
         if self._trying:
@@ -448,7 +443,7 @@ class ClientConnection(asyncio.Protocol):
         """Run and answer ``batch`` in order. False: the connection is to end (a reserve was
         cancelled by a lost client or a stop)."""
         while batch:
-            if len(batch) == 1 and _waits(batch[0]):
+            if len(batch) == 1 and p.may_wait(batch[0]):
                 cmd = batch[0]
                 counters.command(cmd)
                 self._flush()
@@ -458,7 +453,7 @@ class ClientConnection(asyncio.Protocol):
                 answer: bytes | None = reply
                 # A blocking reserve ran as reserve-with-timeout 0: nothing at once, so now the
                 # wait. (A client's own reserve-with-timeout 0 ran as itself: that was its answer.)
-                if reply == _TIMED_OUT and _waits(cmd) and not self._eof:
+                if reply == _TIMED_OUT and p.may_wait(cmd) and not self._eof:
                     self._flush()
                     answer = await self._execute_blocking(session, cmd, probed=True)
                 if not self._answer(counters, cmd, answer):

@@ -25,7 +25,7 @@ from .. import protocol as p
 from ..core import Cluster, Op, Session
 from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, plan
-from ..core.reserve import LINGER
+from ..core.reserve import LINGER, stream_link
 from ..router.aio_driver import AsyncDriver, LinkPool
 from ..router.errors import RouterError
 
@@ -138,7 +138,7 @@ class CoreSession:
         due = s.next_timer()
         if due is not None and due <= s.cluster.clock():
             return False
-        streaming = any(map(_blocking, commands)) and self._streaming()
+        streaming = any(map(p.may_wait, commands)) and self._streaming()
         if streaming:
             last = commands[-1]
         else:
@@ -181,15 +181,10 @@ class CoreSession:
         return True
 
     def _streaming(self) -> bool:
-        """The session's watched tubes live on one shard, and its main link there is connected
-        and idle: blocking reserves may go to it as they are."""
-        s = self.session
-        wmap = s.watch_map()
-        if len(wmap) != 1:
-            return False
-        (name,) = wmap
-        links = [link for link in s.links.get(name, ()) if link.ready]
-        return bool(links) and self.driver.connected(links[0])
+        """The core would send blocking reserves as they are (``reserve.stream_link``), and
+        that link is connected and idle."""
+        link = stream_link(self.session, self.session.cluster.clock())
+        return link is not None and self.driver.connected(link)
 
     def _plan(
         self,
@@ -283,17 +278,11 @@ class CoreSession:
         self.driver.close()
 
 
-def _blocking(cmd: p.Command) -> bool:
-    """``reserve``, or ``reserve-with-timeout`` other than 0."""
-    t = type(cmd)
-    return t is p.Reserve or (t is p.ReserveWithTimeout and cmd != _NO_WAIT)
-
-
 def _probing(commands: Sequence[p.Command]) -> tuple[Sequence[p.Command], p.Command]:
     """``commands`` up to the first blocking reserve, which runs as ``reserve-with-timeout 0``
     (the seam's probe), and the last command as the client sent it."""
     for i, cmd in enumerate(commands):
-        if _blocking(cmd):
+        if p.may_wait(cmd):
             return [*commands[:i], _NO_WAIT], cmd
     return commands, commands[-1]
 

@@ -14,7 +14,7 @@ import pytest
 from beanrouter import protocol as p
 from beanrouter.core import Failure, FailureKind, Session
 from beanrouter.core.batch import MAX_COMMANDS, MAX_RESERVES, plan
-from beanrouter.core.reserve import HELD_FAST_MAX, reserve
+from beanrouter.core.reserve import HELD_FAST_MAX, reserve, stream_link
 from beanrouter.protocol import (
     DELETED,
     DRAINING,
@@ -400,3 +400,33 @@ def test_a_run_takes_a_bounded_number_of_reserves() -> None:
     Script(batch.op).answer({"s1": [TIMED_OUT] * MAX_RESERVES})
     streamed = plan(proxy_session(), [p.Reserve()] * 5, stream=lambda _: None, max_reserves=2)
     assert streamed is not None and streamed.size == 2
+
+
+def test_stream_link_is_the_core_s_answer_and_creates_nothing() -> None:
+    s = proxy_session()
+    s.links.clear()  # (as if its links had gone)
+    assert stream_link(s, s.cluster.clock()) is None  # no link: none is made for asking
+    assert not any(s.links.values())
+    job = run_auto_reserve(s, 1).id
+    link = stream_link(s, s.cluster.clock())
+    assert link is not None and link is s.held[job].link
+    s.held[job].link = s.idle_link(link.shard)  # a held job elsewhere: its DEADLINE_SOON
+    assert stream_link(s, s.cluster.clock()) is None
+    two = proxy_session()
+    run_auto(two.watch("t2"))
+    assert stream_link(two, two.cluster.clock()) is None  # watched tubes on two shards
+
+
+@pytest.mark.parametrize(
+    ("cmd", "waits"),
+    [
+        (p.Reserve(), True),
+        (p.ReserveWithTimeout(5), True),
+        (p.ReserveWithTimeout(-1), True),
+        (p.ReserveWithTimeout(0), False),
+        (p.ReserveJob(3), False),
+        (put(), False),
+    ],
+)
+def test_may_wait(cmd: p.Command, waits: bool) -> None:
+    assert p.may_wait(cmd) is waits
