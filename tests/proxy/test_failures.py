@@ -31,6 +31,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -244,7 +245,7 @@ def test_shard_killed_mid_reserve(backend: str, tmp_path: Path, cleanup: list[ob
 
     a.restart()
     # The reservations a's death ended are gone with its connections: the jobs are ready again.
-    got_a = _drain_when_up(proxy.port, [ta])
+    got_a = _drain_when_up(proxy.port, [ta], [a.address])
     assert sorted(got_a) == sorted(sent[ta])
     assert sorted(drain(proxy.port, [tb])) == sorted(sent[tb])
     assert waiter.cmd(b"reserve-with-timeout 0\r\n") == p.TIMED_OUT
@@ -265,8 +266,11 @@ def _tube_stat(address: str, tube: str, key: str) -> p.StatValue | None:
     return p.parse_mapping(reply.body).get(key)
 
 
-def _drain_when_up(port: int, tubes: list[str]) -> list[bytes]:
-    """Drain ``tubes``, retrying while the proxy still sees their shard down (bounded)."""
+def _drain_when_up(port: int, tubes: list[str], shards: Sequence[str] = ()) -> list[bytes]:
+    """Drain ``tubes``, retrying (bounded) while the proxy still sees their shard down: while it
+    answers INTERNAL_ERROR (no shard of the tubes up), and, for ``shards`` (addresses), while
+    one of them still has ready jobs in the tubes the proxy has not come back to yet (a restarted
+    shard is used again once its backed-off probe succeeds)."""
     deadline = time.monotonic() + TIMEOUT
     bodies: list[bytes] = []
     c = Client(port)
@@ -275,7 +279,17 @@ def _drain_when_up(port: int, tubes: list[str]) -> list[bytes]:
         while True:
             reply = c.cmd(b"reserve-with-timeout 0\r\n")
             if reply == p.TIMED_OUT:
-                return bodies
+                left = [
+                    (address, tube)
+                    for address in shards
+                    for tube in tubes
+                    if (_tube_stat(address, tube, "current-jobs-ready") or 0) != 0
+                ]
+                if not left:
+                    return bodies
+                assert time.monotonic() < deadline, f"ready jobs never served again: {left}"
+                time.sleep(0.05)
+                continue
             if reply == p.INTERNAL_ERROR:  # the proxy has not probed the restarted shard yet
                 assert time.monotonic() < deadline, "the restarted shard is never seen up"
                 time.sleep(0.05)
@@ -347,7 +361,7 @@ def test_shard_killed_mid_put(backend: str, tmp_path: Path, cleanup: list[object
     assert kinds <= {"Inserted", p.INTERNAL_ERROR}, kinds
     assert proxy.alive()
 
-    got = _drain_when_up(proxy.port, tubes)
+    got = _drain_when_up(proxy.port, tubes, [a.address, b.address])
     assert len(got) == len(set(got)), "a job was delivered twice"
     drained = set(got)
     assert acked <= drained, f"{len(acked - drained)} acknowledged jobs lost"

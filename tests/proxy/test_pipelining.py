@@ -200,7 +200,7 @@ def test_shard_killed_under_a_reserve_waiting_at_it(
     assert waiter.reply() == p.INTERNAL_ERROR
     assert waiter.reply() == p.Using("default")
     shard.restart()
-    got = _drain_when_up(proxy.port, ["kept"])
+    got = _drain_when_up(proxy.port, ["kept"], [shard.address])
     assert sorted(got) == sorted(b"k%d" % i for i in range(5))
     producer.close()
     waiter.close()
