@@ -448,6 +448,9 @@ def reserve_job(s: Session, job_id: int) -> Op[Reply]:
     """``reserve-job``: reserve ``job_id`` whatever its state. ``RESERVED`` or ``NOT_FOUND``."""
     shard, local = s.cluster.shard_of(job_id)
     pre = s.prefetched.pop(job_id, None)
+    if pre is not None and (pre.link.closed or pre.deadline <= s.cluster.clock()):
+        pre.link.held -= 1  # its TTR ran out: the shard has it back
+        pre = None
     if pre is not None:  # reserved for this session already
         s.held[job_id] = pre
         pre.keep_until = math.inf
@@ -484,7 +487,10 @@ def _sweep(
         if best is None:
             return None
         if best.shard is None:  # a prefetched job wins
-            held = s.prefetched.pop(best.job_id)
+            held = s.prefetched[best.job_id]
+            if not _usable(s, held, s.cluster.clock()):
+                continue  # its TTR ran out during the choice (a slow shard): given back later
+            del s.prefetched[best.job_id]
             held.keep_until = math.inf
             s.held[best.job_id] = held
             s.cluster.metrics.prefetch_hits += 1
@@ -514,6 +520,13 @@ def _sweep(
             s.drop(link)
         s.cluster.metrics.sweep_retries += 1
     return None
+
+
+def _usable(s: Session, held: Held, now: float) -> bool:
+    """Whether the prefetched job ``held`` may be handed out at ``now``: its tube watched, its
+    link open, and more than ``SAFETY_MARGIN`` of its TTR left (the rounds of a choice can take a
+    slow shard's reply timeout; a job whose TTR ran out meanwhile is the shard's again)."""
+    return held.tube in s.watching and not held.link.closed and held.deadline - SAFETY_MARGIN > now
 
 
 def _stat_int(body: bytes, key: bytes) -> int:
@@ -561,7 +574,8 @@ def _choose(
         ]
         if names:
             ready.append((shard, send.link, names))
-    has_pre = any(h.tube in s.watching and not h.link.closed for h in s.prefetched.values())
+    now = cl.clock()
+    has_pre = any(_usable(s, h, now) for h in s.prefetched.values())
     if not has_pre:
         if not ready:
             return None
@@ -600,10 +614,11 @@ def _choose(
                 usable = False
         if not usable:
             s.drop(send.link)
+    now = cl.clock()
     pre = [
         _Candidate((h.priority, -math.inf, -math.inf, 0), None, job_id)
         for job_id, h in s.prefetched.items()
-        if h.tube in s.watching and not h.link.closed
+        if _usable(s, h, now)
     ]
     if not pre and not found:
         return None
@@ -677,8 +692,17 @@ def _adopt(
         outcome = yield from s.request(sends)
         for (link, _, gid), send in zip(entries, sends, strict=True):
             result = outcome.get(send.link)
-            if isinstance(result, list) and isinstance(result[0], Ok):
-                stats_by_gid[gid] = parse_mapping(result[0].body)
+            stats = (
+                parse_mapping(result[0].body)
+                if isinstance(result, list) and isinstance(result[0], Ok)
+                else None
+            )
+            if stats is not None and stats.get("state") == "reserved":
+                stats_by_gid[gid] = stats
+            elif stats is not None:  # its TTR ran out before the shard answered: not ours
+                held = s.prefetched.pop(gid, None)
+                if held is not None:
+                    link.held -= 1
             elif isinstance(result, list) and not link.closed:
                 s.drop(link)  # an answer we cannot use: closing gives the job back
     kept: list[int] = []

@@ -57,6 +57,9 @@ __all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTR", "Job", "Router"]
 
 T = TypeVar("T")
 
+TIMER_RETRY = 0.1
+"""Seconds before the timer thread tries again to run maintenance a call was holding off."""
+
 
 class Router(Facade):
     """A cluster of beanstalkd shards with the API of one beanstalkd client (beanstalkc-style).
@@ -124,8 +127,12 @@ class Router(Facade):
             TIMERS.at(due - self._clock(), self._on_timer)
 
     def _on_timer(self) -> None:
-        """On the timer thread: run ``maintain`` unless a call runs (it does it as it ends)."""
-        if self._closed or not self._calls.acquire(blocking=False):
+        """On the timer thread: run ``maintain``; while a call runs, try again shortly (the call
+        may be past its own re-arming, and the timer thread never blocks on one router)."""
+        if self._closed:
+            return
+        if not self._calls.acquire(blocking=False):
+            TIMERS.at(TIMER_RETRY, self._on_timer)
             return
         try:
             self._timer_due = None
@@ -225,12 +232,13 @@ class Router(Facade):
                 from its TTR deadline (also ends a wait at deadline - 1 s).
             ShardUnavailable: no shard that holds a watched tube can be reached.
         """
-        reply = self._run(self._session.reserve(timeout))
-        job_id = reserve_result(reply)
-        if job_id is None:
-            return None
-        assert isinstance(reply, Reserved)
-        return self._job(job_id, reply.body)
+        with self._calls:  # the timer's maintenance cannot forget the job before it is wrapped
+            reply = self._run(self._session.reserve(timeout))
+            job_id = reserve_result(reply)
+            if job_id is None:
+                return None
+            assert isinstance(reply, Reserved)
+            return self._job(job_id, reply.body)
 
     def reserve_job(self, job_id: int) -> Job:
         """Reserve the job ``job_id`` whatever its state or tube (beanstalkd's ``reserve-job``).
@@ -238,10 +246,11 @@ class Router(Facade):
         Raises:
             NotFound: no such job, or it is reserved already.
         """
-        reply = self._run(self._session.reserve_job(job_id))
-        if not isinstance(reply, Reserved):
-            raise error_for_reply(reply, f"reserve-job {job_id}")
-        return self._job(reply.id, reply.body)
+        with self._calls:
+            reply = self._run(self._session.reserve_job(job_id))
+            if not isinstance(reply, Reserved):
+                raise error_for_reply(reply, f"reserve-job {job_id}")
+            return self._job(reply.id, reply.body)
 
     def delete(self, job_id: int) -> None:
         """Delete a job (reserved by this router, or ready, delayed or buried).

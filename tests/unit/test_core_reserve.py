@@ -14,8 +14,10 @@ import pytest
 
 from beanrouter.core import Cluster, Failure, FailureKind, Link, Round, Session
 from beanrouter.core.reserve import PREFETCH_HOLD, SAFETY_MARGIN
+from beanrouter.core.session import Held
 from beanrouter.protocol import (
     DEADLINE_SOON,
+    NOT_FOUND,
     RELEASED,
     TIMED_OUT,
     Found,
@@ -318,6 +320,74 @@ def test_a_prefetched_job_on_a_closed_link_is_a_give_back() -> None:
     run.reply(out)
     assert run.value() == TIMED_OUT
     assert s.prefetched == {} and cluster.metrics.give_backs == 1
+
+
+def raced_with_ttr(ttr: float) -> tuple[Cluster, Session, Clock, Held]:
+    """``wait_raced``, the raced job (s2's 9, prefetched) with ``ttr`` seconds left."""
+    cluster, s, clock = three()
+    wait_raced(s)[0].value()
+    pre = s.prefetched[gid("s2", 9)]
+    pre.deadline = clock.t + ttr
+    return cluster, s, clock, pre
+
+
+def test_a_prefetched_job_whose_ttr_runs_out_during_the_choice_is_not_handed_out() -> None:
+    # The choice's rounds can take a paused shard's reply timeout; the raced job's TTR may run
+    # out meanwhile: the shard has it back, so it is no longer the session's to hand out.
+    cluster, s, clock, pre = raced_with_ttr(3)
+    run = Script(s.reserve(0))
+    clock.t = pre.deadline - SAFETY_MARGIN  # the slow round's replies come in now
+    answer_sweep(run, {})
+    assert run.value() == TIMED_OUT
+    assert gid("s2", 9) not in s.held
+    assert cluster.metrics.prefetch_hits == 0
+
+
+def test_a_prefetched_job_that_goes_stale_while_its_choice_reads_stats_is_not_handed_out() -> None:
+    cluster, s, clock, pre = raced_with_ttr(3)
+    run = Script(s.reserve(0))
+    answer_sweep(run, {"s0": Found(3, b"later")})
+    assert run.data() == {"s0": [b"stats-job 3"]}
+    clock.t = pre.deadline - SAFETY_MARGIN  # the third round (the candidates' stats) was slow
+    run.auto(s0=[job_stats(3, "t0", 20)])
+    # The prefetched job (priority 10) would have won: the choice starts again without it.
+    assert gid("s2", 9) not in s.held
+    run.auto(**{n: [tube_stats(TUBE_ON[n], ready=int(n == "s0"))] for n in NAMES})
+    assert run.data()["s0"][-1] == b"reserve-with-timeout 0"
+    run.auto(s0=[Reserved(3, b"later")])
+    run.auto(s0=[job_stats(3, "t0", 20, state="reserved")])
+    assert run.value() == Reserved(gid("s0", 3), b"later")
+    assert cluster.metrics.prefetch_hits == 0
+
+
+def test_a_raced_job_the_shard_no_longer_counts_reserved_is_not_kept() -> None:
+    # The stats-job of a job that raced in says "ready": its TTR ran out before the shard
+    # answered (a paused shard); it is not the session's, neither held nor prefetched.
+    _, s, _ = three()
+    run = Script(s.reserve(None))
+    answer_sweep(run, {})
+    links = {n: send.link for n, send in run.sends().items()}
+    run.reply({links["s1"]: [Reserved(7, b"first")]})
+    run.reply({links["s2"]: [Reserved(9, b"raced")], links["s0"]: []})
+    run.auto(
+        s1=[job_stats(7, "t1", 5, state="reserved")],
+        s2=[job_stats(9, "t2", 1, state="ready")],
+    )
+    assert run.value() == Reserved(gid("s1", 7), b"first")
+    assert s.prefetched == {} and list(s.held) == [gid("s1", 7)]
+    assert links["s2"].held == 0
+
+
+def test_reserve_job_of_a_prefetched_job_whose_ttr_ran_out_asks_the_shard() -> None:
+    _, s, clock = three()
+    wait_raced(s)[0].value()
+    holder = s.prefetched[gid("s2", 9)].link
+    clock.t = s.prefetched[gid("s2", 9)].deadline  # its TTR ran out: the shard has it back
+    run = Script(s.reserve_job(gid("s2", 9)))
+    assert [line for lines in run.data().values() for line in lines] == [b"reserve-job 9"]
+    run.auto(s2=[NOT_FOUND])
+    assert run.value() == NOT_FOUND
+    assert gid("s2", 9) not in s.held and holder.held == 0
 
 
 # ---- DEADLINE_SOON ----------------------------------------------------------------------------
