@@ -40,7 +40,7 @@ __all__ = [
 
 
 _DEFAULT_RETRY = 0.5
-_DEFAULT_RETRY_MAX = 30.0
+_DEFAULT_RETRY_MAX = 5.0
 
 
 @dataclass(frozen=True, slots=True)

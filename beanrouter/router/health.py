@@ -46,7 +46,7 @@ class Health:
         self,
         failure_limit: int = 2,
         retry: float = 0.5,
-        retry_max: float = 30.0,
+        retry_max: float = 5.0,
         jitter: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
