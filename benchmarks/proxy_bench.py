@@ -121,6 +121,16 @@ def proxy(shard_ports: list[int], workers: int = 1, profile: str | None = None) 
             yield port
 
 
+@contextlib.contextmanager
+def relay(shard_port: int) -> Iterator[int]:
+    """``benchmarks/relay.py`` in front of ``shard_port``: the floor of an asyncio proxy."""
+    port = free_port()
+    argv = [sys.executable, str(REPO_ROOT / "benchmarks" / "relay.py"), str(port), str(shard_port)]
+    with process(argv, port) as proc:
+        PIDS[port] = proc.pid
+        yield port
+
+
 PIDS: dict[int, int] = {}
 """Proxy port -> its process id (for the CPU it used)."""
 
@@ -373,6 +383,11 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", metavar="FILE")
+    ap.add_argument(
+        "--relay",
+        action="store_true",
+        help="also measure benchmarks/relay.py (a byte relay: the floor of an asyncio proxy)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.jobs, args.seconds, args.samples = 2000, 0.5, 200
@@ -385,6 +400,10 @@ def main() -> int:
         direct = single(port, args)
     with beanstalkd() as shard, proxy([shard], profile=args.profile) as port:
         via = single(port, args)
+    floor: dict[str, Any] = {}
+    if args.relay:
+        with beanstalkd() as shard, relay(shard) as port:
+            floor = single(port, args)
     with beanstalkd() as port:
         direct3 = sharded(port, args)
     with beanstalkd() as a, beanstalkd() as b, beanstalkd() as c, proxy([a, b, c], 2) as port:
@@ -403,6 +422,19 @@ def main() -> int:
         mark = "met" if r >= 0.5 else "**missed**"
         print(f"| {key} | {direct[key]:,.0f} {unit} | {via[key]:,.0f} | **{r:.2f}** | "
               f">= 0.5 {mark} | {cpu.get(key, 0):,.0f} µs/{per} |")  # fmt: skip
+    if floor:
+        print("\n| byte relay (the floor) | direct | relay | relay / direct | relay CPU per op |")
+        print("|---|---:|---:|---:|---:|")
+        for key, unit, per in (
+            ("put", "put/s", "put"),
+            ("reserve+delete", "pairs/s", "pair"),
+            ("round trips", "cycles/s", "cycle"),
+            ("php", "conn/s", "conn"),
+        ):
+            r = floor[key] / direct[key]
+            print(f"| {key} | {direct[key]:,.0f} {unit} | {floor[key]:,.0f} | **{r:.2f}** | "
+                  f"{floor['cpu'].get(key, 0):,.0f} µs/{per} |")  # fmt: skip
+        print()
     php = via["php"] / direct["php"]
     print(f"| PHP-style conns | {direct['php']:,.0f} conn/s | {via['php']:,.0f} | "
           f"**{php:.2f}** | | {cpu.get('php', 0):,.0f} µs/conn |")  # fmt: skip
