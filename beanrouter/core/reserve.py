@@ -90,10 +90,11 @@ __all__ = [
 SAFETY_MARGIN = 1.0
 """beanstalkd's DEADLINE_SOON margin: a held job less than this from its deadline."""
 LINGER = 0.05
-"""Seconds the other waits of a reserve stay armed for the session's next reserve, in shells
-that keep time (``AsyncRouter``, the proxy): a consumer that loops reserve → delete → reserve
+"""Seconds the other waits of a reserve stay armed for the session's next reserve, in the
+library's shells (``AsyncRouter``, ``Router``): a consumer that loops reserve → delete → reserve
 within it reuses them, so no wait is cancelled (closing a wait can give back a job the shard
-reserved for it in the meantime, unseen: a phantom reserve nobody can count)."""
+reserved for it in the meantime, unseen: a phantom reserve nobody can count). The proxy does not
+linger: a lingering wait catches jobs another client of one beanstalkd would get."""
 PREFETCH_HOLD = 1.0
 """Seconds a job that raced in during a wait is kept for the session's next reserve."""
 TIMEOUT_GRACE = 0.1
@@ -795,13 +796,21 @@ def _wait(
                 if not shard.health.available(now):
                     still.append(shard)
                     continue
-                link = s.main(shard) if exact else s.idle_link(shard)
-                data, n = link.watch_delta(wmap[shard.name])
                 if deadline is None:
                     command, expires = _RESERVE_FOREVER, None
                 else:
                     seconds = min(max(0, math.ceil(deadline - now)), _MAX_WAIT)
                     command, expires = ReserveWithTimeout(seconds).encode(), now + seconds
+                # A wait that may be cancelled (closed) runs beside the main link, which keeps
+                # the session's watches and used tube on the shard; one the shard answers at
+                # once (timeout 0) may run on it, and the proxy's exact wait does.
+                if exact:
+                    link = s.main(shard)
+                elif expires is not None and expires <= now:
+                    link = s.idle_link(shard)
+                else:
+                    link = s.wait_link(shard)
+                data, n = link.watch_delta(wmap[shard.name])
                 link.reserving = True
                 link.owed += n + 1
                 sends.append(Send(link, data + command, n + 1))

@@ -181,6 +181,20 @@ class Session:
         links.append(link)
         return link
 
+    def wait_link(self, shard: ShardState) -> Link:
+        """A link for a wait that may be cancelled (closed): ready, holding no job, and not the
+        main one (``main``), which carries the session's watches and used tube, so that closing
+        a wait never makes a watched or used tube vanish from its shard (with its pause state),
+        as it never does on one beanstalkd. A new one when there is none."""
+        links = self.links.setdefault(shard.name, [])
+        main = next((k for k in links if k.ready), None)
+        for link in links:
+            if link.ready and link.held == 0 and link is not main:
+                return link
+        link = Link(shard)
+        links.append(link)
+        return link
+
     def all_links(self) -> list[Link]:
         return [link for links in self.links.values() for link in links]
 

@@ -25,7 +25,7 @@ from .. import protocol as p
 from ..core import Cluster, Op, Session
 from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, plan
-from ..core.reserve import LINGER, stream_link
+from ..core.reserve import stream_link
 from ..router.aio_driver import AsyncDriver, LinkPool
 from ..router.errors import RouterError
 
@@ -54,7 +54,10 @@ class CoreSession:
     def __init__(self, backend: CoreBackend, counters: ProxyStats) -> None:
         self.backend = backend
         self.counters = counters
-        self.session = Session(backend.cluster, cancellable=False, linger=LINGER)
+        # No lingering waits (``linger=0``): one left armed after a reserve was answered would
+        # catch a job put meanwhile for a client that is not reserving; one beanstalkd gives it
+        # to whoever reserves (the other waits of a reserve are cancelled at once instead).
+        self.session = Session(backend.cluster, cancellable=False, linger=0.0)
         config = backend.cluster.config
         self.driver = AsyncDriver(
             self.session,

@@ -174,11 +174,20 @@ BATCH = 0.15
 """The share of steps that send two to four commands in one write (a pipelining client)."""
 
 
+WAKE = 0.05
+"""The share of steps where a connection blocks in ``reserve-with-timeout`` and another puts a
+job into a tube it watches (a cluster answers the wait from whichever shard takes the put)."""
+WAIT = b"reserve-with-timeout 1\r\n"
+
+
 @dataclass
 class Step:
     conn: int
     commands: tuple[bytes, ...]
     replies: tuple[bytes, ...]
+    waker: int = -1
+    """For a wake step: the connection that sends ``commands[1:]`` while ``conn`` waits in
+    ``commands[0]`` (``replies`` in the same order: the wait's reply first)."""
 
 
 class Client:
@@ -200,6 +209,14 @@ class Client:
         session.send(b"".join(commands))
         return tuple(read(session) for _ in commands)
 
+    def wake(self, conn: int, waker: int, commands: Sequence[bytes]) -> tuple[bytes, ...]:
+        """``conn`` waits in a reserve while ``waker`` sends ``commands`` (its reply first)."""
+        self.sessions[conn].send(WAIT)
+        time.sleep(0.02)  # (usually) in the wait before the put comes
+        self.sessions[waker].send(b"".join(commands))
+        woken = tuple(read(self.sessions[waker]) for _ in commands)
+        return (read(self.sessions[conn]), *woken)
+
     def close(self) -> None:
         for s in self.sessions:
             s.close()
@@ -212,29 +229,49 @@ def record(server: Server, seed: int) -> list[Step]:
     ids = Ids()
     named: list[int] = []
     held: list[list[int]] = [[] for _ in range(CONNECTIONS)]
+    watching: list[set[bytes]] = [{b"default"} for _ in range(CONNECTIONS)]
     script: list[Step] = []
     try:
         for _ in range(STEPS):
             conn = rng.randrange(CONNECTIONS)
-            if rng.random() < 0.01:
+            waker = -1
+            r = rng.random()
+            if r < 0.01:
                 commands: tuple[bytes, ...] = (QUIT,)
                 held[conn] = []
+                watching[conn] = {b"default"}
+                replies = client.run(conn, commands)
+            elif r < 0.01 + WAKE:
+                waker = (conn + rng.randrange(1, CONNECTIONS)) % CONNECTIONS
+                body = rng.choice(BODIES)
+                wake = (
+                    b"use %s\r\n" % rng.choice(sorted(watching[conn])),
+                    b"put %d 0 60 %d\r\n%s\r\n" % (rng.choice(PRIORITIES), len(body), body),
+                )
+                commands = (WAIT, *wake)
+                replies = client.wake(conn, waker, wake)
             else:
                 n = rng.randint(2, 4) if rng.random() < BATCH else 1
                 commands = tuple(generate(rng, named, held[conn]) for _ in range(n))
-            replies = client.run(conn, commands)
-            for command, reply in zip(commands, replies, strict=True):
+                replies = client.run(conn, commands)
+            for i, (command, reply) in enumerate(zip(commands, replies, strict=True)):
+                sender = waker if waker >= 0 and i else conn
+                tube = command.split(b" ", 1)[-1].rstrip(b"\r\n")
+                if reply.startswith(b"WATCHING") and command.startswith(b"watch "):
+                    watching[sender].add(tube)
+                elif reply.startswith(b"WATCHING") and command.startswith(b"ignore "):
+                    watching[sender].discard(tube)
                 m = _ID_REPLY.match(reply)
                 if m is not None and int(m.group(2)) not in ids.order:
                     ids.rank(int(m.group(2)))
                     named.append(int(m.group(2)))
                 if m is not None and m.group(1) == b"RESERVED":
-                    held[conn].append(int(m.group(2)))
+                    held[sender].append(int(m.group(2)))
                 elif reply in (b"DELETED\r\n", b"RELEASED\r\n", b"BURIED\r\n"):
                     job = _ID_COMMAND.match(command)
-                    if job is not None and int(job.group(2)) in held[conn]:
-                        held[conn].remove(int(job.group(2)))
-            script.append(Step(conn, commands, replies))
+                    if job is not None and int(job.group(2)) in held[sender]:
+                        held[sender].remove(int(job.group(2)))
+            script.append(Step(conn, commands, replies, waker))
             if any(r.startswith(b"<") for r in replies) and commands != (QUIT,):
                 break
     finally:
@@ -263,9 +300,11 @@ def test_random_session(server_pool: ServerPool, impl: str, seed: int) -> None:
         sharded = impl in SHARDED
         history: list[str] = []
         for i, step in enumerate(script):
-            got = client.run(
-                step.conn, tuple(translate(c, ref_ids, impl_ids) for c in step.commands)
-            )
+            if step.waker >= 0:
+                got = client.wake(step.conn, step.waker, step.commands[1:])
+            else:
+                commands = tuple(translate(c, ref_ids, impl_ids) for c in step.commands)
+                got = client.run(step.conn, commands)
             for command, expected, reply in zip(step.commands, step.replies, got, strict=True):
                 want = normalise(expected, command, ref_ids, sharded)
                 have = normalise(reply, command, impl_ids, sharded)

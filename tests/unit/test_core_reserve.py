@@ -23,6 +23,7 @@ from beanrouter.protocol import (
     Found,
     Reply,
     Reserved,
+    Watching,
 )
 from beanrouter.router import ids
 from beanrouter.router.errors import ShardUnavailable
@@ -32,13 +33,21 @@ from .core_script import (
     TUBE_ON,
     Clock,
     Script,
+    add_wait_links,
     auto,
     commands,
     job_stats,
     make,
     tube_stats,
-    watch_only,
 )
+from .core_script import watch_only as _watch_only
+
+
+def watch_only(s: Session, tubes: list[str]) -> None:
+    """``core_script.watch_only``, then a wait link per shard (``add_wait_links``)."""
+    _watch_only(s, tubes)
+    add_wait_links(s)
+
 
 SID = {"s0": 0, "s1": 1, "s2": 2}
 
@@ -201,6 +210,31 @@ def test_no_shard_up_raises() -> None:
 # ---- the blocking wait ------------------------------------------------------------------------
 
 
+def test_a_wait_that_may_be_cancelled_runs_beside_the_main_link_which_keeps_the_watches() -> None:
+    # Closing a wait must not make a watched tube vanish from its shard (with its pause state):
+    # on one beanstalkd a watched tube exists while the connection watches it.
+    cluster, s, _ = make()
+    _watch_only(s, [TUBE_ON[n] for n in NAMES])  # the main links only, as a session starts
+    mains = {n: s.main(cluster.shards[n]) for n in NAMES}
+    run = Script(s.reserve(None))
+    answer_sweep(run, {})
+    sends = run.sends()
+    for n in NAMES:
+        assert sends[n].link is not mains[n]
+        assert commands(sends[n].data) == [b"watch " + TUBE_ON[n].encode(), b"ignore default",
+                                           b"reserve"]  # fmt: skip
+    waits = {n: sends[n].link for n in NAMES}
+    run.reply({waits["s1"]: auto(sends["s1"], Reserved(7, b"job"))})
+    rnd = run.now
+    assert set(rnd.cancel) == {waits["s0"], waits["s2"]}
+    run.reply({waits[n]: [Watching(2), Watching(1)] for n in ("s0", "s2")})  # not the reserve
+    run.auto(s1=[job_stats(7, "t1", 5, state="reserved")])
+    assert run.value() == Reserved(gid("s1", 7), b"job")
+    assert waits["s0"].closed and waits["s2"].closed
+    for n in NAMES:
+        assert not mains[n].closed and mains[n].watched == [TUBE_ON[n]]
+
+
 def wait_raced(s: Session, first_pri: int = 5, raced_pri: int = 10) -> tuple[Script, Link]:
     """A blocking reserve over three empty shards: s1 delivers, s2's job races in before its wait
     is cancelled, s0 delivers nothing. Returns the script and s0's cancelled link."""
@@ -310,16 +344,14 @@ def test_a_prefetched_job_on_a_closed_link_is_a_give_back() -> None:
     cluster, s, _ = three()
     wait_raced(s)[0].value()
     holder = s.prefetched[gid("s2", 9)].link
+    main = s.main(holder.shard)
+    assert main is not holder  # the wait ran beside the main link (``wait_link``)
+    s.settle(holder, Failure(FailureKind.LOST, "reset"))  # the shell found it broken
+    assert holder.closed and s.prefetched == {} and cluster.metrics.give_backs == 1
     run = Script(s.reserve(0))
-    sends = run.sends()
-    assert sends["s2"].link is holder
-    out: dict[Link, list[Reply] | Failure] = {
-        sends[n].link: auto(sends[n], tube_stats(TUBE_ON[n], ready=0)) for n in ("s0", "s1")
-    }
-    out[holder] = Failure(FailureKind.LOST, "reset")
-    run.reply(out)
+    answer_sweep(run, {})
     assert run.value() == TIMED_OUT
-    assert s.prefetched == {} and cluster.metrics.give_backs == 1
+    assert not main.closed
 
 
 def raced_with_ttr(ttr: float) -> tuple[Cluster, Session, Clock, Held]:
