@@ -94,6 +94,29 @@ ORDER = [
 ]
 
 BLOCKING = [
+    # A cluster's wait runs on every shard of the watched tubes; the waits the job did not come
+    # from are cancelled by closing their links, which must not take the watched tubes (and
+    # their pause state) away with them: on one beanstalkd they live while they are watched.
+    case(
+        "watched-tubes-outlive-a-wait-answered-elsewhere",
+        io(
+            b"watch a\r\nwatch b\r\nwatch c\r\nignore default\r\n",
+            b"WATCHING 2\r\n",
+            b"WATCHING 3\r\n",
+            b"WATCHING 4\r\n",
+            b"WATCHING 3\r\n",
+            conn="b",
+        ),
+        io(b"reserve-with-timeout 5\r\n", conn="b"),
+        waiting(1, b"a"),
+        io(b"use a\r\n" + put(b"x"), b"USING a\r\n", inserted(1)),
+        recv(reserved(1, b"x"), conn="b"),
+        sleep(0.3),
+        io(b"pause-tube b 100\r\n", PAUSED),
+        io(b"pause-tube c 100\r\n", PAUSED),
+        io(b"stats-tube c\r\n"),
+        io(b"reserve-with-timeout 0\r\n", TIMED_OUT, conn="b"),
+    ),
     case(
         "reserve-blocks-until-put",
         io(RESERVE, conn="b"),
