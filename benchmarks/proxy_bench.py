@@ -365,6 +365,13 @@ def sharded(port: int, args: argparse.Namespace) -> dict[str, Any]:
 
 _JOBS = 0
 
+RATES = (
+    ("put", "put/s", "put"),
+    ("reserve+delete", "pairs/s", "pair"),
+    ("round trips", "cycles/s", "cycle"),
+)
+"""The measurements with a target: key, unit, and what the CPU is counted per."""
+
 
 def _put_worker(port: int, seconds: float, tube: bytes, start_at: float, out: Any) -> None:
     while time.time() < start_at:
@@ -413,11 +420,7 @@ def main() -> int:
     print(f"load after the runs {os.getloadavg()[0]:.2f}")
     print("\n| measurement | direct | proxy | proxy / direct | target | proxy CPU per op |")
     print("|---|---:|---:|---:|---|---:|")
-    for key, unit, per in (
-        ("put", "put/s", "put"),
-        ("reserve+delete", "pairs/s", "pair"),
-        ("round trips", "cycles/s", "cycle"),
-    ):
+    for key, unit, per in RATES:
         r = via[key] / direct[key]
         mark = "met" if r >= 0.5 else "**missed**"
         print(f"| {key} | {direct[key]:,.0f} {unit} | {via[key]:,.0f} | **{r:.2f}** | "
@@ -425,12 +428,7 @@ def main() -> int:
     if floor:
         print("\n| byte relay (the floor) | direct | relay | relay / direct | relay CPU per op |")
         print("|---|---:|---:|---:|---:|")
-        for key, unit, per in (
-            ("put", "put/s", "put"),
-            ("reserve+delete", "pairs/s", "pair"),
-            ("round trips", "cycles/s", "cycle"),
-            ("php", "conn/s", "conn"),
-        ):
+        for key, unit, per in (*RATES, ("php", "conn/s", "conn")):
             r = floor[key] / direct[key]
             print(f"| {key} | {direct[key]:,.0f} {unit} | {floor[key]:,.0f} | **{r:.2f}** | "
                   f"{floor['cpu'].get(key, 0):,.0f} µs/{per} |")  # fmt: skip
