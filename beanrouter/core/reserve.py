@@ -806,10 +806,8 @@ def _wait(
                 # once (timeout 0) may run on it, and the proxy's exact wait does.
                 if exact:
                     link = s.main(shard)
-                elif expires is not None and expires <= now:
-                    link = s.idle_link(shard)
                 else:
-                    link = s.wait_link(shard)
+                    link = s.idle_link(shard, beside_main=expires is None or expires > now)
                 data, n = link.watch_delta(wmap[shard.name])
                 link.reserving = True
                 link.owed += n + 1

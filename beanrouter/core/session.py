@@ -171,23 +171,15 @@ class Session:
         links.append(link)
         return link
 
-    def idle_link(self, shard: ShardState) -> Link:
-        """A ready link to ``shard`` that holds no job (a new one when there is none)."""
-        links = self.links.setdefault(shard.name, [])
-        for link in links:
-            if link.ready and link.held == 0:
-                return link
-        link = Link(shard)
-        links.append(link)
-        return link
+    def idle_link(self, shard: ShardState, beside_main: bool = False) -> Link:
+        """A ready link to ``shard`` that holds no job (a new one when there is none).
 
-    def wait_link(self, shard: ShardState) -> Link:
-        """A link for a wait that may be cancelled (closed): ready, holding no job, and not the
-        main one (``main``), which carries the session's watches and used tube, so that closing
-        a wait never makes a watched or used tube vanish from its shard (with its pause state),
-        as it never does on one beanstalkd. A new one when there is none."""
+        ``beside_main``: not the main one (``main``) either, for a wait that may be cancelled
+        (closed): the main link carries the session's watches and used tube, so closing the
+        wait never makes a watched or used tube vanish from its shard (with its pause state),
+        as it never does on one beanstalkd."""
         links = self.links.setdefault(shard.name, [])
-        main = next((k for k in links if k.ready), None)
+        main = next((k for k in links if k.ready), None) if beside_main else None
         for link in links:
             if link.ready and link.held == 0 and link is not main:
                 return link

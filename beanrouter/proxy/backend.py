@@ -234,7 +234,7 @@ class CoreSession:
         return reply.encode()
 
     def _arm_timer(self) -> None:
-        """Run ``maintain`` on time (lingering waits, prefetched jobs) while the client is away."""
+        """Run ``maintain`` on time (prefetched jobs to give back) while the client is away."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -160,9 +160,9 @@ def watch_only(session: Session, tubes: Sequence[str]) -> None:
 
 
 def add_wait_links(session: Session) -> None:
-    """A wait that may be cancelled runs beside the main link (``Session.wait_link``): give each
-    shard one already watching the same tubes, as after a first wait, so that scripts show the
-    wait's own command alone."""
+    """A wait that may be cancelled runs beside the main link (``Session.idle_link`` with
+    ``beside_main``): give each shard one already watching the same tubes, as after a first
+    wait, so that scripts show the wait's own command alone."""
     for links in session.links.values():
         spare = Link(links[0].shard)
         spare.watched = list(links[0].watched)

@@ -61,6 +61,9 @@ def test_defaults() -> None:
     (s,) = config.servers
     assert (s.name, s.weight, s.id) == ("127.0.0.1:11300", 1, ids.derive_shard_id(s.name))
     assert config.failover == 1 and config.timeout == 5.0 and config.connect_timeout == 1.0
+    # a shard back from a long outage is probed again within ~5 s (x 1 + jitter), not 30
+    assert (config.server_retry_timeout, config.server_retry_timeout_max) == (0.5, 5.0)
+    assert config_from_servers(["127.0.0.1:11300"]).server_retry_timeout_max == 5.0
 
 
 def _error(text: str) -> ConfigError:

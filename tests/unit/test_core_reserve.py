@@ -345,7 +345,7 @@ def test_a_prefetched_job_on_a_closed_link_is_a_give_back() -> None:
     wait_raced(s)[0].value()
     holder = s.prefetched[gid("s2", 9)].link
     main = s.main(holder.shard)
-    assert main is not holder  # the wait ran beside the main link (``wait_link``)
+    assert main is not holder  # the wait ran beside the main link (``beside_main``)
     s.settle(holder, Failure(FailureKind.LOST, "reset"))  # the shell found it broken
     assert holder.closed and s.prefetched == {} and cluster.metrics.give_backs == 1
     run = Script(s.reserve(0))
