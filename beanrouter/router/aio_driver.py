@@ -350,12 +350,18 @@ class AsyncDriver:
                 link.io = None
         self.close_links(link for link in self.session.close() if link not in kept)
 
-    @staticmethod
-    def close_links(links: Iterable[Link]) -> None:
+    def close_links(self, links: Iterable[Link]) -> None:
+        """Close the links' transports. A link with a reserve unanswered and no job held (a
+        wait cancelled past the caller's deadline, by an interruption, or with its session) is
+        read out first (``_read_out``): the shard's answer may be a job it reserved just then."""
         for link in links:
             stream = link.io
             link.io = None
-            if isinstance(stream, _Stream):
+            if not isinstance(stream, _Stream):
+                continue
+            if link.reserving and link.owed > 0 and not link.held:
+                self._read_out(link, stream, link.owed)
+            else:
                 stream.close()
 
     async def _connect(self, link: Link) -> _Stream:
@@ -447,24 +453,31 @@ class AsyncDriver:
             outcome[link] = got
 
     def _read_out(self, link: Link, stream: _Stream, owed: int) -> None:
-        """A cancelled wait's link (``Round.cancel``): send EOF, so the shard answers its
-        reserve at once (``TIMED_OUT``, or the job it reserved just before), read the ``owed``
-        replies as they come (bounded by the reply timeout), hand them to the core
-        (``reserve.cancelled``) and close."""
+        """A cancelled wait's link (``Round.cancel``, or ``close_links`` of a link with its
+        reserve unanswered): send EOF, so the shard answers the reserve at once (``TIMED_OUT``,
+        or the job it reserved just before), read the ``owed`` replies as they come (bounded by
+        the reply timeout), hand them to the core (``reserve.cancelled``) and close."""
+        cluster = self.session.cluster
         transport = stream.transport
-        if transport is None or stream.failed is not None or stream.half:
-            stream.close()
-            return
-        stream.half = True
-        try:
-            transport.write_eof()
-        except Exception:  # the transport is broken: nothing more will come
-            stream.close()
-            return
         loop = self._loop
         if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        cluster = self.session.cluster
+            try:
+                loop = self._loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (closed from outside it): nothing can be read
+                stream.close()
+                return
+        if transport is None or stream.failed is not None:  # the shard closed it already
+            got = stream.take(owed)
+            stream.close()
+            cancelled(cluster, link, got, len(got) >= owed)
+            return
+        if not stream.half:  # (else the client's own half-close was passed on already)
+            stream.half = True
+            try:
+                transport.write_eof()
+            except Exception:  # the transport is broken: nothing more will come
+                stream.close()
+                return
 
         def finish() -> None:
             if stream.want < 0:

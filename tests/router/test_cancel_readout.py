@@ -157,6 +157,29 @@ def test_a_timed_out_answer_leaves_no_unseen_reserve(
     assert cluster.metrics.link_failures == {}
 
 
+def test_an_interrupted_async_wait_is_read_out_too(make_shard: type[FakeShard]) -> None:
+    """A wait still armed when its operation is interrupted (a client that disconnects
+    mid-reserve, a task cancelled) is closed by ``close_links``: read out the same way."""
+    shard = make_shard(RESERVED)
+
+    def wait_forever(link: Link) -> Op[None]:
+        link.owed += 1
+        link.reserving = True
+        yield Round(sends=[Send(link, b"reserve\r\n", 1)], first=True)
+
+    async def main() -> Cluster:
+        cluster, session, link = _session(shard.port)
+        driver = AsyncDriver(session, connect_timeout=2.0, timeout=2.0)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(driver.run(wait_forever(link)), 0.1)
+        await asyncio.sleep(0.5)
+        return cluster
+
+    cluster = asyncio.run(main())
+    assert shard.eof.wait(2) and shard.received == b"reserve\r\n"
+    assert cluster.unseen == {_gid(): (1, 0, 0)}
+
+
 def test_blocking_read_out_of_a_hung_shard_is_bounded(make_shard: type[FakeShard]) -> None:
     shard = make_shard(None)
     cluster, _, took = _run_blocking(shard.port, timeout=5.0)
