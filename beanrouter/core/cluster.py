@@ -27,6 +27,8 @@ MAX_PUT_ORDER = 1_000_000
 """Put orders remembered (see ``Cluster.put_order``)."""
 MAX_PUT_ACKED = 16_384
 """Recent puts whose acknowledgement time is remembered (see ``Cluster.put_acked``)."""
+MAX_UNSEEN = 65_536
+"""Jobs whose unseen reserves are remembered (see ``Cluster.unseen``)."""
 
 
 class ShardState:
@@ -64,6 +66,9 @@ class Metrics:
     """Raced jobs handed out by the session's next reserve."""
     wait_cancels: int = 0
     """Blocking waits cancelled by closing their link (nothing had arrived on it)."""
+    unseen_reserves: int = 0
+    """Reserves of jobs no client was handed (a wait's reserve that raced its cancellation, a
+    give-back): kept off the jobs' ``stats-job`` (``Cluster.unseen``)."""
     sweep_retries: int = 0
     """Reserves on the chosen shard that found the job taken by someone else (then retried)."""
     failovers: int = 0
@@ -114,13 +119,20 @@ class Cluster:
             self.shards[sc.name] = shard
             self.by_id[sc.id] = shard
         self.put_order: dict[int, int] = {}
+        """Global id → the order in which this process stored it (bounded, oldest forgotten):
+        jobs of equal priority on different shards are reserved in put order, as one beanstalkd
+        does by id (their ``age`` counts whole seconds only)."""
         self.put_acked: dict[int, float] = {}
         """Global id -> when the job this process put became ready: the put's acknowledgement
         plus its delay (the ``MAX_PUT_ACKED`` most recent; taken by the job's first delivery): a
         blocked reserve's wake-up latency is measured from there."""
-        """Global id → the order in which this process stored it (bounded, oldest forgotten):
-        jobs of equal priority on different shards are reserved in put order, as one beanstalkd
-        does by id (their ``age`` counts whole seconds only)."""
+        self.unseen: dict[int, tuple[int, int, int]] = {}
+        """Global id → the ``(reserves, releases, timeouts)`` the shard counted for this
+        process's own handling of the job, unseen by any client: a blocking wait's reserve that
+        raced its cancellation, a prefetched job given back or dropped with its link. They are
+        taken off the counters of the job's ``stats-job`` (``unseen_stats``), so a client reads
+        what one beanstalkd would show (Laravel counts attempts with ``reserves``). Bounded:
+        the ``MAX_UNSEEN`` most recent."""
         self._put_seq = 0
         self.generation = 0
         """Raised by ``reconfigure``: sessions rebuild their cached maps."""
@@ -223,6 +235,18 @@ class Cluster:
             acked[job_id] = self.clock() + delay
             if len(acked) > MAX_PUT_ACKED:
                 del acked[next(iter(acked))]
+
+    def note_unseen(
+        self, job_id: int, reserves: int = 1, releases: int = 0, timeouts: int = 0
+    ) -> None:
+        """The shard counted ``reserves``/``releases``/``timeouts`` for ``job_id`` that no
+        client saw (see ``unseen``)."""
+        unseen = self.unseen
+        r, rel, t = unseen.pop(job_id, (0, 0, 0))
+        unseen[job_id] = (r + reserves, rel + releases, t + timeouts)
+        if len(unseen) > MAX_UNSEEN:
+            del unseen[next(iter(unseen))]
+        self.metrics.unseen_reserves += reserves
 
     def note_failure(self, shard: ShardState, reason: str) -> None:
         shard.health.failure(reason)

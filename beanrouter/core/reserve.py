@@ -62,7 +62,7 @@ from ..protocol import (
 from ..protocol import Buried as BuriedReply
 from ..router import ids
 from ..router.errors import ShardUnavailable
-from .cluster import ShardState
+from .cluster import Cluster, ShardState
 from .links import Link
 from .rounds import Failure, Op, Round, Send
 from .session import DEFAULT_PRIORITY, Held, Session
@@ -74,6 +74,7 @@ __all__ = [
     "PREFETCH_HOLD",
     "SAFETY_MARGIN",
     "answered",
+    "cancelled",
     "exact_now",
     "exact_now_done",
     "exact_wait",
@@ -150,33 +151,43 @@ def expire(s: Session, now: float) -> Op[None]:
     ]
     if not due:
         return
-    sends: list[Send] = []
+    cl = s.cluster
+    sends: list[tuple[Send, int]] = []
     for job_id, held in due:
         del s.prefetched[job_id]
         held.link.held -= 1
-        s.cluster.metrics.give_backs += 1
-        if held.deadline <= now or held.link.closed:
-            continue  # the shard has put it back already
+        cl.metrics.give_backs += 1
+        if held.deadline <= now:  # the shard has put it back already (its TTR ran out)
+            cl.note_unseen(job_id, timeouts=1)
+            continue
+        if held.link.closed:
+            cl.note_unseen(job_id)
+            continue
         _, local = ids.decode(job_id)
-        sends.append(Send(held.link, Release(local, held.priority, 0).encode(), 1))
+        sends.append((Send(held.link, Release(local, held.priority, 0).encode(), 1), job_id))
     # One release per link per round (a link may hold several).
     while sends:
-        batch: dict[Link, Send] = {}
-        rest: list[Send] = []
-        for send in sends:
+        batch: dict[Link, tuple[Send, int]] = {}
+        rest: list[tuple[Send, int]] = []
+        for send, job_id in sends:
             if send.link in batch:
-                rest.append(send)
+                rest.append((send, job_id))
             else:
-                batch[send.link] = send
-        outcome = yield from s.request(list(batch.values()))
+                batch[send.link] = (send, job_id)
+        outcome = yield from s.request([send for send, _ in batch.values()])
         for link, result in outcome.items():
-            ok = isinstance(result, list) and (
-                (isinstance(result[0], Word) and result[0].word in ("RELEASED", "NOT_FOUND"))
-                or isinstance(result[0], BuriedReply)
-            )
-            if not ok and not link.closed:
-                s.drop(link)  # closing gives the job back anyway
-        sends = [r for r in rest if not r.link.closed]
+            job_id = batch[link][1]
+            first = result[0] if isinstance(result, list) else None
+            word = first.word if isinstance(first, Word) else None
+            if word == "RELEASED" or isinstance(first, BuriedReply):  # (buried: out of memory)
+                cl.note_unseen(job_id, releases=1)
+            elif word == "NOT_FOUND":
+                cl.note_unseen(job_id, timeouts=1)  # its TTR ran out first
+            else:
+                cl.note_unseen(job_id)
+                if not link.closed:
+                    s.drop(link)  # closing gives the job back anyway
+        sends = [(send, job_id) for send, job_id in rest if not send.link.closed]
     for link in {id(h.link): h.link for _, h in due}.values():
         if not link.closed and link.held == 0:
             s.trim(link.shard)
@@ -704,6 +715,7 @@ def _adopt(
                 held = s.prefetched.pop(gid, None)
                 if held is not None:
                     link.held -= 1
+                    s.cluster.note_unseen(gid, timeouts=1)
             elif isinstance(result, list) and not link.closed:
                 s.drop(link)  # an answer we cannot use: closing gives the job back
     kept: list[int] = []
@@ -934,6 +946,19 @@ def _cancel(s: Session, waiters: dict[Link, _Waiter]) -> None:
         del waiters[link]
         s.cluster.metrics.wait_cancels += 1
         s.drop(link)
+
+
+def cancelled(cluster: Cluster, link: Link, replies: Sequence[Reply], complete: bool) -> None:
+    """What a cancelled wait's link brought after its cancellation (``Round.cancel``: the shell
+    half-closed it, so the shard answered its reserve at once). A job in them was reserved just
+    before the shard saw the half-close, and is put back as the link closes: that reserve is
+    unseen (``Cluster.unseen``). ``complete``: False when the shard did not answer in time (a
+    failing shard; what it reserved, if anything, is not known)."""
+    for reply in replies:
+        if isinstance(reply, Reserved):
+            cluster.note_unseen(ids.encode(link.shard.id, reply.id))
+    if not complete:
+        cluster.note_failure(link.shard, f"no answer from {link.shard.name} to a cancelled wait")
 
 
 def _spare(waiters: Mapping[Link, _Waiter]) -> list[Link]:

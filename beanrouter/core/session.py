@@ -206,6 +206,7 @@ class Session:
             for job_id in [j for j, h in self.prefetched.items() if h.link is link]:
                 del self.prefetched[job_id]
                 self.cluster.metrics.give_backs += 1
+                self.cluster.note_unseen(job_id)  # the shard puts it back as the link closes
             link.held = 0
             while len(self.lost) > MAX_LOST:
                 del self.lost[next(iter(self.lost))]
@@ -685,7 +686,7 @@ class Session:
         reply = yield from self._job_command(
             job_id, StatsJob(local).encode(), f"stats-job {job_id}", False
         )
-        return global_stats_job(reply, shard)
+        return global_stats_job(reply, shard, self.cluster)
 
     def peek(self, job_id: int) -> Op[Reply]:
         """``peek``: ``FOUND`` with the global id, or ``NOT_FOUND``."""
@@ -936,12 +937,30 @@ def _int(value: StatValue | None, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def global_stats_job(reply: Reply, shard: ShardState) -> Reply:
-    """A ``stats-job`` reply with its ``id`` rewritten to the global id (untouched for shard 0)."""
-    if not isinstance(reply, Ok) or shard.id == 0:
+def global_stats_job(reply: Reply, shard: ShardState, cluster: Cluster) -> Reply:
+    """A ``stats-job`` reply with its ``id`` rewritten to the global id (untouched for shard 0),
+    and without the reserves, releases and timeouts no client saw (``Cluster.unseen``)."""
+    if not isinstance(reply, Ok):
+        return reply
+    unseen = cluster.unseen
+    if shard.id == 0 and not unseen:
         return reply
     stats = parse_mapping(reply.body)
     local = stats.get("id")
-    if isinstance(local, int) and not isinstance(local, bool):
-        stats["id"] = ids.encode(shard.id, local)
+    if not isinstance(local, int) or isinstance(local, bool):
+        return reply
+    job_id = ids.encode(shard.id, local)
+    stats["id"] = job_id
+    mine = unseen.get(job_id)
+    if mine is not None:
+        for key, count in zip(_UNSEEN_KEYS, mine, strict=True):
+            value = stats.get(key)
+            if count and isinstance(value, int) and not isinstance(value, bool):
+                stats[key] = max(0, value - count)
+    elif shard.id == 0:
+        return reply
     return Ok(format_mapping(stats))
+
+
+_UNSEEN_KEYS = ("reserves", "releases", "timeouts")
+"""The ``stats-job`` counters ``Cluster.unseen`` holds, in its order."""

@@ -355,6 +355,11 @@ class CoreBackend:
                 "Blocking waits cancelled by closing their link.",
                 "wait_cancels",
             ),
+            (
+                "unseen_reserves_total",
+                "Reserves of jobs no client was handed, kept off their stats-job counters.",
+                "unseen_reserves",
+            ),
             ("sweep_retries_total", "Chosen jobs taken by someone else first.", "sweep_retries"),
             ("failovers_total", "Puts stored on a shard other than the tube's owner.", "failovers"),
             ("put_uncertain_total", "Puts whose reply was lost (fate unknown).", "put_uncertain"),

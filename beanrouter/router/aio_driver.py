@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..core.links import Link
+from ..core.reserve import cancelled
 from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
 from ..core.session import Session
 from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader, Using
@@ -349,12 +350,18 @@ class AsyncDriver:
                 link.io = None
         self.close_links(link for link in self.session.close() if link not in kept)
 
-    @staticmethod
-    def close_links(links: Iterable[Link]) -> None:
+    def close_links(self, links: Iterable[Link]) -> None:
+        """Close the links' transports. A link with a reserve unanswered and no job held (a
+        wait cancelled past the caller's deadline, by an interruption, or with its session) is
+        read out first (``_read_out``): the shard's answer may be a job it reserved just then."""
         for link in links:
             stream = link.io
             link.io = None
-            if isinstance(stream, _Stream):
+            if not isinstance(stream, _Stream):
+                continue
+            if link.reserving and link.owed > 0 and not link.held:
+                self._read_out(link, stream, link.owed)
+            else:
                 stream.close()
 
     async def _connect(self, link: Link) -> _Stream:
@@ -421,7 +428,8 @@ class AsyncDriver:
 
     def _cancel(self, links: Sequence[Link], outcome: Outcome) -> None:
         """Read what has arrived on each link without waiting (what was parsed, then the socket
-        itself); close those still owing. Synchronous: nothing runs in between."""
+        itself); half-close those still owing and read their last replies in the background
+        (``_read_out``). Synchronous: nothing runs in between."""
         for link in links:
             stream = link.io
             got: list[Reply] = []
@@ -439,8 +447,53 @@ class AsyncDriver:
                     stream.data_received(data)
                 got = stream.take(link.owed)
             if len(got) < link.owed:
-                self.close_links([link])
+                link.io = None
+                if isinstance(stream, _Stream):
+                    self._read_out(link, stream, link.owed - len(got))
             outcome[link] = got
+
+    def _read_out(self, link: Link, stream: _Stream, owed: int) -> None:
+        """A cancelled wait's link (``Round.cancel``, or ``close_links`` of a link with its
+        reserve unanswered): send EOF, so the shard answers the reserve at once (``TIMED_OUT``,
+        or the job it reserved just before), read the ``owed`` replies as they come (bounded by
+        the reply timeout), hand them to the core (``reserve.cancelled``) and close."""
+        cluster = self.session.cluster
+        transport = stream.transport
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = self._loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (closed from outside it): nothing can be read
+                stream.close()
+                return
+        if transport is None or stream.failed is not None:  # the shard closed it already
+            got = stream.take(owed)
+            stream.close()
+            cancelled(cluster, link, got, len(got) >= owed)
+            return
+        if not stream.half:  # (else the client's own half-close was passed on already)
+            stream.half = True
+            try:
+                transport.write_eof()
+            except Exception:  # the transport is broken: nothing more will come
+                stream.close()
+                return
+
+        def finish() -> None:
+            if stream.want < 0:
+                return  # finished already
+            stream.want = -1
+            stream.notify = None
+            timer.cancel()
+            got = stream.take(owed)
+            stream.close()
+            cancelled(cluster, link, got, len(got) >= owed)
+
+        stream.want = owed
+        stream.notify = finish
+        timer = loop.call_later(self.timeout, finish)
+        if len(stream.got) >= owed or stream.failed is not None:
+            finish()
 
     def _begin(self, rnd: Round) -> Outcome:
         """A round's first step: close what it closes, cancel what it cancels."""

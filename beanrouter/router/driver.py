@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from ..core.links import Link
+from ..core.reserve import cancelled
 from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
 from ..core.session import Session
 from ..protocol import Reply
@@ -36,6 +37,9 @@ __all__ = ["Driver"]
 T = TypeVar("T")
 
 _MAX_SELECT = 3600.0
+CANCEL_READ = 0.5
+"""Seconds a cancelled wait's last replies are waited for (``Driver._read_out``): a healthy
+shard answers a half-closed reserve at once; the caller waits meanwhile."""
 """Longest single ``select`` (epoll refuses timeouts past ~24 days; waking early sends nothing)."""
 
 
@@ -223,8 +227,30 @@ class Driver:
             if link in outcome and not isinstance(outcome[link], list):
                 continue  # failed: closed already
             if len(replies) < link.owed:
-                self._close([link])
+                if isinstance(conn, Connection):
+                    link.io = None
+                    self._read_out(link, conn, link.owed - len(replies))
+                else:
+                    self._close([link])
             outcome[link] = replies
+
+    def _read_out(self, link: Link, conn: Connection, owed: int) -> None:
+        """A cancelled wait's link (``Round.cancel``): send EOF, so the shard answers its
+        reserve at once (``TIMED_OUT``, or the job it reserved just before), read the ``owed``
+        replies (at most ``CANCEL_READ`` seconds), hand them to the core
+        (``reserve.cancelled``) and close."""
+        got: list[Reply] = []
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            wait = min(self.timeout, CANCEL_READ)
+            conn.sock.settimeout(wait)  # each receive too (the connection closes after)
+            deadline = time.monotonic() + wait
+            while len(got) < owed:
+                got.append(conn.read(deadline))
+        except (OSError, ReplyLost):
+            pass
+        conn.close()
+        cancelled(self.session.cluster, link, got, len(got) >= owed)
 
     def _read_one(self, link: Link, outcome: Outcome) -> None:
         conn = link.io
