@@ -84,9 +84,12 @@ class Round:
         until: a wait round's deadline on the core's clock (None: none).
         close: links to close before anything is sent.
         cancel: waits to cancel: read, without waiting, what has already arrived on each, then
-            close at once each link still owing replies (one step in the shell, so that no job a
-            shard reserves in between is given back unseen). The outcome has the replies read
-            (possibly partial).
+            half-close each link still owing replies, in the same shell step (the shard then
+            answers its reserve at once: ``TIMED_OUT``, or a job it reserved just before). The
+            outcome has the replies read before the half-close (possibly partial); the core
+            treats a link still owing as closed. The shell reads its last replies (the asyncio
+            shell in the background), passes them to ``reserve.cancelled`` (a job in them is an
+            unseen reserve) and closes it.
         partial: a wait round that ends as soon as one link has any reply it owes (not all
             of them): the proxy streams the replies of a run that holds a blocking reserve.
     """

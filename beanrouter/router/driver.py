@@ -37,10 +37,10 @@ __all__ = ["Driver"]
 T = TypeVar("T")
 
 _MAX_SELECT = 3600.0
+"""Longest single ``select`` (epoll refuses timeouts past ~24 days; waking early sends nothing)."""
 CANCEL_READ = 0.5
 """Seconds a cancelled wait's last replies are waited for (``Driver._read_out``): a healthy
 shard answers a half-closed reserve at once; the caller waits meanwhile."""
-"""Longest single ``select`` (epoll refuses timeouts past ~24 days; waking early sends nothing)."""
 
 
 class Driver:
