@@ -547,7 +547,7 @@ def _finish(s: Session, step: _Step, replies: list[Reply], link: Link | None) ->
     reply = replies[0]
     job_id: int = cmd.id  # type: ignore[attr-defined]
     if t is StatsJob:
-        return global_stats_job(reply, shard, s.cluster)
+        return global_stats_job(reply, shard, s.cluster, job_id)
     if t is KickJob:
         return reply
     if t is Touch:

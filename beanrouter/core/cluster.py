@@ -130,9 +130,9 @@ class Cluster:
         """Global id → the ``(reserves, releases, timeouts)`` the shard counted for this
         process's own handling of the job, unseen by any client: a blocking wait's reserve that
         raced its cancellation, a prefetched job given back or dropped with its link. They are
-        taken off the counters of the job's ``stats-job`` (``unseen_stats``), so a client reads
-        what one beanstalkd would show (Laravel counts attempts with ``reserves``). Bounded:
-        the ``MAX_UNSEEN`` most recent."""
+        taken off the counters of the job's ``stats-job`` (``session.global_stats_job``), so a
+        client reads what one beanstalkd would show (Laravel counts attempts with
+        ``reserves``). Bounded: the ``MAX_UNSEEN`` most recent."""
         self._put_seq = 0
         self.generation = 0
         """Raised by ``reconfigure``: sessions rebuild their cached maps."""

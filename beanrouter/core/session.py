@@ -686,7 +686,7 @@ class Session:
         reply = yield from self._job_command(
             job_id, StatsJob(local).encode(), f"stats-job {job_id}", False
         )
-        return global_stats_job(reply, shard, self.cluster)
+        return global_stats_job(reply, shard, self.cluster, job_id)
 
     def peek(self, job_id: int) -> Op[Reply]:
         """``peek``: ``FOUND`` with the global id, or ``NOT_FOUND``."""
@@ -937,28 +937,24 @@ def _int(value: StatValue | None, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def global_stats_job(reply: Reply, shard: ShardState, cluster: Cluster) -> Reply:
-    """A ``stats-job`` reply with its ``id`` rewritten to the global id (untouched for shard 0),
-    and without the reserves, releases and timeouts no client saw (``Cluster.unseen``)."""
+def global_stats_job(reply: Reply, shard: ShardState, cluster: Cluster, job_id: int) -> Reply:
+    """The ``stats-job`` reply for global id ``job_id``: its ``id`` rewritten to the global id
+    (untouched for shard 0), and without the reserves, releases and timeouts no client saw
+    (``Cluster.unseen``). Parsed only when one of the two changes it."""
     if not isinstance(reply, Ok):
         return reply
-    unseen = cluster.unseen
-    if shard.id == 0 and not unseen:
+    mine = cluster.unseen.get(job_id)
+    if shard.id == 0 and mine is None:
         return reply
     stats = parse_mapping(reply.body)
-    local = stats.get("id")
-    if not isinstance(local, int) or isinstance(local, bool):
+    if not isinstance(stats.get("id"), int):
         return reply
-    job_id = ids.encode(shard.id, local)
     stats["id"] = job_id
-    mine = unseen.get(job_id)
     if mine is not None:
         for key, count in zip(_UNSEEN_KEYS, mine, strict=True):
             value = stats.get(key)
             if count and isinstance(value, int) and not isinstance(value, bool):
                 stats[key] = max(0, value - count)
-    elif shard.id == 0:
-        return reply
     return Ok(format_mapping(stats))
 
 

@@ -209,16 +209,20 @@ def test_stats_job_shows_the_counters_without_the_unseen_ones(shard_id: int) -> 
     cluster = Cluster(config_from_servers([f"127.0.0.1:1 s{shard_id} id={shard_id}"]))
     shard = cluster.shards[f"s{shard_id}"]
     gid = ids.encode(shard_id, LOCAL)
-    plain = global_stats_job(_stats_job(LOCAL, reserves=2), shard, cluster)
+    plain = global_stats_job(_stats_job(LOCAL, reserves=2), shard, cluster, gid)
     assert isinstance(plain, Ok) and b"reserves: 2\n" in plain.body
     cluster.note_unseen(gid)  # a wait's race
     cluster.note_unseen(gid, releases=1)  # a give-back
     cluster.note_unseen(gid, timeouts=1)  # a prefetched job whose TTR ran out
     assert cluster.unseen[gid] == (3, 1, 1)
-    reply = global_stats_job(_stats_job(LOCAL, reserves=4, releases=1, timeouts=2), shard, cluster)
+    reply = global_stats_job(
+        _stats_job(LOCAL, reserves=4, releases=1, timeouts=2), shard, cluster, gid
+    )
     assert isinstance(reply, Ok)
     expected = _stats_job(LOCAL, reserves=1, releases=0, timeouts=1).body
     assert reply.body == expected.replace(b"id: %d\n" % LOCAL, b"id: %d\n" % gid)
     # Another job of the shard is untouched (its id rewritten only).
-    other = global_stats_job(_stats_job(LOCAL + 1, reserves=4), shard, cluster)
+    other_gid = ids.encode(shard_id, LOCAL + 1)
+    other = global_stats_job(_stats_job(LOCAL + 1, reserves=4), shard, cluster, other_gid)
     assert isinstance(other, Ok) and b"reserves: 4\n" in other.body
+    assert b"id: %d\n" % other_gid in other.body
