@@ -551,14 +551,7 @@ def _finish(s: Session, step: _Step, replies: list[Reply], link: Link | None) ->
     if t is KickJob:
         return reply
     if t is Touch:
-        if isinstance(reply, Word) and reply.word == "TOUCHED":
-            held = s.held.get(job_id)
-            if held is not None:
-                held.since = step.start
-                if held.ttr:
-                    held.deadline = step.start + held.ttr
-        else:
-            s._unhold(job_id)
+        s.touched(job_id, step.start, reply)
         return reply
     s._unhold(job_id)  # delete, release, bury
     if t is not Delete and isinstance(reply, BuriedReply):

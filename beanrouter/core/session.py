@@ -143,6 +143,9 @@ class Session:
         """Jobs handed out and not yet settled, by global id."""
         self.prefetched: dict[int, Held] = {}
         """Jobs reserved in a wait's race and not handed out yet, by global id."""
+        self.expiry = math.inf
+        """No held or prefetched job's deadline is earlier (a lower bound, kept by ``timed``):
+        ``reserve.expire_held`` looks at the held jobs only once it has passed."""
         self.lost: dict[int, str] = {}
         """Held jobs whose link was closed, by global id (value: the shard's name)."""
         self.closed = False
@@ -670,15 +673,27 @@ class Session:
         _, local = self.cluster.shard_of(job_id)
         start = self.cluster.clock()
         reply = yield from self._job_command(job_id, Touch(local).encode(), f"touch {job_id}", True)
+        self.touched(job_id, start, reply)
+        return reply
+
+    def touched(self, job_id: int, start: float, reply: Reply) -> None:
+        """``touch job_id``, sent at ``start``, was answered ``reply``: a held job's TTR starts
+        again (``TOUCHED``), or the job is no longer held."""
         if isinstance(reply, Word) and reply.word == "TOUCHED":
             held = self.held.get(job_id)
             if held is not None:
                 held.since = start
                 if held.ttr:
-                    held.deadline = start + held.ttr
+                    self.timed(held, start + held.ttr)
         else:
             self._unhold(job_id)
-        return reply
+
+    def timed(self, held: Held, deadline: float) -> None:
+        """Set a held or prefetched job's ``deadline`` (every change goes through here, so
+        ``expiry`` stays a lower bound)."""
+        held.deadline = deadline
+        if deadline < self.expiry:
+            self.expiry = deadline
 
     def stats_job(self, job_id: int) -> Op[Reply]:
         """``stats-job``: ``OK`` with ``id`` the global id, or ``NOT_FOUND``."""

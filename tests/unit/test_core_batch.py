@@ -377,10 +377,19 @@ def test_a_streamed_wait_whose_link_is_lost_answers_internal_error_not_a_new_wai
     assert got == [wait, stored]
 
 
+def hold_elsewhere(s: Session, job: int) -> None:
+    """Make the held ``job`` held on another link of its shard than the one it came on."""
+    held = s.held[job]
+    other = s.idle_link(held.link.shard)
+    held.link.held -= 1
+    held.link = other
+    other.held += 1
+
+
 def test_no_stream_when_the_session_holds_jobs_on_another_link_or_watches_two_shards() -> None:
     s = proxy_session()
     job = run_auto_reserve(s, 1).id
-    s.held[job].link = s.idle_link(s.held[job].link.shard)  # (held elsewhere than the main link)
+    hold_elsewhere(s, job)
     batch = plan(s, [p.Reserve()], stream=lambda _: None)
     assert batch is None  # the shard's own DEADLINE_SOON would not cover that job
     s2 = proxy_session()
@@ -410,7 +419,7 @@ def test_stream_link_is_the_core_s_answer_and_creates_nothing() -> None:
     job = run_auto_reserve(s, 1).id
     link = stream_link(s, s.cluster.clock())
     assert link is not None and link is s.held[job].link
-    s.held[job].link = s.idle_link(link.shard)  # a held job elsewhere: its DEADLINE_SOON
+    hold_elsewhere(s, job)  # a held job elsewhere: its DEADLINE_SOON
     assert stream_link(s, s.cluster.clock()) is None
     two = proxy_session()
     run_auto(two.watch("t2"))

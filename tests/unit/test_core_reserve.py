@@ -387,7 +387,7 @@ def raced_with_ttr(ttr: float) -> tuple[Cluster, Session, Clock, Held]:
     cluster, s, clock = three()
     wait_raced(s)[0].value()
     pre = s.prefetched[gid("s2", 9)]
-    pre.deadline = clock.t + ttr
+    s.timed(pre, clock.t + ttr)
     return cluster, s, clock, pre
 
 
