@@ -66,7 +66,6 @@ from ..protocol import (
     Use,
     Using,
     Watch,
-    Word,
     encode_put,
 )
 from ..router import ids
