@@ -695,8 +695,8 @@ def _adopt(
     entries: list[tuple[Link, Reserved, int]] = []
     for link, reply in winners:
         gid = ids.encode(link.shard.id, reply.id)
-        s.prefetched[gid] = held = Held(link, DEFAULT_PRIORITY, 1, now + 1, "", now, reply.body)
-        s.timed(held, now + 1)
+        new = s.prefetched[gid] = Held(link, DEFAULT_PRIORITY, 1, now + 1, "", now, reply.body)
+        s.timed(new, now + 1)
         link.held += 1
         link.reserving = False
         s.lost.pop(gid, None)
