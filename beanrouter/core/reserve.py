@@ -318,8 +318,11 @@ def _exact_link(s: Session, now: float, only: Link | None) -> Link | None:
     shard = _exact_shard(s, now)
     if shard is None:
         return None
-    if only is not None and only.shard is not shard:
-        return None
+    if only is not None:
+        if only.shard is not shard or only.closed:
+            return None
+        if only.owed:  # a run out on it, taking more commands (``batch.extend``): it is the one
+            return only
     link = s.main(shard)
     if only is not None and link is not only:
         return None

@@ -128,6 +128,8 @@ class ClientConnection(asyncio.Protocol):
         """The batch ``_try_fast`` began, while it is out."""
         self._answered = 0
         """How many of its commands have their replies."""
+        self._taken = 0
+        """How many of its commands the session took (``_counted``)."""
         self._loop = asyncio.get_running_loop()
         self._closed = self._loop.create_future()
         """Done at ``connection_lost`` (the socket is really closed)."""
@@ -168,6 +170,8 @@ class ClientConnection(asyncio.Protocol):
         if self._parked:
             if not self._fast:
                 self._try_fast()
+            else:
+                self._try_extend()
         else:
             self._wake()
 
@@ -194,10 +198,16 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if self._fast and self.session is not None:
+            self.session.pause_replies()  # (a streamed run's shard link is not read meanwhile)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self.session is not None:
+            self.session.resume_replies()
         self._wake()
+        if self._fast and self._parked:
+            self._try_extend()
 
     # -- control from the server ------------------------------------------------------------------
 
@@ -393,10 +403,10 @@ class ClientConnection(asyncio.Protocol):
                     batch = self._batch(event)
                 self._fast = True
                 self._out_batch = batch
-                self._answered = 0
+                self._answered = self._taken = 0
                 try:
                     started = session.start_batch(
-                        batch, counters.command, self._fast_answer, self._fast_done, self._flush
+                        batch, self._counted, self._fast_answer, self._fast_done, self._flush
                     )
                 except Exception:
                     log.exception("the backend failed to start %r; the task runs it", batch[0])
@@ -409,6 +419,58 @@ class ClientConnection(asyncio.Protocol):
                     return
         finally:
             self._trying = False
+
+    def _counted(self, cmd: p.Command) -> None:
+        """The session took ``cmd`` of the batch out."""
+        self._taken += 1
+        assert self.counters is not None
+        self.counters.command(cmd)
+
+    def _try_extend(self) -> None:
+        """While a batch ``_try_fast`` began is out, the commands after it (those of the batch
+        the session did not take, then ``_pending``, then what the client sent since) join it
+        when the session lets them (``extend_batch``: a streamed run, whose shard keeps the
+        order); the others wait for the batch's end, in order. Not while the client does not
+        read its replies, or the batch's first look of a blocking reserve timed out."""
+        session = self.session
+        counters = self.counters
+        if (
+            session is None
+            or counters is None
+            or self._trying
+            or self._stop
+            or self._lost
+            or self._eof
+            or self._write_paused
+            or self._probed is not None
+        ):
+            return
+        queue = self._out_batch[self._taken :]
+        del self._out_batch[self._taken :]
+        if self._pending:
+            queue += self._pending
+            self._pending = []
+        reader = self.reader
+        while len(queue) < PIPELINE_LIMIT and self._pushback is None:
+            event = reader.next_event()
+            if event is NEED_DATA:
+                break
+            if type(event) is p.PutStarted:
+                assert isinstance(event, p.PutStarted)
+                counters.put_started(event)
+                continue
+            if not isinstance(event, p.Command) or type(event) is p.Quit:
+                self._pushback = event  # (the task's, after the batch)
+                break
+            queue.append(event)
+        if queue:
+            try:
+                session.extend_batch(queue, self._counted)
+            except Exception:
+                log.exception("the backend failed to extend a batch with %r", queue[0])
+            self._out_batch += queue  # (those not taken come back at the end: ``_fast_done``)
+        if self._read_paused and reader.buffered <= INPUT_HIGH_WATER:
+            self._resume_reading()
 
     def _fast_answer(self, reply: bytes | None) -> None:
         """The reply to the next command of the batch out (None: that blocking reserve's first

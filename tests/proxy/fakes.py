@@ -155,6 +155,17 @@ class FakeSession:
         asyncio.get_running_loop().call_later(self.slow, reply)  # (``use sleep-MS``)
         return True
 
+    def extend_batch(
+        self, commands: Sequence[p.Command], counted: Callable[[p.Command], None]
+    ) -> int:
+        return 0
+
+    def pause_replies(self) -> None:
+        pass
+
+    def resume_replies(self) -> None:
+        pass
+
     def half_close(self) -> None:
         self._log("half_close")
 
@@ -310,6 +321,17 @@ class ForwardingSession:
         idle: Callable[[], None] | None = None,
     ) -> bool:
         return False
+
+    def extend_batch(
+        self, commands: Sequence[p.Command], counted: Callable[[p.Command], None]
+    ) -> int:
+        return 0
+
+    def pause_replies(self) -> None:
+        pass
+
+    def resume_replies(self) -> None:
+        pass
 
     def half_close(self) -> None:
         pass
