@@ -22,8 +22,10 @@ batch is written before the task waits for input, before a reserve (which may bl
 command runs, and reading stops once ``INPUT_HIGH_WATER`` (plus one job body) of unparsed input is
 buffered, so a client that never reads its replies is paused: per client the proxy holds at most
 about OUTPUT_HIGH_WATER + the replies of one batch of output (at most ``PIPELINE_LIMIT`` short
-replies, and reserves whose job bodies fit ``backend.RUN_REPLY_BUDGET``, 1 MiB) and
-INPUT_HIGH_WATER + max job size + one receive of input.
+replies, and reserves whose job bodies fit ``backend.RUN_REPLY_BUDGET``, 1 MiB; for a streamed
+run, whose shard link is not read while the writer is paused, ``pause_replies``, one receive from
+that link and one job body) and INPUT_HIGH_WATER + max job size + one receive of input. While a
+batch is out, what arrives may join it (``_try_extend``, ``extend_batch``).
 
 EOF: commands received before it still run and are answered (a half-closed client reads its
 replies, as with beanstalkd); a reserve blocked when EOF arrives is cancelled and answered
