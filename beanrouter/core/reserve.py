@@ -842,6 +842,8 @@ def _wait(
                 )
             wake = [t for t in (deadline, soon) if t is not None]
             probes = [p for sh in pending if (p := sh.health.next_probe()) is not None]
+            if probes and cl.probing:  # (a background probe may bring one back before that)
+                probes.append(now + cl.config.server_retry_timeout)
             wake += probes
             if not probes and pending:
                 wake.append(now + 0.01)

@@ -25,6 +25,7 @@ from .. import protocol as p
 from ..core import Cluster, Link, Op, Session
 from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, extend, extendable, plan
+from ..core.cluster import ShardState
 from ..core.reserve import stream_link
 from ..router.aio_driver import AsyncDriver, LinkPool
 from ..router.errors import RouterError
@@ -378,8 +379,10 @@ class CoreBackend:
         self.pool = LinkPool()
         """Shard connections that closed sessions left idle, for the next ones."""
         self.sessions: set[CoreSession] = set()
-        self._registry: Registry | None = None
         """The open client sessions."""
+        self._registry: Registry | None = None
+        self._prober: asyncio.Task[None] | None = None
+        """Tries the shards marked down in the background (``_probe_down_shards``)."""
 
     def tube_clients(self, tube: str) -> dict[str, StatValue]:
         """``current-using``, ``current-watching``, ``current-waiting`` of ``tube``: clients."""
@@ -394,7 +397,44 @@ class CoreBackend:
     def session(self, counters: ProxyStats) -> CoreSession:
         if counters.metrics is not self._registry:
             self._register_metrics(counters.metrics)
+        if self._prober is None:
+            self._prober = asyncio.get_running_loop().create_task(self._probe_down_shards())
+            self.cluster.probing = True
         return CoreSession(self, counters)  # it joins ``sessions`` until it closes
+
+    async def _probe_down_shards(self) -> None:
+        """Every ``server_retry_timeout`` seconds, try each shard marked down (connect and
+        ``list-tube-used``, within ``connect_timeout``): one that answers is up again for every
+        session at once (``Cluster.probed``), so the jobs of a shard that restarted are seen
+        within that time, not when its backoff (up to ``server_retry_timeout_max``) ends. A
+        probe that fails changes nothing: requests keep their own backoff."""
+        cluster = self.cluster
+        while True:
+            await asyncio.sleep(max(0.05, cluster.config.server_retry_timeout))
+            down = cluster.down_shards()
+            if down:
+                ok = await asyncio.gather(*(self._answers(s) for s in down))
+                for shard, up in zip(down, ok, strict=True):
+                    if up:
+                        log.info("shard %s answers again", shard.name)
+                        cluster.probed(shard)
+
+    async def _answers(self, shard: ShardState) -> bool:
+        """``shard`` accepts a connection and answers ``list-tube-used`` with ``USING``."""
+        reader = p.ReplyReader()
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.cluster.config.connect_timeout):
+                stream, writer = await asyncio.open_connection(shard.config.host, shard.config.port)
+                writer.write(b"list-tube-used\r\n")
+                while (event := reader.next_event()) is p.NEED_DATA:
+                    reader.receive_data(await stream.read(4096))
+        except (OSError, TimeoutError, p.ProtocolError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
+        return isinstance(event, p.Using)
 
     def _register_metrics(self, registry: Registry) -> None:
         """The routing core's counters in the proxy's ``/metrics`` (collected when scraped)."""
@@ -479,6 +519,11 @@ class CoreBackend:
         }
 
     async def aclose(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
         self.pool.close()
 
 
