@@ -92,8 +92,6 @@ MAX_COMMANDS = 256
 """Commands in one run at most."""
 MAX_BYTES = 256 * 1024
 """Bytes written to the shard for one run at most (the command that crosses it is the last)."""
-_KEEP = 1024
-"""A streamed run forgets its answered steps once there are this many (``extend``)."""
 MAX_RESERVES = 16
 """Reserves in one run at most (unless ``plan`` is told otherwise): each may bring back a whole
 job body, and a run's replies are the client's before it can be paused for not reading them."""
@@ -517,6 +515,9 @@ def _run(
                 elif failure is not None:
                     result = yield from _failed(s, step, failure)
                 else:
+                    # (what is answered is not kept: a streamed run may go on for long)
+                    del steps[: planner.next], replies[:pos]
+                    planner.next = pos = 0
                     outcome = yield Round(sends=sends, wait=() if sends else [link], first=True,
                                           close=s.take_closes(), partial=True)  # fmt: skip
                     sends = []
@@ -533,13 +534,8 @@ def _run(
                     planner.reserves += 1  # (one more may join the run: ``extend``)
                 if stream is None:
                     results.append(result)
-                    continue
-                stream(result)  # (and not kept: a streamed run may go on for long)
-                if planner.next >= _KEEP:
-                    del steps[: planner.next]
-                    planner.next = 0
-                    del replies[:pos]
-                    pos = 0
+                else:
+                    stream(result)  # (and not kept)
         finally:
             planner.open = False
     return results

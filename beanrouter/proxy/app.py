@@ -347,17 +347,32 @@ class ClientConnection(asyncio.Protocol):
         (as much of it as it can): up to ``quit`` or anything that is not a command (pushed
         back)."""
         batch = [event]
-        reader = self.reader
-        if reader.buffered:
+        if self.reader.buffered:
             while len(batch) < PIPELINE_LIMIT:
-                more = reader.next_event()
-                if isinstance(more, p.Command) and type(more) is not p.Quit:
-                    batch.append(more)
-                else:
-                    if more is not NEED_DATA:  # (NEED_DATA is asked again later)
-                        self._pushback = more
+                more = self._read_command(None)
+                if more is None:
                     break
+                batch.append(more)
         return batch
+
+    def _read_command(self, counters: ClientCounters | None) -> p.Command | None:
+        """The next command the reader has for a batch, or None: nothing more yet (NEED_DATA),
+        or what came cannot join one (``quit``, rejected input, EOF: kept in ``_pushback``,
+        handled next). A put whose body is still on its way is counted now with ``counters``
+        (none: it is kept too, so that it is counted after the commands before it, a ``stats``
+        among them)."""
+        while True:
+            event = self.reader.next_event()
+            if event is NEED_DATA:
+                return None
+            if type(event) is p.PutStarted and counters is not None:
+                assert isinstance(event, p.PutStarted)
+                counters.put_started(event)
+                continue
+            if not isinstance(event, p.Command) or type(event) is p.Quit:
+                self._pushback = event
+                return None
+            return event
 
     def _try_fast(self) -> None:
         """Run what the client sent from this callback while the task is parked: each batch the
@@ -371,7 +386,6 @@ class ClientConnection(asyncio.Protocol):
         counters = self.counters
         if session is None or counters is None:
             return
-        reader = self.reader
         self._trying = True
         try:
             while not self._fast:
@@ -390,18 +404,13 @@ class ClientConnection(asyncio.Protocol):
                     self._wake()
                     return
                 else:
-                    event = reader.next_event()
-                    if event is NEED_DATA:
+                    event = self._read_command(counters)
+                    if event is None:
+                        if self._pushback is not None:
+                            continue  # (the task's, next)
                         self._flush()
                         self._resume_reading()
                         return
-                    if type(event) is p.PutStarted:
-                        assert isinstance(event, p.PutStarted)
-                        counters.put_started(event)
-                        continue
-                    if not isinstance(event, p.Command) or type(event) is p.Quit:
-                        self._pushback = event
-                        continue
                     batch = self._batch(event)
                 self._fast = True
                 self._out_batch = batch
@@ -452,26 +461,19 @@ class ClientConnection(asyncio.Protocol):
         if self._pending:
             queue += self._pending
             self._pending = []
-        reader = self.reader
         while len(queue) < PIPELINE_LIMIT and self._pushback is None:
-            event = reader.next_event()
-            if event is NEED_DATA:
-                break
-            if type(event) is p.PutStarted:
-                assert isinstance(event, p.PutStarted)
-                counters.put_started(event)
-                continue
-            if not isinstance(event, p.Command) or type(event) is p.Quit:
-                self._pushback = event  # (the task's, after the batch)
-                break
-            queue.append(event)
+            # (a put's line is counted at once only when nothing waits before it)
+            more = self._read_command(None if queue else counters)
+            if more is None:
+                break  # (a pushback is the task's, after the batch)
+            queue.append(more)
         if queue:
             try:
                 session.extend_batch(queue, self._counted)
             except Exception:
                 log.exception("the backend failed to extend a batch with %r", queue[0])
             self._out_batch += queue  # (those not taken come back at the end: ``_fast_done``)
-        if self._read_paused and reader.buffered <= INPUT_HIGH_WATER:
+        if self._read_paused and self.reader.buffered <= INPUT_HIGH_WATER:
             self._resume_reading()
 
     def _fast_answer(self, reply: bytes | None) -> None:
