@@ -964,11 +964,24 @@ def global_stats_job(reply: Reply, shard: ShardState, cluster: Cluster, job_id: 
         return reply
     stats["id"] = job_id
     if mine is not None:
+        shown = _count(stats.get("reserves"))
         for key, count in zip(_UNSEEN_KEYS, mine, strict=True):
             value = stats.get(key)
             if count and isinstance(value, int) and not isinstance(value, bool):
                 stats[key] = max(0, value - count)
+        # Every release, bury and timeout followed a reserve, and a reserved job was reserved:
+        # never fewer than that (a shard restarted from its binlog counts from what it logged,
+        # and a binlog does not log reserves, so unseen ones may be gone from its count), and
+        # never more than the shard shows.
+        floor = sum(_count(stats.get(k)) for k in ("releases", "timeouts", "buries"))
+        floor += stats.get("state") == "reserved"
+        if "reserves" in stats and _count(stats["reserves"]) < floor:
+            stats["reserves"] = min(floor, shown)
     return Ok(format_mapping(stats))
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 _UNSEEN_KEYS = ("reserves", "releases", "timeouts")

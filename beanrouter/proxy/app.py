@@ -461,19 +461,21 @@ class ClientConnection(asyncio.Protocol):
         if self._pending:
             queue += self._pending
             self._pending = []
-        while len(queue) < PIPELINE_LIMIT and self._pushback is None:
-            # (a put's line is counted at once only when nothing waits before it)
-            more = self._read_command(None if queue else counters)
-            if more is None:
-                break  # (a pushback is the task's, after the batch)
-            queue.append(more)
+        # More is parsed only once every command parsed before has joined (so what waits
+        # parsed is at most one input buffer's worth), and a put's line is counted at once only
+        # when nothing waits before it.
+        if not queue and self._pushback is None:  # (a pushback is the task's, after the batch)
+            more = self._read_command(counters)
+            if more is not None:
+                queue = self._batch(more)
         if queue:
             try:
                 session.extend_batch(queue, self._counted)
             except Exception:
                 log.exception("the backend failed to extend a batch with %r", queue[0])
             self._out_batch += queue  # (those not taken come back at the end: ``_fast_done``)
-        if self._read_paused and self.reader.buffered <= INPUT_HIGH_WATER:
+        waiting = self._taken < len(self._out_batch)
+        if self._read_paused and not waiting and self.reader.buffered <= INPUT_HIGH_WATER:
             self._resume_reading()
 
     def _fast_answer(self, reply: bytes | None) -> None:
