@@ -66,7 +66,6 @@ from ..protocol import (
     Use,
     Using,
     Watch,
-    Word,
     encode_put,
 )
 from ..router import ids
@@ -77,7 +76,17 @@ from .reserve import exact_now, exact_now_done, exact_wait, observe_wakeup, rese
 from .rounds import Failure, FailureKind, Op, Round, Send
 from .session import Session, global_stats_job
 
-__all__ = ["MAX_BYTES", "MAX_COMMANDS", "MAX_RESERVES", "Batch", "Result", "command_op", "plan"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_COMMANDS",
+    "MAX_RESERVES",
+    "Batch",
+    "Result",
+    "command_op",
+    "extend",
+    "extendable",
+    "plan",
+]
 
 MAX_COMMANDS = 256
 """Commands in one run at most."""
@@ -173,21 +182,28 @@ class _Step:
     start: float = 0.0
     wait: bool = False
     """The client's own blocking reserve, sent as it is (``stream``)."""
+    reserve: bool = False
+    """A reserve (counted against the run's ``reserves`` until it is answered)."""
 
 
 class Batch(NamedTuple):
     """A planned run: the first ``size`` commands, and the operation that runs them (to be run
-    now: planning has already updated the session's view of the link)."""
+    now: planning has already updated the session's view of the link). ``planner``: the run's
+    state, for ``extend``."""
 
     size: int
     op: Op[list[Result]]
+    planner: _Planner
 
 
 class _Planner:
     __slots__ = (
         "ended",
+        "extending",
         "link",
+        "next",
         "now",
+        "open",
         "parts",
         "probe",
         "put_shard",
@@ -218,12 +234,19 @@ class _Planner:
         self.waits = False
         self.put_shard: ShardState | None = None
         """Set by a put (cleared by any other command): the next put goes the same way."""
+        self.open = False
+        """A streamed run is reading its replies and may take more commands (``extend``)."""
+        self.extending = False
+        """Planning commands for a run that is out (``extend``)."""
+        self.next = 0
+        """The first step whose result is not in yet (its index in ``steps``)."""
 
     def _link_for(self, link: Link) -> bool:
-        """``link`` can carry the next command of the run."""
-        if not link.ready:
-            return False
-        return self.link is None or link is self.link
+        """``link`` can carry the next command of the run (once the run has a link, only that
+        one: it may owe replies already, see ``extend``)."""
+        if self.link is None:
+            return link.ready
+        return link is self.link and not link.closed
 
     def _send(self, link: Link, data: bytes, replies: int) -> None:
         self.link = link
@@ -270,7 +293,7 @@ class _Planner:
             if shard.health.failures:
                 return False  # its own operation decides (failover, probes)
             if link is not None:
-                if link.shard is not shard or not link.ready:
+                if link.shard is not shard or not self._link_for(link):
                     return False
             else:
                 link = s.main(shard)
@@ -295,25 +318,29 @@ class _Planner:
                     )
                 link = s.main(shard)
             else:
-                _, _, link = s._job_link(job_id, f"{_name(cmd)} {job_id}", reservation)
+                _, _, link = s._job_link(job_id, _name(cmd), reservation)
         except RouterError as exc:
             self.steps.append(_Step(cmd, 0, exc))  # answered without sending anything
             return True
         if not self._link_for(link):
             return False
+        # (as ``Release(local, ...).encode()`` and the others would: the client's command was
+        # checked by the parser, ``local`` by ``shard_of``)
         if t is Release:
             assert isinstance(cmd, Release)
-            data = Release(local, cmd.priority, cmd.delay).encode()
+            data = b"release %d %d %d\r\n" % (local, cmd.priority, cmd.delay)
         elif t is Bury:
             assert isinstance(cmd, Bury)
-            data = Bury(local, cmd.priority).encode()
+            data = b"bury %d %d\r\n" % (local, cmd.priority)
         else:
-            data = _BY_ID[t](local).encode()
+            data = b"%b%d\r\n" % (cmd.verb, local)  # type: ignore[attr-defined]
         self._send(link, data, 1)
         self.steps.append(_Step(cmd, 1, None, shard, self.now))
         return True
 
     def _use(self, cmd: Use) -> bool:
+        if self.extending:
+            return False  # (it may update other links than the run's, which owes replies)
         s = self.s
         tube = cmd.tube
         target = s.cluster.put_target(tube)
@@ -345,7 +372,7 @@ class _Planner:
         self.reserves -= 1
         link, data, count = got
         self._send(link, data, count)
-        self.steps.append(_Step(cmd, count, None, link.shard))
+        self.steps.append(_Step(cmd, count, None, link.shard, reserve=True))
         self.waits = True
         if cmd is self.probe:
             self.ended = True  # a wait may follow it: nothing after it may be sent yet
@@ -362,18 +389,12 @@ class _Planner:
         self.reserves -= 1
         link, data, count = got
         self._send(link, data, count)
-        self.steps.append(_Step(cmd, count, None, link.shard, self.now, wait=True))
+        self.steps.append(_Step(cmd, count, None, link.shard, self.now, wait=True, reserve=True))
         self.waits = True
         link.reserving = False  # the shard keeps the order: the run goes on after it
         return True
 
 
-_BY_ID: dict[type[Command], type[Delete | Touch | StatsJob | KickJob]] = {
-    Delete: Delete,
-    Touch: Touch,
-    StatsJob: StatsJob,
-    KickJob: KickJob,
-}
 _JOB_COMMANDS = frozenset({Delete, Release, Bury, Touch, StatsJob, KickJob})
 
 
@@ -391,8 +412,9 @@ def plan(
     the run, while a client's own ``reserve-with-timeout 0`` does not. ``stream``: the client's
     own blocking reserves may join the run (the exact one-shard case, ``reserve.exact_wait``),
     and each command's result is passed to ``stream`` as soon as its replies are in, in order
-    (the operation's result lists them all again). ``max_reserves``: reserves the run may take
-    (at least one)."""
+    (and not kept: the operation's result is then empty; more commands may join the run while
+    it is out, see ``extend``). ``max_reserves``: reserves the run may take unanswered (at
+    least one)."""
     if not commands:
         return None
     planner = _Planner(s, s.cluster.clock(), probe, stream is not None, max(1, max_reserves))
@@ -405,7 +427,50 @@ def plan(
             break
     if not planner.steps:
         return None
-    return Batch(len(planner.steps), _run(s, planner, stream))
+    return Batch(len(planner.steps), _run(s, planner, stream), planner)
+
+
+def extendable(batch: Batch) -> Link | None:
+    """The link of a streamed run that is out and may take more commands (``extend``), or
+    None."""
+    planner = batch.planner
+    link = planner.link
+    return link if planner.open and link is not None and not link.closed else None
+
+
+def extend(s: Session, batch: Batch, commands: Sequence[Command]) -> tuple[int, bytes]:
+    """More commands for a streamed run that is out (``extendable``): the shard keeps the
+    link's order, so what the client sent while the run's replies come joins it on its link
+    (planned as ``plan`` would, ``use`` aside), to be sent at once. Returns how many of the
+    leading ``commands`` joined, and their bytes (the link owes their replies now); their
+    results come through the run's ``stream``, after those of the commands before them. The
+    run keeps at most ``MAX_COMMANDS`` steps and its ``reserves``
+    unanswered, and ``MAX_BYTES`` per extension."""
+    planner = batch.planner
+    link = extendable(batch)
+    if link is None or not commands:
+        return 0, b""
+    planner.now = s.cluster.clock()
+    planner.extending = True
+    planner.parts = []
+    planner.size = 0
+    before = planner.replies
+    taken = 0
+    try:
+        for cmd in commands:
+            if len(planner.steps) - planner.next >= MAX_COMMANDS or planner.size >= MAX_BYTES:
+                break
+            if not planner.add(cmd):
+                break
+            taken += 1
+            if planner.ended:
+                break
+    finally:
+        planner.extending = False
+    link.owed += planner.replies - before
+    data = b"".join(planner.parts)
+    planner.parts = []
+    return taken, data
 
 
 def _run(
@@ -436,34 +501,43 @@ def _run(
     else:  # a reserve among them: read like the reserve, each command answered when complete
         link.owed += planner.replies
         sends = [Send(link, b"".join(planner.parts), planner.replies)]
+        planner.parts = []
+        planner.open = stream is not None  # (``extend`` may add steps while it reads)
         replies: list[Reply] = []
         pos = 0
         failure: Failure | None = None
-        while len(results) < len(steps):
-            while len(results) < len(steps) and pos + steps[len(results)].replies <= len(replies):
-                step = steps[len(results)]
-                result = yield from _one(s, step, replies[pos : pos + step.replies], link)
-                pos += step.replies
-                results.append(result)
-                if stream is not None:
-                    stream(result)
-            if len(results) == len(steps):
-                break
-            if failure is not None:
-                result = yield from _failed(s, steps[len(results)], failure)
-                results.append(result)
-                if stream is not None:
-                    stream(result)
-                continue
-            outcome = yield Round(sends=sends, wait=() if sends else [link], first=True,
-                                  close=s.take_closes(), partial=True)  # fmt: skip
-            sends = []
-            got = outcome.get(link)
-            s.settle(link, got)
-            if isinstance(got, Failure):
-                failure = got
-            elif got:
-                replies += got
+        try:
+            while planner.next < len(steps):
+                step = steps[planner.next]
+                if pos + step.replies <= len(replies):
+                    result = yield from _one(s, step, replies[pos : pos + step.replies], link)
+                    pos += step.replies
+                elif failure is not None:
+                    result = yield from _failed(s, step, failure)
+                else:
+                    # (what is answered is not kept: a streamed run may go on for long)
+                    del steps[: planner.next], replies[:pos]
+                    planner.next = pos = 0
+                    outcome = yield Round(sends=sends, wait=() if sends else [link], first=True,
+                                          close=s.take_closes(), partial=True)  # fmt: skip
+                    sends = []
+                    got = outcome.get(link)
+                    s.settle(link, got)
+                    if isinstance(got, Failure):
+                        failure = got
+                        planner.open = False
+                    elif got:
+                        replies += got
+                    continue
+                planner.next += 1
+                if step.reserve:
+                    planner.reserves += 1  # (one more may join the run: ``extend``)
+                if stream is None:
+                    results.append(result)
+                else:
+                    stream(result)  # (and not kept)
+        finally:
+            planner.open = False
     return results
 
 
@@ -551,14 +625,7 @@ def _finish(s: Session, step: _Step, replies: list[Reply], link: Link | None) ->
     if t is KickJob:
         return reply
     if t is Touch:
-        if isinstance(reply, Word) and reply.word == "TOUCHED":
-            held = s.held.get(job_id)
-            if held is not None:
-                held.since = step.start
-                if held.ttr:
-                    held.deadline = step.start + held.ttr
-        else:
-            s._unhold(job_id)
+        s.touched(job_id, step.start, reply)
         return reply
     s._unhold(job_id)  # delete, release, bury
     if t is not Delete and isinstance(reply, BuriedReply):

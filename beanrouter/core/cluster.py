@@ -106,6 +106,10 @@ class Cluster:
         self.clock = clock
         self.rng = rng
         self.metrics = Metrics()
+        self.probing = False
+        """Set by a shell that tries the shards marked down in the background every
+        ``server_retry_timeout`` seconds (``down_shards``, ``probed``): waits then look at them
+        again at least that often, not only when their backoff ends."""
         self.shards: dict[str, ShardState] = {}
         self.by_id: dict[int, ShardState] = {}
         self.config = config
@@ -247,6 +251,17 @@ class Cluster:
         if len(unseen) > MAX_UNSEEN:
             del unseen[next(iter(unseen))]
         self.metrics.unseen_reserves += reserves
+
+    def down_shards(self) -> list[ShardState]:
+        """The configured shards marked down (for a background prober: ``probing``)."""
+        return [
+            self.shards[sc.name] for sc in self.config.servers if self.shards[sc.name].health.down
+        ]
+
+    def probed(self, shard: ShardState) -> None:
+        """A background probe found ``shard`` answering: it is up again for every session at
+        once (a restarted shard's jobs are seen without waiting out its backoff)."""
+        shard.health.success()
 
     def note_failure(self, shard: ShardState, reason: str) -> None:
         shard.health.failure(reason)

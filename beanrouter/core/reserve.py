@@ -131,11 +131,15 @@ def soon_at(s: Session) -> float | None:
 
 def expire_held(s: Session, now: float) -> None:
     """Forget held jobs whose TTR ran out (the shard has put them back)."""
-    if not s.held:
+    if not s.held or now < s.expiry:
         return
     gone = [job_id for job_id, held in s.held.items() if held.deadline <= now]
     for job_id in gone:
         s.held.pop(job_id).link.held -= 1
+    s.expiry = min(
+        min((h.deadline for h in s.held.values()), default=math.inf),
+        min((h.deadline for h in s.prefetched.values()), default=math.inf),
+    )
 
 
 def expire(s: Session, now: float) -> Op[None]:
@@ -314,8 +318,11 @@ def _exact_link(s: Session, now: float, only: Link | None) -> Link | None:
     shard = _exact_shard(s, now)
     if shard is None:
         return None
-    if only is not None and only.shard is not shard:
-        return None
+    if only is not None:
+        if only.shard is not shard or only.closed:
+            return None
+        if only.owed:  # a run out on it, taking more commands (``batch.extend``): it is the one
+            return only
     link = s.main(shard)
     if only is not None and link is not only:
         return None
@@ -331,7 +338,7 @@ def stream_link(s: Session, now: float) -> Link | None:
     if shard is None:
         return None
     link = next((k for k in s.links.get(shard.name, ()) if k.ready), None)
-    if link is None or any(h.link is not link for h in s.held.values()):
+    if link is None or link.held != len(s.held):  # (nothing prefetched: ``_exact_shard``)
         return None
     return link
 
@@ -344,7 +351,7 @@ def exact_wait(
     link only after it, in the client's order. Only when every job the session holds is on that
     link (the shard's own DEADLINE_SOON then covers them all). Answered by ``exact_now_done``."""
     link = _exact_link(s, now, only)
-    if link is None or any(h.link is not link for h in s.held.values()):
+    if link is None or link.held != len(s.held):  # (nothing prefetched: ``_exact_shard``)
         return None
     expire_held(s, now)
     data, n = link.watch_delta(s.watch_map()[link.shard.name])
@@ -448,7 +455,7 @@ def learn(s: Session) -> Op[None]:
                 ttr = max(1, _int(stats.get("ttr"), 1))
                 if stats.get("state") == "reserved" and held.since + ttr > now:
                     held.ttr = ttr
-                    held.deadline = held.since + ttr
+                    s.timed(held, held.since + ttr)
                     held.priority = _int(stats.get("pri"), DEFAULT_PRIORITY)
                     held.tube = str(stats.get("tube", ""))
                     continue
@@ -691,7 +698,8 @@ def _adopt(
     entries: list[tuple[Link, Reserved, int]] = []
     for link, reply in winners:
         gid = ids.encode(link.shard.id, reply.id)
-        s.prefetched[gid] = Held(link, DEFAULT_PRIORITY, 1, now + 1, "", now, reply.body)
+        new = s.prefetched[gid] = Held(link, DEFAULT_PRIORITY, 1, now + 1, "", now, reply.body)
+        s.timed(new, now + 1)
         link.held += 1
         link.reserving = False
         s.lost.pop(gid, None)
@@ -727,7 +735,7 @@ def _adopt(
         held.priority = _int(stats.get("pri"), DEFAULT_PRIORITY)
         held.ttr = max(1, _int(stats.get("ttr"), 1))
         left = _int(stats.get("time-left"), held.ttr)
-        held.deadline = now + (min(left, held.ttr) if late else held.ttr)
+        s.timed(held, now + (min(left, held.ttr) if late else held.ttr))
         held.tube = str(stats.get("tube", ""))
         held.keep_until = min(now + PREFETCH_HOLD, held.deadline - SAFETY_MARGIN)
         ready = s.cluster.put_acked.pop(gid, None)
@@ -834,6 +842,8 @@ def _wait(
                 )
             wake = [t for t in (deadline, soon) if t is not None]
             probes = [p for sh in pending if (p := sh.health.next_probe()) is not None]
+            if probes and cl.probing:  # (a background probe may bring one back before that)
+                probes.append(now + cl.config.server_retry_timeout)
             wake += probes
             if not probes and pending:
                 wake.append(now + 0.01)

@@ -143,6 +143,9 @@ class Session:
         """Jobs handed out and not yet settled, by global id."""
         self.prefetched: dict[int, Held] = {}
         """Jobs reserved in a wait's race and not handed out yet, by global id."""
+        self.expiry = math.inf
+        """No held or prefetched job's deadline is earlier (a lower bound, kept by ``timed``):
+        ``reserve.expire_held`` looks at the held jobs only once it has passed."""
         self.lost: dict[int, str] = {}
         """Held jobs whose link was closed, by global id (value: the shard's name)."""
         self.closed = False
@@ -585,8 +588,9 @@ class Session:
 
     # ---- jobs by id --------------------------------------------------------------------------
 
-    def _job_link(self, job_id: int, what: str, reservation: bool) -> tuple[ShardState, int, Link]:
-        """Where a command on ``job_id`` goes: the link holding it, else the shard's main link."""
+    def _job_link(self, job_id: int, verb: str, reservation: bool) -> tuple[ShardState, int, Link]:
+        """Where a command ``verb`` on ``job_id`` goes: the link holding it, else the shard's
+        main link."""
         shard, local = self.cluster.shard_of(job_id)
         held = self.held.get(job_id) or self.prefetched.get(job_id)
         if held is not None and not held.link.closed:
@@ -595,7 +599,7 @@ class Session:
             lost = self.lost.pop(job_id, None)
             if lost is not None:
                 raise ReservationLost(
-                    f"{what}: the connection to shard {lost} that held the job was closed;"
+                    f"{verb} {job_id}: the connection to shard {lost} that held the job was closed;"
                     " the shard put the job back to ready and will deliver it again",
                     lost,
                 )
@@ -605,9 +609,9 @@ class Session:
             )
         return shard, local, self.main(shard)
 
-    def _job_command(self, job_id: int, data_for: bytes, what: str, reservation: bool) -> Op[Reply]:
+    def _job_command(self, job_id: int, data_for: bytes, verb: str, reservation: bool) -> Op[Reply]:
         for _ in range(2):  # a second time for a link found stale
-            shard, _, link = self._job_link(job_id, what, reservation)
+            shard, _, link = self._job_link(job_id, verb, reservation)
             holding = link.held > 0 and (job_id in self.held or job_id in self.prefetched)
             outcome = yield from self.request([Send(link, data_for, 1)])
             result = outcome[link]
@@ -616,8 +620,9 @@ class Session:
         if isinstance(result, Failure):
             if holding:
                 raise ShardUnavailable(
-                    f"{what}: the connection to shard {shard.name} that held the job failed; the"
-                    " job went back to ready there (unless this command took effect first)",
+                    f"{verb} {job_id}: the connection to shard {shard.name} that held the job"
+                    " failed; the job went back to ready there (unless this command took effect"
+                    " first)",
                     ((shard.name, str(result)),),
                 )
             raise ShardUnavailable(f"shard {shard.name} failed", ((shard.name, str(result)),))
@@ -633,9 +638,7 @@ class Session:
     def delete(self, job_id: int) -> Op[Reply]:
         """``delete``: ``DELETED`` or ``NOT_FOUND``."""
         _, local = self.cluster.shard_of(job_id)
-        reply = yield from self._job_command(
-            job_id, Delete(local).encode(), f"delete {job_id}", True
-        )
+        reply = yield from self._job_command(job_id, Delete(local).encode(), "delete", True)
         self._unhold(job_id)
         return reply
 
@@ -646,7 +649,7 @@ class Session:
             held = self.held.get(job_id)
             priority = held.priority if held is not None else DEFAULT_PRIORITY
         data = Release(local, priority, delay).encode()
-        reply = yield from self._job_command(job_id, data, f"release {job_id}", True)
+        reply = yield from self._job_command(job_id, data, "release", True)
         self._unhold(job_id)
         if isinstance(reply, BuriedReply):
             return BuriedReply()
@@ -659,7 +662,7 @@ class Session:
             held = self.held.get(job_id)
             priority = held.priority if held is not None else DEFAULT_PRIORITY
         data = Bury(local, priority).encode()
-        reply = yield from self._job_command(job_id, data, f"bury {job_id}", True)
+        reply = yield from self._job_command(job_id, data, "bury", True)
         self._unhold(job_id)
         if isinstance(reply, BuriedReply):
             return BuriedReply()
@@ -669,23 +672,33 @@ class Session:
         """``touch``: ``TOUCHED`` or ``NOT_FOUND``."""
         _, local = self.cluster.shard_of(job_id)
         start = self.cluster.clock()
-        reply = yield from self._job_command(job_id, Touch(local).encode(), f"touch {job_id}", True)
+        reply = yield from self._job_command(job_id, Touch(local).encode(), "touch", True)
+        self.touched(job_id, start, reply)
+        return reply
+
+    def touched(self, job_id: int, start: float, reply: Reply) -> None:
+        """``touch job_id``, sent at ``start``, was answered ``reply``: a held job's TTR starts
+        again (``TOUCHED``), or the job is no longer held."""
         if isinstance(reply, Word) and reply.word == "TOUCHED":
             held = self.held.get(job_id)
             if held is not None:
                 held.since = start
                 if held.ttr:
-                    held.deadline = start + held.ttr
+                    self.timed(held, start + held.ttr)
         else:
             self._unhold(job_id)
-        return reply
+
+    def timed(self, held: Held, deadline: float) -> None:
+        """Set a held or prefetched job's ``deadline`` (every change goes through here, so
+        ``expiry`` stays a lower bound)."""
+        held.deadline = deadline
+        if deadline < self.expiry:
+            self.expiry = deadline
 
     def stats_job(self, job_id: int) -> Op[Reply]:
         """``stats-job``: ``OK`` with ``id`` the global id, or ``NOT_FOUND``."""
         shard, local = self.cluster.shard_of(job_id)
-        reply = yield from self._job_command(
-            job_id, StatsJob(local).encode(), f"stats-job {job_id}", False
-        )
+        reply = yield from self._job_command(job_id, StatsJob(local).encode(), "stats-job", False)
         return global_stats_job(reply, shard, self.cluster, job_id)
 
     def peek(self, job_id: int) -> Op[Reply]:
@@ -951,11 +964,24 @@ def global_stats_job(reply: Reply, shard: ShardState, cluster: Cluster, job_id: 
         return reply
     stats["id"] = job_id
     if mine is not None:
+        shown = _count(stats.get("reserves"))
         for key, count in zip(_UNSEEN_KEYS, mine, strict=True):
             value = stats.get(key)
             if count and isinstance(value, int) and not isinstance(value, bool):
                 stats[key] = max(0, value - count)
+        # Every release, bury and timeout followed a reserve, and a reserved job was reserved:
+        # never fewer than that (a shard restarted from its binlog counts from what it logged,
+        # and a binlog does not log reserves, so unseen ones may be gone from its count), and
+        # never more than the shard shows.
+        floor = sum(_count(stats.get(k)) for k in ("releases", "timeouts", "buries"))
+        floor += stats.get("state") == "reserved"
+        if "reserves" in stats and _count(stats["reserves"]) < floor:
+            stats["reserves"] = min(floor, shown)
     return Ok(format_mapping(stats))
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 _UNSEEN_KEYS = ("reserves", "releases", "timeouts")

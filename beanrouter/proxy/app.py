@@ -22,8 +22,10 @@ batch is written before the task waits for input, before a reserve (which may bl
 command runs, and reading stops once ``INPUT_HIGH_WATER`` (plus one job body) of unparsed input is
 buffered, so a client that never reads its replies is paused: per client the proxy holds at most
 about OUTPUT_HIGH_WATER + the replies of one batch of output (at most ``PIPELINE_LIMIT`` short
-replies, and reserves whose job bodies fit ``backend.RUN_REPLY_BUDGET``, 1 MiB) and
-INPUT_HIGH_WATER + max job size + one receive of input.
+replies, and reserves whose job bodies fit ``backend.RUN_REPLY_BUDGET``, 1 MiB; for a streamed
+run, whose shard link is not read while the writer is paused, ``pause_replies``, one receive from
+that link and one job body) and INPUT_HIGH_WATER + max job size + one receive of input. While a
+batch is out, what arrives may join it (``_try_extend``, ``extend_batch``).
 
 EOF: commands received before it still run and are answered (a half-closed client reads its
 replies, as with beanstalkd); a reserve blocked when EOF arrives is cancelled and answered
@@ -128,6 +130,8 @@ class ClientConnection(asyncio.Protocol):
         """The batch ``_try_fast`` began, while it is out."""
         self._answered = 0
         """How many of its commands have their replies."""
+        self._taken = 0
+        """How many of its commands the session took (``_counted``)."""
         self._loop = asyncio.get_running_loop()
         self._closed = self._loop.create_future()
         """Done at ``connection_lost`` (the socket is really closed)."""
@@ -168,6 +172,8 @@ class ClientConnection(asyncio.Protocol):
         if self._parked:
             if not self._fast:
                 self._try_fast()
+            else:
+                self._try_extend()
         else:
             self._wake()
 
@@ -194,10 +200,16 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if self._fast and self.session is not None:
+            self.session.pause_replies()  # (a streamed run's shard link is not read meanwhile)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self.session is not None:
+            self.session.resume_replies()
         self._wake()
+        if self._fast and self._parked:
+            self._try_extend()
 
     # -- control from the server ------------------------------------------------------------------
 
@@ -335,17 +347,32 @@ class ClientConnection(asyncio.Protocol):
         (as much of it as it can): up to ``quit`` or anything that is not a command (pushed
         back)."""
         batch = [event]
-        reader = self.reader
-        if reader.buffered:
+        if self.reader.buffered:
             while len(batch) < PIPELINE_LIMIT:
-                more = reader.next_event()
-                if isinstance(more, p.Command) and type(more) is not p.Quit:
-                    batch.append(more)
-                else:
-                    if more is not NEED_DATA:  # (NEED_DATA is asked again later)
-                        self._pushback = more
+                more = self._read_command(None)
+                if more is None:
                     break
+                batch.append(more)
         return batch
+
+    def _read_command(self, counters: ClientCounters | None) -> p.Command | None:
+        """The next command the reader has for a batch, or None: nothing more yet (NEED_DATA),
+        or what came cannot join one (``quit``, rejected input, EOF: kept in ``_pushback``,
+        handled next). A put whose body is still on its way is counted now with ``counters``
+        (none: it is kept too, so that it is counted after the commands before it, a ``stats``
+        among them)."""
+        while True:
+            event = self.reader.next_event()
+            if event is NEED_DATA:
+                return None
+            if type(event) is p.PutStarted and counters is not None:
+                assert isinstance(event, p.PutStarted)
+                counters.put_started(event)
+                continue
+            if not isinstance(event, p.Command) or type(event) is p.Quit:
+                self._pushback = event
+                return None
+            return event
 
     def _try_fast(self) -> None:
         """Run what the client sent from this callback while the task is parked: each batch the
@@ -359,7 +386,6 @@ class ClientConnection(asyncio.Protocol):
         counters = self.counters
         if session is None or counters is None:
             return
-        reader = self.reader
         self._trying = True
         try:
             while not self._fast:
@@ -378,25 +404,20 @@ class ClientConnection(asyncio.Protocol):
                     self._wake()
                     return
                 else:
-                    event = reader.next_event()
-                    if event is NEED_DATA:
+                    event = self._read_command(counters)
+                    if event is None:
+                        if self._pushback is not None:
+                            continue  # (the task's, next)
                         self._flush()
                         self._resume_reading()
                         return
-                    if type(event) is p.PutStarted:
-                        assert isinstance(event, p.PutStarted)
-                        counters.put_started(event)
-                        continue
-                    if not isinstance(event, p.Command) or type(event) is p.Quit:
-                        self._pushback = event
-                        continue
                     batch = self._batch(event)
                 self._fast = True
                 self._out_batch = batch
-                self._answered = 0
+                self._answered = self._taken = 0
                 try:
                     started = session.start_batch(
-                        batch, counters.command, self._fast_answer, self._fast_done, self._flush
+                        batch, self._counted, self._fast_answer, self._fast_done, self._flush
                     )
                 except Exception:
                     log.exception("the backend failed to start %r; the task runs it", batch[0])
@@ -409,6 +430,53 @@ class ClientConnection(asyncio.Protocol):
                     return
         finally:
             self._trying = False
+
+    def _counted(self, cmd: p.Command) -> None:
+        """The session took ``cmd`` of the batch out."""
+        self._taken += 1
+        assert self.counters is not None
+        self.counters.command(cmd)
+
+    def _try_extend(self) -> None:
+        """While a batch ``_try_fast`` began is out, the commands after it (those of the batch
+        the session did not take, then ``_pending``, then what the client sent since) join it
+        when the session lets them (``extend_batch``: a streamed run, whose shard keeps the
+        order); the others wait for the batch's end, in order. Not while the client does not
+        read its replies, or the batch's first look of a blocking reserve timed out."""
+        session = self.session
+        counters = self.counters
+        if (
+            session is None
+            or counters is None
+            or self._trying
+            or self._stop
+            or self._lost
+            or self._eof
+            or self._write_paused
+            or self._probed is not None
+        ):
+            return
+        queue = self._out_batch[self._taken :]
+        del self._out_batch[self._taken :]
+        if self._pending:
+            queue += self._pending
+            self._pending = []
+        # More is parsed only once every command parsed before has joined (so what waits
+        # parsed is at most one input buffer's worth), and a put's line is counted at once only
+        # when nothing waits before it.
+        if not queue and self._pushback is None:  # (a pushback is the task's, after the batch)
+            more = self._read_command(counters)
+            if more is not None:
+                queue = self._batch(more)
+        if queue:
+            try:
+                session.extend_batch(queue, self._counted)
+            except Exception:
+                log.exception("the backend failed to extend a batch with %r", queue[0])
+            self._out_batch += queue  # (those not taken come back at the end: ``_fast_done``)
+        waiting = self._taken < len(self._out_batch)
+        if self._read_paused and not waiting and self.reader.buffered <= INPUT_HIGH_WATER:
+            self._resume_reading()
 
     def _fast_answer(self, reply: bytes | None) -> None:
         """The reply to the next command of the batch out (None: that blocking reserve's first

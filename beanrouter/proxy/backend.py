@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from .. import protocol as p
-from ..core import Cluster, Op, Session
+from ..core import Cluster, Link, Op, Session
 from ..core.answer import answer
-from ..core.batch import Batch, Result, command_op, plan
+from ..core.batch import Batch, Result, command_op, extend, extendable, plan
+from ..core.cluster import ShardState
 from ..core.reserve import stream_link
 from ..router.aio_driver import AsyncDriver, LinkPool
 from ..router.errors import RouterError
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .metrics import Registry
     from .stats import ProxyStats
 
-__all__ = ["RUN_REPLY_BUDGET", "CoreBackend", "CoreSession", "make_backend"]
+__all__ = ["RUN_REPLY_BUDGET", "STREAM_RESERVES", "CoreBackend", "CoreSession", "make_backend"]
 
 log = logging.getLogger("beanrouter.proxy")
 
@@ -43,6 +44,10 @@ RUN_REPLY_BUDGET: Final = 1024 * 1024
 """Bytes of job bodies one run's reserves may bring back at most (each as big as ``-z``): what
 a client that does not read its replies can make the proxy hold beyond its output high-water
 mark."""
+STREAM_RESERVES: Final = 256
+"""Reserves a streamed run has unanswered at most: its shard link is not read while the client's
+output is above its high-water mark (``pause_replies``), so what they bring back waits in the
+kernel's socket buffers (and the shard), not in the proxy."""
 _INTERNAL_ERROR = p.INTERNAL_ERROR.encode()
 _TIMED_OUT = p.TIMED_OUT.encode()
 _NO_WAIT: Final = p.ReserveWithTimeout(0)
@@ -74,6 +79,11 @@ class CoreSession:
         """Reserves in one run: their job bodies fit ``RUN_REPLY_BUDGET`` (16 at -z 65535)."""
         self._busy = False
         """A batch ``start_batch`` began is running."""
+        self._streamed: tuple[Batch, list[p.Command]] | None = None
+        """While a streamed run ``start_batch`` began is out: it, and the commands it takes (the
+        ones ``extend_batch`` adds included)."""
+        self._paused: Link | None = None
+        """The streamed run's link, while it is not read (``pause_replies``)."""
         self.backend = backend
         backend.sessions.add(self)
 
@@ -143,6 +153,7 @@ class CoreSession:
             return False
         streaming = any(map(p.may_wait, commands)) and self._streaming()
         if streaming:
+            commands = list(commands)  # (``extend_batch`` adds to it)
             last = commands[-1]
         else:
             commands, last = _probing(commands)
@@ -162,11 +173,19 @@ class CoreSession:
         if batch is None:
             return False
         self._busy = True
+        if streaming:
+            assert isinstance(commands, list)
+            del commands[batch.size :]  # (what the run does not take is the frame's)
+            self._streamed = (batch, commands)
         size = batch.size
 
         def finished(results: list[Result] | None, error: BaseException | None) -> None:
-            nonlocal taken
+            nonlocal taken, size
             self._busy = False
+            if self._streamed is not None:
+                size = len(self._streamed[1])
+                self._streamed = None
+                self.resume_replies()
             if isinstance(error, asyncio.CancelledError):
                 done(True)
                 return
@@ -182,6 +201,47 @@ class CoreSession:
 
         self.driver.start(batch.op, finished, idle)
         return True
+
+    def extend_batch(
+        self, commands: Sequence[p.Command], counted: Callable[[p.Command], None]
+    ) -> int:
+        """More commands for the streamed run ``start_batch`` began, while it is out (see
+        ``seam.ClientSession.extend_batch``): as many of the leading ``commands`` as the core
+        lets join it (``core.batch.extend``), sent on its link at once."""
+        streamed = self._streamed
+        if streamed is None or self._closed or self.counters.draining:
+            return 0
+        batch, taken = streamed
+        link = extendable(batch)
+        if link is None or not self.driver.can_extend(link):
+            return 0
+        due = self.session.next_timer()
+        if due is not None and due <= self.session.cluster.clock():
+            return 0
+        count, data = extend(self.session, batch, commands)
+        for cmd in commands[:count]:
+            counted(cmd)
+            taken.append(cmd)
+        if data:
+            self.driver.extend(link, data)
+        return count
+
+    def pause_replies(self) -> None:
+        """The client's output is above its high-water mark: while a streamed run is out, its
+        shard link is not read (see ``STREAM_RESERVES``; a request round, whose replies have a
+        deadline, is never paused)."""
+        streamed = self._streamed
+        if streamed is None or self._paused is not None:
+            return
+        link = streamed[0].planner.link
+        if link is not None and self.driver.pause_reading(link):
+            self._paused = link
+
+    def resume_replies(self) -> None:
+        """The client reads again (or the run ended): its link is read again."""
+        link, self._paused = self._paused, None
+        if link is not None:
+            self.driver.resume_reading(link)
 
     def _streaming(self) -> bool:
         """The core would send blocking reserves as they are (``reserve.stream_link``), and
@@ -200,7 +260,11 @@ class CoreSession:
         if self.counters.draining:
             return None
         batch = plan(
-            self.session, commands, _NO_WAIT, stream=stream, max_reserves=self._max_reserves
+            self.session,
+            commands,
+            _NO_WAIT,
+            stream=stream,
+            max_reserves=self._max_reserves if stream is None else STREAM_RESERVES,
         )
         if batch is not None:
             for cmd in commands[: batch.size]:
@@ -315,8 +379,10 @@ class CoreBackend:
         self.pool = LinkPool()
         """Shard connections that closed sessions left idle, for the next ones."""
         self.sessions: set[CoreSession] = set()
-        self._registry: Registry | None = None
         """The open client sessions."""
+        self._registry: Registry | None = None
+        self._prober: asyncio.Task[None] | None = None
+        """Tries the shards marked down in the background (``_probe_down_shards``)."""
 
     def tube_clients(self, tube: str) -> dict[str, StatValue]:
         """``current-using``, ``current-watching``, ``current-waiting`` of ``tube``: clients."""
@@ -331,7 +397,44 @@ class CoreBackend:
     def session(self, counters: ProxyStats) -> CoreSession:
         if counters.metrics is not self._registry:
             self._register_metrics(counters.metrics)
+        if self._prober is None:
+            self._prober = asyncio.get_running_loop().create_task(self._probe_down_shards())
+            self.cluster.probing = True
         return CoreSession(self, counters)  # it joins ``sessions`` until it closes
+
+    async def _probe_down_shards(self) -> None:
+        """Every ``server_retry_timeout`` seconds, try each shard marked down (connect and
+        ``list-tube-used``, within ``connect_timeout``): one that answers is up again for every
+        session at once (``Cluster.probed``), so the jobs of a shard that restarted are seen
+        within that time, not when its backoff (up to ``server_retry_timeout_max``) ends. A
+        probe that fails changes nothing: requests keep their own backoff."""
+        cluster = self.cluster
+        while True:
+            await asyncio.sleep(max(0.05, cluster.config.server_retry_timeout))
+            down = cluster.down_shards()
+            if down:
+                ok = await asyncio.gather(*(self._answers(s) for s in down))
+                for shard, up in zip(down, ok, strict=True):
+                    if up:
+                        log.info("shard %s answers again", shard.name)
+                        cluster.probed(shard)
+
+    async def _answers(self, shard: ShardState) -> bool:
+        """``shard`` accepts a connection and answers ``list-tube-used`` with ``USING``."""
+        reader = p.ReplyReader()
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.cluster.config.connect_timeout):
+                stream, writer = await asyncio.open_connection(shard.config.host, shard.config.port)
+                writer.write(b"list-tube-used\r\n")
+                while (event := reader.next_event()) is p.NEED_DATA:
+                    reader.receive_data(await stream.read(4096))
+        except (OSError, TimeoutError, p.ProtocolError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
+        return isinstance(event, p.Using)
 
     def _register_metrics(self, registry: Registry) -> None:
         """The routing core's counters in the proxy's ``/metrics`` (collected when scraped)."""
@@ -416,6 +519,11 @@ class CoreBackend:
         }
 
     async def aclose(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
         self.pool.close()
 
 

@@ -82,6 +82,25 @@ class ClientSession(Protocol):
         """
         ...
 
+    def extend_batch(self, commands: Sequence[Command], counted: Callable[[Command], None]) -> int:
+        """While a ``start_batch`` batch is out and every command given to it was taken: how
+        many of the leading ``commands`` (what the client sent since) join it, when the session
+        can (a streamed run: they go to its shard at once, which keeps the order), each counted
+        with ``counted`` first. Their replies come through that batch's ``answer``, after those
+        of the commands before them, and its ``done`` after them all. 0: none joined (the frame
+        offers them again once the batch is done)."""
+        ...
+
+    def pause_replies(self) -> None:
+        """The client's output is above its high-water mark while a ``start_batch`` batch is
+        out: the session may stop reading what its shards send for it (never for a command
+        whose reply has a deadline), until ``resume_replies`` or the batch's end."""
+        ...
+
+    def resume_replies(self) -> None:
+        """The client reads its replies again (see ``pause_replies``)."""
+        ...
+
     def half_close(self) -> None:
         """The client half-closed while a ``start_batch`` batch is out (see there)."""
         ...

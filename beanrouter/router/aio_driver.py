@@ -226,6 +226,46 @@ class AsyncDriver:
         self._fast.add(fast)
         fast.begin()
 
+    def can_extend(self, link: Link) -> bool:
+        """An operation ``start`` began waits from callbacks for replies on ``link`` (what it
+        sent there is written), and more may be written on it now: connected, no EOF sent, not
+        above the write buffer's high-water mark."""
+        stream = link.io
+        if not isinstance(stream, _Stream) or stream.failed is not None or stream.half:
+            return False
+        transport = stream.transport
+        if transport is None or transport.is_closing() or stream.resume is not None:
+            return False
+        return any(fast.pending is not None and link in fast.pending for fast in self._fast)
+
+    @staticmethod
+    def extend(link: Link, data: bytes) -> None:
+        """Write ``data`` on ``link`` after what it carries (``can_extend`` said it may): more
+        commands of the run out on it, whose replies it owes now (``core.batch.extend``)."""
+        stream = link.io
+        assert isinstance(stream, _Stream) and stream.transport is not None
+        stream.transport.write(data)
+
+    @staticmethod
+    def pause_reading(link: Link) -> bool:
+        """Stop reading ``link``'s connection (False: it has none open): what the shard sends
+        waits in the kernel's buffers, and the shard waits too once they are full."""
+        stream = link.io
+        if not isinstance(stream, _Stream) or stream.transport is None:
+            return False
+        if stream.transport.is_closing():
+            return False
+        stream.transport.pause_reading()
+        return True
+
+    @staticmethod
+    def resume_reading(link: Link) -> None:
+        """Read ``link``'s connection again (after ``pause_reading``)."""
+        stream = link.io
+        if isinstance(stream, _Stream) and stream.transport is not None:
+            with contextlib.suppress(Exception):  # (closed meanwhile)
+                stream.transport.resume_reading()
+
     @staticmethod
     def connected(link: Link) -> bool:
         """``link`` has a connection that is open and idle (nothing unread, no EOF sent)."""

@@ -138,7 +138,12 @@ def test_disk_stays_bounded_under_put_delete_release_with_delay(tmp_path: Path) 
         biggest = 0
         peak_live = 0  # sampled with the disk size: how many depends on the machine's speed
         history = 0  # bytes of every record ever logged
-        for rnd in range(1500):
+        room = fmt.job_record_size(b"default", b"x" * 150) + fmt.STATE_SIZE
+        rnd = 0
+        # At least 1,500 rounds, and until the history is 15 times the live jobs' room: how
+        # many jobs are live (released with a delay of 1 s) grows with the machine's speed.
+        while rnd < 1500 or (history < 15 * peak_live * room and rnd < 8000):
+            rnd += 1
             n = 40
             body = b"x" * rng.randrange(50, 150)
             c.send(b"".join(put(body, pri=rng.randrange(100)) for _ in range(n)))
@@ -174,11 +179,11 @@ def test_disk_stays_bounded_under_put_delete_release_with_delay(tmp_path: Path) 
         c.close()
     finally:
         srv.kill()
-    # history: ~160k records, over 15 MB. On disk: the compaction policy keeps the files
+    # history: 160k records or more, over 15 MB. On disk: the compaction policy keeps the files
     # within about 3x the live jobs' room (a JOB record and its owed delete) plus the two
     # newest files; one more 1x for its lag (moves are capped per batch, files go oldest
-    # first, after an fsync). Live jobs: 2-3 thousand, mostly delayed, ~2 MB on disk.
-    room = fmt.job_record_size(b"default", b"x" * 150) + fmt.STATE_SIZE
+    # first, after an fsync). Live jobs: 2-7 thousand (by the machine's speed), mostly
+    # delayed, 1-2 MB on disk.
     assert written > 100_000
     assert biggest <= 6 * file_size + 4 * peak_live * room, (biggest, peak_live, pinned)
     assert biggest * 3 < history, (biggest, history)

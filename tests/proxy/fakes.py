@@ -67,7 +67,22 @@ class FakeBackend:
         self.job_ready.set()
 
 
-class FakeSession:
+class _NoStreamedRuns:
+    """The seam's calls for a streamed run out (these sessions start none)."""
+
+    def extend_batch(
+        self, commands: Sequence[p.Command], counted: Callable[[p.Command], None]
+    ) -> int:
+        return 0
+
+    def pause_replies(self) -> None:
+        pass
+
+    def resume_replies(self) -> None:
+        pass
+
+
+class FakeSession(_NoStreamedRuns):
     def __init__(self, backend: FakeBackend, counters: ProxyStats, number: int) -> None:
         self.backend = backend
         self.counters = counters
@@ -268,7 +283,7 @@ class _Link:
             self.replies.receive_data(chunk)
 
 
-class ForwardingSession:
+class ForwardingSession(_NoStreamedRuns):
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
         self.link: _Link | None = None

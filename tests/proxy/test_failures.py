@@ -301,6 +301,41 @@ def _drain_when_up(port: int, tubes: list[str], shards: Sequence[str] = ()) -> l
         c.close()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_restarted_shard_is_served_again_without_waiting_out_its_backoff(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """Shard a is down long enough for its probe interval to grow to seconds (requests kept
+    trying it); once it is back, the proxy's background probe (every ``server_retry_timeout``)
+    finds it, and a client's ``reserve-with-timeout 0`` gets a's jobs within a fraction of a
+    second, not when the backoff ends."""
+    a, b = shards_with_binlogs(backend, tmp_path, 2, cleanup)
+    text = config_text(
+        [(a.address, "a"), (b.address, "b")],
+        failover=0,
+        server_retry_timeout=0.2,
+        server_retry_timeout_max=30,
+    )
+    proxy = start_proxy(tmp_path, text, cleanup)
+    (ta,) = owned_by(proxy.config, "a", 1)
+    c = proxy.client()
+    c.use(ta)
+    assert isinstance(c.put(b"kept"), p.Inserted)
+    c.watch_only(ta)
+    a.kill()
+    until = time.monotonic() + 3.5  # failed probes at ~0.2, 0.6, 1.4, 3.0 s: next in ~3.2 s
+    while time.monotonic() < until:
+        assert c.cmd(b"reserve-with-timeout 0\r\n") == p.INTERNAL_ERROR
+        time.sleep(0.05)
+    a.restart()
+    back = time.monotonic()
+    while (reply := c.cmd(b"reserve-with-timeout 0\r\n")) == p.INTERNAL_ERROR:
+        assert time.monotonic() - back < 1.5, "the restarted shard waits for its backoff"
+        time.sleep(0.02)
+    assert isinstance(reply, p.Reserved) and reply.body == b"kept"
+    c.close()
+
+
 # ---- a shard killed mid-put ------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ the commands after it (and let the ones before it answer).
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,130 @@ def test_shard_killed_under_a_reserve_waiting_at_it(
     assert sorted(got) == sorted(b"k%d" % i for i in range(5))
     producer.close()
     waiter.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_answering_each_job_as_it_comes_joins_the_run_out(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """100 ``reserve-with-timeout`` pipelined, then ``delete`` + one more reserve sent for each
+    job as it arrives (while the proxy's run is still out at the shard, so they join it): every
+    job comes once, in order, each ``delete`` is answered, and the shard ran exactly the
+    client's reserves."""
+    address, port = one_shard(backend, tmp_path, cleanup)
+    producer = Client(port)
+    n = 400
+    producer.use("work")
+    producer.send(b"".join(b"put 7 0 600 4\r\nj%03d\r\n" % (i % 1000) for i in range(n)))
+    ids = []
+    for _ in range(n):
+        got = producer.reply()
+        assert isinstance(got, p.Inserted)
+        ids.append(got.id)
+    w = Client(port)
+    w.watch_only("work")
+    reserve = b"reserve-with-timeout 5\r\n"
+    w.send(reserve * 100)
+    asked, seen, deleted = 100, [], 0
+    while deleted < n:
+        reply = w.reply()
+        if isinstance(reply, p.Reserved):
+            seen.append(reply.id)
+            more = reserve if asked < n else b""
+            asked += bool(more)
+            w.send(b"delete %d\r\n%s" % (reply.id, more))
+        else:
+            assert reply == p.DELETED, reply
+            deleted += 1
+    assert seen == ids  # one priority: in put order, each once
+    shard = shard_stats(address)
+    assert shard["cmd-reserve-with-timeout"] == n and shard["cmd-delete"] == n
+    assert shard["current-jobs-reserved"] == 0 and shard["current-jobs-ready"] == 0
+    assert w.cmd(b"reserve-with-timeout 0\r\n") == p.TIMED_OUT
+    w.close()
+    producer.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_that_does_not_read_its_jobs_is_not_buffered(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """A worker pipelines 250 reserves of 60 KB jobs (15 MB) and reads nothing: the proxy stops
+    reading the shard link of its run once the worker's output is above its high-water mark,
+    so the jobs wait at the shard and in the kernel's buffers, not in the proxy; when the worker
+    reads, every job comes, in order."""
+    (shard,) = shards_with_binlogs(backend, tmp_path, 1, cleanup)
+    proxy = start_proxy(tmp_path, config_text([(shard.address, "a")]), cleanup)
+    n, size = 250, 60_000
+    producer = proxy.client()
+    producer.use("big")
+    ids = []
+    for i in range(n):
+        got = producer.put(b"%06d" % i + b"x" * (size - 6))
+        assert isinstance(got, p.Inserted)
+        ids.append(got.id)
+    pid = proxy.proc.proc.pid
+    before = _rss_kib(pid)
+    w = proxy.client()
+    w.sock.close()
+    w.sock = socket.socket()  # a small receive window (set before connecting: it stays small)
+    w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    w.sock.settimeout(30)
+    w.sock.connect(("127.0.0.1", proxy.port))
+    w.watch_only("big")
+    w.send(b"reserve-with-timeout 5\r\n" * n)
+    time.sleep(1.0)
+    grown = _rss_kib(pid) - before
+    # (the heap's own growth aside, a few MB: 23-25 MB when the link is read on, here)
+    assert grown < 10 * 1024, f"the proxy grew by {grown} KiB"
+    reserved = [w.reply() for _ in range(n)]
+    assert [r.id for r in reserved if isinstance(r, p.Reserved)] == ids
+    assert all(isinstance(r, p.Reserved) and len(r.body) == size for r in reserved)
+    w.close()
+    producer.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_put_line_behind_stats_is_counted_after_it(
+    backend: str, tmp_path: Path, cleanup: list[object]
+) -> None:
+    """``stats`` then a put whose body is still on its way, in one write, while the connection
+    is idle and while a streamed reserve waits: as with beanstalkd, ``stats`` does not count
+    that put yet (beanstalkd counts ``cmd-put`` at the put's line, which it reads after
+    answering ``stats``)."""
+    _, port = one_shard(backend, tmp_path, cleanup)
+    c = Client(port)
+    c.use("counted")
+    c.watch_only("wanted")
+    other = Client(port)
+    other.use("wanted")
+    for waiting in (False, True):
+        before = c.stats()["cmd-put"]
+        assert isinstance(before, int)
+        if waiting:
+            c.send(b"reserve\r\n")
+            wait_for(lambda: tube_stats(other, "wanted")["current-waiting"] == 1, "the wait")
+        c.send(b"stats\r\nput 0 0 60 5\r\nab")
+        given: p.Inserted | None = None
+        if waiting:
+            got = other.put(b"w")  # (counted: ``stats`` is the proxy's, all clients')
+            assert isinstance(got, p.Inserted)
+            given = got
+            assert c.reply() == p.Reserved(given.id, b"w")
+        stats = c.reply()
+        assert isinstance(stats, p.Ok), stats
+        assert p.parse_mapping(stats.body)["cmd-put"] == before + waiting
+        c.send(b"cde\r\n")
+        assert isinstance(c.reply(), p.Inserted)
+        assert c.stats()["cmd-put"] == before + waiting + 1
+        if given is not None:
+            assert c.cmd(b"delete %d\r\n" % given.id) == p.DELETED
+    other.close()
+    c.close()

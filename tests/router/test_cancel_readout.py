@@ -226,3 +226,23 @@ def test_stats_job_shows_the_counters_without_the_unseen_ones(shard_id: int) -> 
     other = global_stats_job(_stats_job(LOCAL + 1, reserves=4), shard, cluster, other_gid)
     assert isinstance(other, Ok) and b"reserves: 4\n" in other.body
     assert b"id: %d\n" % other_gid in other.body
+
+
+def test_stats_job_never_shows_fewer_reserves_than_the_job_has_had() -> None:
+    """A shard restarted from its binlog counts a job's reserves from its last logged record (a
+    binlog does not log reserves): unseen reserves recorded before are not subtracted below one
+    for each release, bury and timeout, and one more for a reserved job."""
+    cluster = Cluster(config_from_servers([f"127.0.0.1:1 s{SHARD_ID} id={SHARD_ID}"]))
+    shard = cluster.shards[f"s{SHARD_ID}"]
+    gid = ids.encode(SHARD_ID, LOCAL)
+    cluster.note_unseen(gid)  # (before the shard was killed)
+    restored = _stats_job(LOCAL, state="reserved", reserves=1)  # type: ignore[arg-type]
+    reply = global_stats_job(restored, shard, cluster, gid)
+    assert isinstance(reply, Ok) and b"reserves: 1\n" in reply.body
+    cluster.note_unseen(gid, reserves=2)
+    released = _stats_job(LOCAL, state="reserved", reserves=3, releases=1, buries=1)  # type: ignore[arg-type]
+    reply = global_stats_job(released, shard, cluster, gid)  # unseen 3 of 3: floor 1 + 1 + 1
+    assert isinstance(reply, Ok) and b"reserves: 3\n" in reply.body
+    ready = _stats_job(LOCAL, reserves=3, releases=1)
+    reply = global_stats_job(ready, shard, cluster, gid)  # floor 1 (its release)
+    assert isinstance(reply, Ok) and b"reserves: 1\n" in reply.body

@@ -13,7 +13,7 @@ import pytest
 
 from beanrouter import protocol as p
 from beanrouter.core import Failure, FailureKind, Session
-from beanrouter.core.batch import MAX_COMMANDS, MAX_RESERVES, plan
+from beanrouter.core.batch import MAX_COMMANDS, MAX_RESERVES, extend, extendable, plan
 from beanrouter.core.reserve import HELD_FAST_MAX, reserve, stream_link
 from beanrouter.protocol import (
     DELETED,
@@ -359,7 +359,7 @@ def test_a_streamed_run_sends_blocking_reserves_as_they_are_and_answers_as_repli
     assert got == [DELETED, Reserved(gid("s1", 2), b"b"), DELETED]
     run.reply({send.link: [TIMED_OUT, Inserted(3)]})  # the second wait timed out at the shard
     assert got[3:] == [TIMED_OUT, Inserted(gid("s1", 3))]
-    assert run.value() == got
+    assert run.value() == []  # (streamed: not kept)
     assert not s.held and not any(link.reserving or link.owed for link in s.all_links())
     assert s.cluster.metrics.give_backs == 0
 
@@ -372,15 +372,71 @@ def test_a_streamed_wait_whose_link_is_lost_answers_internal_error_not_a_new_wai
     run = Script(batch.op)
     (send,) = run.now.sends
     run.reply({send.link: Failure(FailureKind.LOST, "shard gone")})
-    (wait, stored) = run.value()
+    assert run.value() == []
+    (wait, stored) = got
     assert isinstance(wait, ShardUnavailable) and isinstance(stored, PutUncertain)
-    assert got == [wait, stored]
+
+
+def test_a_streamed_run_out_takes_more_commands_on_its_link_in_order() -> None:
+    """``extend``: what the client sends while a streamed run is out joins it on its link (the
+    shard keeps the order); results come through ``stream`` after the earlier ones."""
+    s = proxy_session()
+    got: list[object] = []
+    batch = plan(s, [p.Reserve()], stream=got.append)
+    assert batch is not None
+    run = Script(batch.op)
+    (send,) = run.now.sends
+    link = send.link
+    assert extendable(batch) is link and link.owed == 1
+    assert extend(s, batch, []) == (0, b"")
+    assert extend(s, batch, [p.ReserveWithTimeout(9)]) == (1, b"reserve-with-timeout 9\r\n")
+    run.reply({link: [Reserved(1, b"a")]})
+    first = gid("s1", 1)
+    assert got == [Reserved(first, b"a")] and first in s.held and link.owed == 1
+    assert extend(s, batch, [p.Delete(first), p.Reserve()]) == (2, b"delete 1\r\nreserve\r\n")
+    assert link.owed == 3
+    assert extend(s, batch, [p.Use("t2"), put()]) == (0, b"")  # (``use``: not while out)
+    taken, data = extend(s, batch, [put(), p.ListTubeUsed(), p.Watch("t2")])
+    assert taken == 2 and data == b"put 10 0 60 1\r\nx\r\n" and link.owed == 4
+    run.reply({link: [TIMED_OUT, DELETED]})
+    assert got[1:] == [TIMED_OUT, DELETED] and first not in s.held
+    run.reply({link: [Reserved(2, b"b"), Inserted(3)]})
+    assert got[3:] == [Reserved(gid("s1", 2), b"b"), Inserted(gid("s1", 3)), p.Using("t1")]
+    assert run.value() == [] and extendable(batch) is None  # over: nothing joins it now
+    assert extend(s, batch, [p.Reserve()]) == (0, b"")
+    assert link.owed == 0 and not link.reserving
+
+
+def test_a_streamed_run_out_keeps_its_bound_on_unanswered_reserves() -> None:
+    s = proxy_session()
+    batch = plan(s, [p.Reserve(), p.Reserve(), p.Reserve()], stream=lambda _: None, max_reserves=2)
+    assert batch is not None and batch.size == 2
+    run = Script(batch.op)
+    (send,) = run.now.sends
+    assert extend(s, batch, [p.ReserveWithTimeout(5)]) == (0, b"")  # two unanswered already
+    run.reply({send.link: [Reserved(1, b"a")]})
+    assert extend(s, batch, [p.ReserveWithTimeout(5), p.Reserve()]) == (
+        1,
+        b"reserve-with-timeout 5\r\n",
+    )
+    run.reply({send.link: Failure(FailureKind.LOST, "shard gone")})
+    assert extendable(batch) is None  # a failed link takes nothing more
+    assert extend(s, batch, [p.Reserve()]) == (0, b"")
+
+
+def hold_elsewhere(s: Session, job: int) -> None:
+    """Make the held ``job`` held on another link of its shard than the one it came on."""
+    held = s.held[job]
+    other = s.idle_link(held.link.shard)
+    held.link.held -= 1
+    held.link = other
+    other.held += 1
 
 
 def test_no_stream_when_the_session_holds_jobs_on_another_link_or_watches_two_shards() -> None:
     s = proxy_session()
     job = run_auto_reserve(s, 1).id
-    s.held[job].link = s.idle_link(s.held[job].link.shard)  # (held elsewhere than the main link)
+    hold_elsewhere(s, job)
     batch = plan(s, [p.Reserve()], stream=lambda _: None)
     assert batch is None  # the shard's own DEADLINE_SOON would not cover that job
     s2 = proxy_session()
@@ -410,7 +466,7 @@ def test_stream_link_is_the_core_s_answer_and_creates_nothing() -> None:
     job = run_auto_reserve(s, 1).id
     link = stream_link(s, s.cluster.clock())
     assert link is not None and link is s.held[job].link
-    s.held[job].link = s.idle_link(link.shard)  # a held job elsewhere: its DEADLINE_SOON
+    hold_elsewhere(s, job)  # a held job elsewhere: its DEADLINE_SOON
     assert stream_link(s, s.cluster.clock()) is None
     two = proxy_session()
     run_auto(two.watch("t2"))

@@ -207,6 +207,31 @@ def test_no_shard_up_raises() -> None:
         Script(s.reserve(1)).value()
 
 
+@pytest.mark.parametrize("probing", [False, True])
+def test_a_wait_looks_at_a_down_shard_again_as_often_as_a_background_prober_tries_it(
+    probing: bool,
+) -> None:
+    """A blocked reserve wakes when the down shard's backoff ends; when a shell probes the down
+    shards in the background (``Cluster.probing``), at least every ``server_retry_timeout``,
+    so a shard found up again joins the wait without waiting out its backoff."""
+    cluster, s, clock = three()
+    cluster.probing = probing
+    down = cluster.shards["s2"]
+    for _ in range(8):
+        down.health.failure("down")  # its probe interval at its maximum
+    assert down.health.next_probe() == clock.t + cluster.config.server_retry_timeout_max
+    run = Script(s.reserve(None))
+    answer_sweep(run, {})
+    rnd = run.now
+    assert rnd.first and set(run.sends()) == {"s0", "s1"}
+    looks_at = clock.t + cluster.config.server_retry_timeout if probing else down.health.retry_at
+    assert rnd.until == looks_at
+    clock.t = looks_at
+    cluster.probed(down)  # (as the prober does once the shard answers)
+    run.reply({})
+    assert set(run.sends()) == {"s2"}  # it joins the wait
+
+
 # ---- the blocking wait ------------------------------------------------------------------------
 
 
@@ -387,7 +412,7 @@ def raced_with_ttr(ttr: float) -> tuple[Cluster, Session, Clock, Held]:
     cluster, s, clock = three()
     wait_raced(s)[0].value()
     pre = s.prefetched[gid("s2", 9)]
-    pre.deadline = clock.t + ttr
+    s.timed(pre, clock.t + ttr)
     return cluster, s, clock, pre
 
 

@@ -6,11 +6,14 @@ what it sends where, and answers with protocol reply objects or link failures.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from beanrouter import protocol as p
 from beanrouter.core import Cluster, Failure, FailureKind, Session
 from beanrouter.core.answer import answer
+from beanrouter.core.reserve import expire_held
 from beanrouter.protocol import (
     DELETED,
     DRAINING,
@@ -231,6 +234,25 @@ def test_touch_renews_the_deadline_of_a_held_job() -> None:
     run.reply({s.held[gid].link: [TOUCHED]})
     assert run.value() == TOUCHED
     assert s.held[gid].deadline == clock.t + 10
+
+
+def test_held_jobs_are_looked_at_for_expiry_only_once_the_earliest_deadline_passed() -> None:
+    _, s, clock = _session_on_t1()
+    assert s.expiry == math.inf  # nothing held
+    start = clock.t
+    _reserve_on_s1(s, 1, ttr=10)
+    gid = ids.encode(1, 1)
+    assert s.expiry <= start + 10  # a lower bound of every deadline
+    clock.t = start + 5
+    run = Script(s.touch(gid))
+    run.reply({s.held[gid].link: [TOUCHED]})
+    assert s.held[gid].deadline == start + 15 and s.expiry <= start + 10
+    clock.t = start + 11  # past the old deadline, before the touched one
+    expire_held(s, clock.t)
+    assert gid in s.held and s.expiry == start + 15  # recomputed: the touched deadline
+    clock.t = start + 15
+    expire_held(s, clock.t)
+    assert gid not in s.held and s.expiry == math.inf
 
 
 def test_abandon_closes_the_links_left_owing() -> None:
