@@ -444,8 +444,8 @@ def extend(s: Session, batch: Batch, commands: Sequence[Command]) -> tuple[int, 
     (planned as ``plan`` would, ``use`` aside), to be sent at once. Returns how many of the
     leading ``commands`` joined, and their bytes (the link owes their replies now); their
     results come through the run's ``stream``, after those of the commands before them. The
-    run keeps at most ``MAX_COMMANDS`` steps and its ``reserves``
-    unanswered, and ``MAX_BYTES`` per extension."""
+    run keeps at most ``MAX_COMMANDS`` steps and its ``reserves`` unanswered, and takes at most
+    ``MAX_BYTES`` per extension."""
     planner = batch.planner
     link = extendable(batch)
     if link is None or not commands:
@@ -462,9 +462,7 @@ def extend(s: Session, batch: Batch, commands: Sequence[Command]) -> tuple[int, 
                 break
             if not planner.add(cmd):
                 break
-            taken += 1
-            if planner.ended:
-                break
+            taken += 1  # (a streamed run has no probe: nothing ends it early)
     finally:
         planner.extending = False
     link.owed += planner.replies - before

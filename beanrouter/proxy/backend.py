@@ -27,7 +27,7 @@ from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, extend, extendable, plan
 from ..core.cluster import ShardState
 from ..core.reserve import stream_link
-from ..router.aio_driver import AsyncDriver, LinkPool
+from ..router.aio_driver import AsyncDriver, LinkPool, answers
 from ..router.errors import RouterError
 
 if TYPE_CHECKING:
@@ -145,11 +145,7 @@ class CoreSession:
         live on one shard whose link is connected, the client's blocking reserves join the run
         as they are (``plan(stream=...)``): the shard waits, in the client's order, and each
         reply is answered as soon as it is in."""
-        s = self.session
-        if self._busy or self._lock.locked() or self._closed:
-            return False
-        due = s.next_timer()
-        if due is not None and due <= s.cluster.clock():
+        if self._busy or self._lock.locked() or self._closed or self._maintenance_due():
             return False
         streaming = any(map(p.may_wait, commands)) and self._streaming()
         if streaming:
@@ -213,10 +209,7 @@ class CoreSession:
             return 0
         batch, taken = streamed
         link = extendable(batch)
-        if link is None or not self.driver.can_extend(link):
-            return 0
-        due = self.session.next_timer()
-        if due is not None and due <= self.session.cluster.clock():
+        if link is None or not self.driver.can_extend(link) or self._maintenance_due():
             return 0
         count, data = extend(self.session, batch, commands)
         for cmd in commands[:count]:
@@ -233,7 +226,7 @@ class CoreSession:
         streamed = self._streamed
         if streamed is None or self._paused is not None:
             return
-        link = streamed[0].planner.link
+        link = extendable(streamed[0])
         if link is not None and self.driver.pause_reading(link):
             self._paused = link
 
@@ -282,9 +275,12 @@ class CoreSession:
         as beanstalkd answers a half-closed client, and the rest still runs)."""
         self.driver.half_close()
 
-    async def _maybe_maintain(self) -> None:
+    def _maintenance_due(self) -> bool:
         due = self.session.next_timer()
-        if due is not None and due <= self.session.cluster.clock():
+        return due is not None and due <= self.session.cluster.clock()
+
+    async def _maybe_maintain(self) -> None:
+        if self._maintenance_due():
             await self._quietly(self.session.maintain())
 
     async def _execute(self, command: p.Command) -> bytes:
@@ -315,8 +311,7 @@ class CoreSession:
 
     async def _maintain(self) -> None:
         async with self._lock:
-            due = self.session.next_timer()
-            if due is not None and due <= self.session.cluster.clock() and not self._closed:
+            if self._maintenance_due() and not self._closed:
                 await self._quietly(self.session.maintain())
             self._arm_timer()
 
@@ -420,21 +415,12 @@ class CoreBackend:
                         cluster.probed(shard)
 
     async def _answers(self, shard: ShardState) -> bool:
-        """``shard`` accepts a connection and answers ``list-tube-used`` with ``USING``."""
-        reader = p.ReplyReader()
-        writer: asyncio.StreamWriter | None = None
+        """``shard`` answers within ``connect_timeout`` (``aio_driver.answers``)."""
         try:
             async with asyncio.timeout(self.cluster.config.connect_timeout):
-                stream, writer = await asyncio.open_connection(shard.config.host, shard.config.port)
-                writer.write(b"list-tube-used\r\n")
-                while (event := reader.next_event()) is p.NEED_DATA:
-                    reader.receive_data(await stream.read(4096))
-        except (OSError, TimeoutError, p.ProtocolError):
+                return await answers(shard.config.host, shard.config.port)
+        except TimeoutError:
             return False
-        finally:
-            if writer is not None:
-                writer.close()
-        return isinstance(event, p.Using)
 
     def _register_metrics(self, registry: Registry) -> None:
         """The routing core's counters in the proxy's ``/metrics`` (collected when scraped)."""

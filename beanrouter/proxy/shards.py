@@ -121,31 +121,15 @@ def stop_shards(shards: list[Shard], timeout: float = STOP_TIMEOUT) -> None:
             shard.proc.wait()
 
 
-async def _probe(port: int) -> bool:
-    """True once the shard on ``port`` answers a command (False: not yet, try again)."""
-    import asyncio
-
-    try:
-        reader, writer = await asyncio.open_connection(SHARD_HOST, port)
-    except OSError:
-        return False
-    try:
-        writer.write(b"list-tube-used\r\n")
-        line = await reader.readline()
-        return line.startswith(b"USING ")
-    except OSError:
-        return False
-    finally:
-        writer.close()
-
-
 async def wait_ready(shards: list[Shard], timeout: float, stop: asyncio.Event) -> None:
     """Return when every shard answers; raise ``ShardFailed`` if one exits, TimeoutError."""
     import asyncio
 
+    from ..router.aio_driver import answers
+
     async def one(shard: Shard) -> None:
         while True:
-            probe = asyncio.ensure_future(_probe(shard.port))
+            probe = asyncio.ensure_future(answers(SHARD_HOST, shard.port))
             while not probe.done():
                 status = shard.poll()
                 if status is not None:

@@ -34,7 +34,7 @@ from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
 from ..core.session import Session
 from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader, Using
 
-__all__ = ["AsyncDriver", "LinkPool"]
+__all__ = ["AsyncDriver", "LinkPool", "answers"]
 
 T = TypeVar("T")
 
@@ -816,6 +816,25 @@ class LinkPool:
             for stream, _ in queue:
                 stream.close()
         self.idle.clear()
+
+
+async def answers(host: str, port: int) -> bool:
+    """``host:port`` accepts a connection and answers ``list-tube-used`` with ``USING``: a shard
+    is up there (False: refused, closed, or another answer). No deadline of its own."""
+    reader = ReplyReader()
+    try:
+        stream, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"list-tube-used\r\n")
+        while (event := reader.next_event()) is NEED_DATA:
+            reader.receive_data(await stream.read(4096))
+    except (OSError, ProtocolError):
+        return False
+    finally:
+        writer.close()
+    return isinstance(event, Using)
 
 
 def _settle(done: asyncio.Future[None]) -> None:
