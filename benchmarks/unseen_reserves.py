@@ -10,6 +10,11 @@ attempts with it), and the proxy's ``wait_cancels`` and ``unseen_reserves`` (``/
 
     python3 benchmarks/unseen_reserves.py   # 3 shards, 3 x 50 puts/s, 4 consumers, 10 s
     python3 benchmarks/unseen_reserves.py --seconds 30 --rate 200
+    python3 benchmarks/unseen_reserves.py --workers 2   # bundled shards, ``proxy --workers 2``
+
+With ``--workers N`` the shards are ``beanrouter server`` processes and the proxy is ``beanrouter
+proxy --workers N``: a consumer's connection lands on either worker, so a job reserved unseen
+through one is often delivered through another (the workers share their unseen counters).
 
 Exits 1 when a put was not acknowledged or a job was not delivered, else 0 (whatever the counts).
 """
@@ -17,15 +22,18 @@ Exits 1 when a put was not acknowledged or a job was not delivered, else 0 (what
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,34 +68,76 @@ def main() -> int:
     ap.add_argument("--consumers", type=int, default=4)
     ap.add_argument("--tubes", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--workers", type=int, default=1, help="N > 1: proxy --workers N")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        return start(args, stack)
 
-    port, http = free_port(), free_port()
-    exe = [sys.executable, "-m", "beanrouter", "cluster", "--shards", str(args.shards)]
+
+def spawn(argv: list[str], stack: contextlib.ExitStack) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [*exe, "-p", str(port), "--http-port", str(http)],
+        [sys.executable, "-m", "beanrouter", *argv],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                Client(port).sock.close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    print("the cluster did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
-        return run(args, port, http)
-    finally:
+
+    def stop() -> None:
         proc.terminate()
         proc.wait(30)
 
+    stack.callback(stop)
+    return proc
 
-def run(args: argparse.Namespace, port: int, http: int) -> int:
+
+@contextlib.contextmanager
+def _config(ports: list[int]) -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cluster.yaml"
+        lines = [f"  - 127.0.0.1:{p} s{i} id={i}" for i, p in enumerate(ports)]
+        path.write_text("servers:\n" + "\n".join(lines) + "\n")
+        yield str(path)
+
+
+def start(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
+    port, http = free_port(), free_port()
+    if args.workers > 1:
+        shards = [free_port() for _ in range(args.shards)]
+        for p in shards:
+            spawn(["server", "-l", "127.0.0.1", "-p", str(p)], stack)
+        path = stack.enter_context(_config(shards))
+        http = free_port()
+        while any(_taken(http + i) for i in range(args.workers)):
+            http = free_port()
+        argv = ["proxy", "--config", path, "-p", str(port), "--workers", str(args.workers)]
+        proc = spawn([*argv, "--http-port", str(http)], stack)
+    else:
+        argv = ["cluster", "--shards", str(args.shards), "-p", str(port)]
+        proc = spawn([*argv, "--http-port", str(http)], stack)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            Client(port).sock.close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                print("the cluster did not start", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+    time.sleep(1.0 if args.workers > 1 else 0.0)  # (every worker listening)
+    return run(args, port, [http + i for i in range(args.workers)])
+
+
+def _taken(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def run(args: argparse.Namespace, port: int, https: list[int]) -> int:
     tubes = [b"t%d" % i for i in range(args.tubes)]
     stop = time.monotonic() + args.seconds
     lock = threading.Lock()
@@ -146,16 +196,18 @@ def run(args: argparse.Namespace, port: int, http: int) -> int:
         t.join()
     took = time.monotonic() - started
     metrics: dict[str, float] = {}
-    text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10).read()
-    for line in text.decode().splitlines():
-        if line.startswith("beanrouter_") and " " in line and "{" not in line:
-            name, value = line.rsplit(" ", 1)
-            metrics[name] = float(value)
+    for http in https:  # (summed over the workers)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10).read()
+        for line in text.decode().splitlines():
+            if line.startswith("beanrouter_") and " " in line and "{" not in line:
+                name, value = line.rsplit(" ", 1)
+                metrics[name] = metrics.get(name, 0.0) + float(value)
     over = sum(1 for r in first.values() if r > 1)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}; "
-        f"{args.shards} shards, {args.producers} x {args.rate:g} puts/s, "
+        f"{args.shards} shards, {args.workers} proxy process(es), "
+        f"{args.producers} x {args.rate:g} puts/s, "
         f"{args.consumers} consumers, {args.tubes} tubes, {took:.0f} s"
     )
     print(

@@ -9,7 +9,9 @@ is not possible it says so in one line and exits 0: tests/conftest.py then skips
 comparisons, except under ``CI``, where they fail.
 
 The same goes for the clients in other languages that tests/clients drives through beanrouter:
-PHP's pheanstalk and Ruby's beaneater, from Debian (``CLIENT_PACKAGES``).
+PHP's pheanstalk and Ruby's beaneater, from Debian (``CLIENT_PACKAGES``), and Node.js's jackd, from
+the npm registry (pinned by tests/clients/node/package-lock.json, installed there by ``npm ci``;
+Node.js and npm themselves from Debian's ``nodejs`` package when missing).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 DEFAULT = "/usr/bin/beanstalkd"
 CLIENT_PACKAGES = ("php-cli", "php-pda-pheanstalk", "ruby", "ruby-beaneater")
 PHEANSTALK = "/usr/share/php/Pheanstalk/autoload.php"
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clients", "node")
+NODE_CLIENTS = ("jackd",)
 
 
 def clients_present() -> bool:
@@ -32,6 +36,32 @@ def clients_present() -> bool:
         return False
     probe = subprocess.run(["ruby", "-e", "require 'beaneater'"], capture_output=True, check=False)
     return probe.returncode == 0
+
+
+def node_clients_present() -> bool:
+    """Node.js, with the npm packages of tests/clients/node installed there."""
+    if shutil.which("node") is None:
+        return False
+    modules = os.path.join(NODE_DIR, "node_modules")
+    return all(os.path.exists(os.path.join(modules, m, "package.json")) for m in NODE_CLIENTS)
+
+
+def install_node_clients() -> str | None:
+    """``npm ci`` in tests/clients/node (Debian's nodejs first, if npm is missing): None when
+    done, else why not."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        failed = _apt_install(("nodejs", "npm"))
+        if failed is not None and _apt_install(("nodejs",)) is not None:
+            return failed
+        if shutil.which("npm") is None:
+            return "npm is still missing"
+    argv = ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"]
+    done = subprocess.run(
+        argv, cwd=NODE_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return f"npm ci failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    return None if node_clients_present() else "npm ci did not install them"
 
 
 def _root_prefix() -> list[str] | None:
@@ -86,6 +116,11 @@ def main() -> int:
         if failed is not None or not clients_present():
             why = failed or "still missing"
             print(f"make test: clients not installed ({why}); tests/clients will skip")
+    if not node_clients_present():
+        print("make test: installing the Node.js clients (npm ci in tests/clients/node)")
+        failed = install_node_clients()
+        if failed is not None:
+            print(f"make test: Node.js clients not installed ({failed}); their tests will skip")
     chosen = os.environ.get("BEANSTALKD_BIN")
     if chosen:  # the user picked a binary: use it or not, never install over it
         return 0

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..router import ids
 from ..router.config import ClusterConfig, ShardConfig
@@ -21,7 +22,7 @@ from ..router.errors import JobIdError
 from ..router.health import Health
 from ..router.ring import Placement
 
-__all__ = ["MAX_PUT_ORDER", "Cluster", "Metrics", "ShardState"]
+__all__ = ["MAX_PUT_ORDER", "BoundedUnseen", "Cluster", "Metrics", "ShardState", "UnseenLedger"]
 
 MAX_PUT_ORDER = 1_000_000
 """Put orders remembered (see ``Cluster.put_order``)."""
@@ -29,6 +30,33 @@ MAX_PUT_ACKED = 16_384
 """Recent puts whose acknowledgement time is remembered (see ``Cluster.put_acked``)."""
 MAX_UNSEEN = 65_536
 """Jobs whose unseen reserves are remembered (see ``Cluster.unseen``)."""
+
+
+class UnseenLedger(Protocol):
+    """Where ``Cluster.unseen`` keeps its counts: a ``BoundedUnseen`` of the process's own, or
+    one that several processes share (``beanrouter.proxy.unseen``, for ``proxy --workers``)."""
+
+    def get(self, job_id: int, /) -> tuple[int, int, int] | None:
+        """The ``(reserves, releases, timeouts)`` recorded for ``job_id``, if any."""
+        ...
+
+    def add(self, job_id: int, reserves: int, releases: int, timeouts: int, /) -> None:
+        """Add to ``job_id``'s counts (it becomes the most recent)."""
+        ...
+
+
+class BoundedUnseen(dict[int, tuple[int, int, int]]):
+    """The process's own ledger: a dict of the ``limit`` most recently changed jobs."""
+
+    def __init__(self, limit: int = MAX_UNSEEN) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def add(self, job_id: int, reserves: int, releases: int, timeouts: int, /) -> None:
+        r, rel, t = self.pop(job_id, (0, 0, 0))
+        self[job_id] = (r + reserves, rel + releases, t + timeouts)
+        if len(self) > self.limit:
+            del self[next(iter(self))]
 
 
 class ShardState:
@@ -102,6 +130,7 @@ class Cluster:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         failover: int | None = None,
+        unseen: UnseenLedger | None = None,
     ) -> None:
         self.clock = clock
         self.rng = rng
@@ -130,13 +159,15 @@ class Cluster:
         """Global id -> when the job this process put became ready: the put's acknowledgement
         plus its delay (the ``MAX_PUT_ACKED`` most recent; taken by the job's first delivery): a
         blocked reserve's wake-up latency is measured from there."""
-        self.unseen: dict[int, tuple[int, int, int]] = {}
+        self.unseen: UnseenLedger = BoundedUnseen() if unseen is None else unseen
         """Global id → the ``(reserves, releases, timeouts)`` the shard counted for this
         process's own handling of the job, unseen by any client: a blocking wait's reserve that
         raced its cancellation, a prefetched job given back or dropped with its link. They are
         taken off the counters of the job's ``stats-job`` (``session.global_stats_job``), so a
         client reads what one beanstalkd would show (Laravel counts attempts with
-        ``reserves``). Bounded: the ``MAX_UNSEEN`` most recent."""
+        ``reserves``). Bounded: the ``MAX_UNSEEN`` most recent. ``proxy --workers`` shares one
+        ledger between its workers (the ``unseen`` argument), since a job may be reserved
+        unseen through one worker and then delivered through another."""
         self._put_seq = 0
         self.generation = 0
         """Raised by ``reconfigure``: sessions rebuild their cached maps."""
@@ -245,11 +276,7 @@ class Cluster:
     ) -> None:
         """The shard counted ``reserves``/``releases``/``timeouts`` for ``job_id`` that no
         client saw (see ``unseen``)."""
-        unseen = self.unseen
-        r, rel, t = unseen.pop(job_id, (0, 0, 0))
-        unseen[job_id] = (r + reserves, rel + releases, t + timeouts)
-        if len(unseen) > MAX_UNSEEN:
-            del unseen[next(iter(unseen))]
+        self.unseen.add(job_id, reserves, releases, timeouts)
         self.metrics.unseen_reserves += reserves
 
     def down_shards(self) -> list[ShardState]:

@@ -25,10 +25,11 @@ from .. import protocol as p
 from ..core import Cluster, Link, Op, Session
 from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, extend, extendable, plan
-from ..core.cluster import ShardState
+from ..core.cluster import ShardState, UnseenLedger
 from ..core.reserve import stream_link
 from ..router.aio_driver import AsyncDriver, LinkPool, answers
 from ..router.errors import RouterError
+from .unseen import ledger_from_env
 
 if TYPE_CHECKING:
     from ..protocol import StatValue
@@ -369,8 +370,8 @@ def _encode(result: Result, cmd: p.Command) -> bytes:
 class CoreBackend:
     """The shared state of one proxy process."""
 
-    def __init__(self, config: ClusterConfig) -> None:
-        self.cluster = Cluster(config)
+    def __init__(self, config: ClusterConfig, unseen: UnseenLedger | None = None) -> None:
+        self.cluster = Cluster(config, unseen=unseen)
         self.pool = LinkPool()
         """Shard connections that closed sessions left idle, for the next ones."""
         self.sessions: set[CoreSession] = set()
@@ -514,5 +515,6 @@ class CoreBackend:
 
 
 def make_backend(config: ClusterConfig) -> CoreBackend:
-    """The backend for ``config`` (``seam.BackendFactory``)."""
-    return CoreBackend(config)
+    """The backend for ``config`` (``seam.BackendFactory``); a worker of ``proxy --workers``
+    shares its unseen counters with the others (``unseen.ledger_from_env``)."""
+    return CoreBackend(config, unseen=ledger_from_env())

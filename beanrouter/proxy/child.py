@@ -97,6 +97,7 @@ def spawn(
     *,
     listen: socket.socket | None = None,
     env: Mapping[str, str] | None = None,
+    keep_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start ``beanrouter ARGS`` as a child that dies with this process.
 
@@ -104,6 +105,7 @@ def spawn(
         args: the ``beanrouter`` command line after the program name (``["server", "-p", …]``).
         listen: a listening socket the child serves on (passed as socket activation).
         env: extra environment variables.
+        keep_fds: other descriptors the child inherits (named to it in ``env``).
     """
     environ = dict(os.environ)
     if env:
@@ -115,10 +117,10 @@ def spawn(
     if os.path.basename(root) not in ("site-packages", "dist-packages"):
         path = environ.get("PYTHONPATH", "")
         environ["PYTHONPATH"] = root + (os.pathsep + path if path else "")
-    pass_fds: tuple[int, ...] = ()
+    pass_fds: tuple[int, ...] = tuple(keep_fds)
     if listen is not None:
         environ[LISTEN_FD_ENV] = str(listen.fileno())
-        pass_fds = (listen.fileno(),)
+        pass_fds += (listen.fileno(),)
     else:
         environ.pop(LISTEN_FD_ENV, None)
     return subprocess.Popen(

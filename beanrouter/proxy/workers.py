@@ -15,6 +15,7 @@ supervisor waits for the workers (each has its own bounded grace period), SIGKIL
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from . import unseen
 from .child import spawn
 
 __all__ = ["DRAIN_ENV", "run_workers"]
@@ -39,6 +41,16 @@ DRAIN_ENV: Final = "BEANROUTER_START_DRAINING"
 def run_workers(count: int, worker_args: Callable[[int], list[str]], *, grace: float) -> int:
     """Run ``count`` workers (``beanrouter`` argv of worker ``i``: ``worker_args(i)``) until they
     stop; returns the exit status."""
+    ledger = unseen.create()  # the workers' shared unseen counters (``proxy.unseen``)
+    try:
+        return _supervise(count, worker_args, grace, ledger)
+    finally:
+        os.close(ledger)
+
+
+def _supervise(
+    count: int, worker_args: Callable[[int], list[str]], grace: float, ledger: int
+) -> int:
     procs: list[subprocess.Popen[bytes] | None] = [None] * count
     started = [0.0] * count
     restart_at: list[float | None] = [None] * count
@@ -65,8 +77,10 @@ def run_workers(count: int, worker_args: Callable[[int], list[str]], *, grace: f
             send(signum)
 
     def start(i: int) -> None:
-        env = {DRAIN_ENV: "1"} if state["draining"] else None
-        procs[i] = spawn(worker_args(i), env=env)
+        env = {unseen.UNSEEN_ENV: str(ledger)}
+        if state["draining"]:
+            env[DRAIN_ENV] = "1"
+        procs[i] = spawn(worker_args(i), env=env, keep_fds=(ledger,))
         started[i] = time.monotonic()
         restart_at[i] = None
         resent_drain[i] = False

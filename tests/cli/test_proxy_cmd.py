@@ -7,6 +7,7 @@ bundled shard: the routing core is not what is tested here.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import urllib.request
 from collections.abc import Iterator
@@ -133,3 +134,32 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(procs: list[Proc], tmp_
     procs.append(p)
     assert p.proc.wait(30) == 1
     assert "while starting" in p.output()
+
+
+def _ledger(pid: int) -> str | None:
+    """The unseen-counter ledger process ``pid`` maps (its file's name), if any."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            names = {line.split()[5] for line in f if "beanrouter-unseen-" in line}
+    except OSError:
+        return None
+    return names.pop() if len(names) == 1 else None
+
+
+def test_workers_share_one_unseen_counter_ledger(
+    procs: list[Proc], tmp_path: Path, shard: Shard
+) -> None:
+    """The routing core's workers map the one ledger the supervisor made (tests/unit/
+    test_unseen_ledger.py: what that does for ``stats-job``); nothing is left in /dev/shm, as
+    the file was unlinked as soon as it was made."""
+    path = config(tmp_path, shard)
+    port = free_port()
+    p = Proc(["proxy", "--config", str(path), "-p", str(port), "--workers", "2"], backend=None)
+    procs.append(p)
+    with p.connect(port) as sock:
+        assert talk(sock, b"use w\r\n") == b"USING w\r\n"
+    wait_for(lambda: len(children(p.pid)) == 2 and all(map(_ledger, children(p.pid))),
+             "both workers to map a ledger")  # fmt: skip
+    assert len({_ledger(w) for w in children(p.pid)}) == 1
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("beanrouter-unseen-")]
+    assert p.stop() == 0

@@ -1,15 +1,17 @@
 """Clients in other languages, unmodified, against beanrouter: the same transcript as beanstalkd's.
 
-PHP's pheanstalk and Ruby's beaneater (Debian's packages; ``make test`` installs them when it can,
-tests/reference_server.py) each run one scripted session (``scenario.php``, ``scenario.rb``): a
+PHP's pheanstalk and Ruby's beaneater (Debian's packages) and Node.js's jackd (the npm registry,
+pinned in tests/clients/node) each run one scripted session (``scenario.php``, ``scenario.rb``,
+``scenario.js``; ``make test`` installs the clients when it can, tests/reference_server.py): a
 Laravel-style worker counting attempts with ``stats-job`` ``reserves``, bury/kick/peek, a worker
 watching tubes that a cluster spreads over its shards (priority order across them), PHP-FPM-style
-short connections, a worker vanishing while it holds a job, stats, pause-tube and errors. Job ids
-are printed as J1, J2, ... in order of first appearance, so the transcript from the bundled
-server, from ``beanrouter cluster --shards 1`` and from ``--shards 3`` must equal the real
-beanstalkd's line for line.
+short connections, a worker vanishing while it holds a job, stats, pause-tube (not with jackd:
+its ``pause-tube`` lacks the CRLF) and errors. jackd also pipelines puts, watches, releases and
+deletes on one connection. Job ids are printed as J1, J2, ... in order of first appearance, so
+the transcript from the bundled server, from ``beanrouter cluster --shards 1`` and from
+``--shards 3`` must equal the real beanstalkd's line for line.
 
-Without the clients these tests skip with the reason, except under ``CI``, where they fail.
+Without a client its tests skip with the reason, except under ``CI``, where they fail.
 """
 
 from __future__ import annotations
@@ -22,22 +24,27 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.harness import BEANROUTER, BEANSTALKD, CLUSTER1, CLUSTER3, Server
-from tests.reference_server import CLIENT_PACKAGES, clients_present
+from tests.reference_server import CLIENT_PACKAGES, clients_present, node_clients_present
 
 HERE = Path(__file__).parent
 CLIENTS = {"php-pheanstalk": ["php", str(HERE / "scenario.php")],
-           "ruby-beaneater": ["ruby", str(HERE / "scenario.rb")]}  # fmt: skip
+           "ruby-beaneater": ["ruby", str(HERE / "scenario.rb")],
+           "node-jackd": ["node", str(HERE / "scenario.js")]}  # fmt: skip
 IMPLS = (BEANROUTER, CLUSTER1, CLUSTER3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _clients() -> None:
-    if clients_present():
-        return
-    reason = f"PHP's pheanstalk or Ruby's beaneater is missing ({' '.join(CLIENT_PACKAGES)})"
+def _require(client: str) -> None:
+    if client == "node-jackd":
+        if node_clients_present():
+            return
+        reason = "Node.js or its jackd client is missing (tests/clients/node: npm ci)"
+    else:
+        if clients_present():
+            return
+        reason = f"PHP's pheanstalk or Ruby's beaneater is missing ({' '.join(CLIENT_PACKAGES)})"
     if os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI installs them (.ci/run)")
-    pytest.skip(f"{reason}; make test installs them as root")
+        pytest.fail(f"{reason}: CI installs them (.ci/run, make test)")
+    pytest.skip(f"{reason}; make test installs them")
 
 
 def transcript(argv: list[str], impl: str) -> list[str]:
@@ -65,6 +72,7 @@ def transcript(argv: list[str], impl: str) -> list[str]:
 @pytest.fixture(scope="module", params=sorted(CLIENTS))
 def reference(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str]]]:
     client: str = request.param
+    _require(client)
     yield client, transcript(CLIENTS[client], BEANSTALKD)
 
 

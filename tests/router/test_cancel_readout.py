@@ -24,6 +24,7 @@ from beanrouter.router import ids
 from beanrouter.router.aio_driver import AsyncDriver
 from beanrouter.router.config import config_from_servers
 from beanrouter.router.driver import Driver
+from tests.unit.test_core_reserve import own_unseen
 
 SHARD_ID = 3
 LOCAL = 41
@@ -138,7 +139,7 @@ def test_a_job_reserved_as_the_wait_is_cancelled_is_an_unseen_reserve(
     assert got == []  # the cancel round reports what came before the half-close: nothing
     assert shard.eof.wait(2), "the shard never saw the half-close"
     assert shard.received == b"reserve-with-timeout 10\r\n"
-    assert cluster.unseen == {_gid(): (1, 0, 0)}
+    assert own_unseen(cluster) == {_gid(): (1, 0, 0)}
     assert cluster.metrics.unseen_reserves == 1
     assert cluster.metrics.wait_cancels == 0  # (counted by the core's cancel, not the shell)
 
@@ -153,7 +154,7 @@ def test_a_timed_out_answer_leaves_no_unseen_reserve(
     else:
         cluster, _ = _run_async(shard.port, settle=0.5)
     assert shard.eof.wait(2)
-    assert cluster.unseen == {}
+    assert own_unseen(cluster) == {}
     assert cluster.metrics.link_failures == {}
 
 
@@ -177,14 +178,14 @@ def test_an_interrupted_async_wait_is_read_out_too(make_shard: type[FakeShard]) 
 
     cluster = asyncio.run(main())
     assert shard.eof.wait(2) and shard.received == b"reserve\r\n"
-    assert cluster.unseen == {_gid(): (1, 0, 0)}
+    assert own_unseen(cluster) == {_gid(): (1, 0, 0)}
 
 
 def test_blocking_read_out_of_a_hung_shard_is_bounded(make_shard: type[FakeShard]) -> None:
     shard = make_shard(None)
     cluster, _, took = _run_blocking(shard.port, timeout=5.0)
     assert took < 2.0  # CANCEL_READ (0.5 s), not the 5 s reply timeout
-    assert cluster.unseen == {}
+    assert own_unseen(cluster) == {}
     assert cluster.metrics.link_failures == {f"s{SHARD_ID}": 1}
 
 
@@ -193,7 +194,7 @@ def test_async_read_out_of_a_hung_shard_ends_at_the_reply_timeout(
 ) -> None:
     shard = make_shard(None)
     cluster, _ = _run_async(shard.port, settle=0.6, timeout=0.3)
-    assert cluster.unseen == {}
+    assert own_unseen(cluster) == {}
     assert cluster.metrics.link_failures == {f"s{SHARD_ID}": 1}
 
 
@@ -214,7 +215,7 @@ def test_stats_job_shows_the_counters_without_the_unseen_ones(shard_id: int) -> 
     cluster.note_unseen(gid)  # a wait's race
     cluster.note_unseen(gid, releases=1)  # a give-back
     cluster.note_unseen(gid, timeouts=1)  # a prefetched job whose TTR ran out
-    assert cluster.unseen[gid] == (3, 1, 1)
+    assert own_unseen(cluster)[gid] == (3, 1, 1)
     reply = global_stats_job(
         _stats_job(LOCAL, reserves=4, releases=1, timeouts=2), shard, cluster, gid
     )
