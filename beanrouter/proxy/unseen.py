@@ -70,7 +70,9 @@ def create(directory: str | None = None, buckets: int = BUCKETS, ways: int = WAY
 
 
 class SharedUnseen:
-    """A ledger that several processes map (``UnseenLedger``), from a descriptor it then owns."""
+    """A ledger that several processes map (``UnseenLedger``), from a descriptor that it owns
+    once built (``close`` closes it); one that is not a ledger raises ``ValueError`` or
+    ``OSError`` and stays the caller's."""
 
     def __init__(self, fd: int) -> None:
         head = os.pread(fd, _HEADER.size, 0)
