@@ -101,19 +101,17 @@ def _config(ports: list[int]) -> Iterator[str]:
 
 def start(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     port, http = free_port(), free_port()
+    while any(_taken(http + i) for i in range(1, args.workers)):  # (worker i serves http + i)
+        http = free_port()
     if args.workers > 1:
         shards = [free_port() for _ in range(args.shards)]
         for p in shards:
             spawn(["server", "-l", "127.0.0.1", "-p", str(p)], stack)
         path = stack.enter_context(_config(shards))
-        http = free_port()
-        while any(_taken(http + i) for i in range(args.workers)):
-            http = free_port()
         argv = ["proxy", "--config", path, "-p", str(port), "--workers", str(args.workers)]
-        proc = spawn([*argv, "--http-port", str(http)], stack)
     else:
         argv = ["cluster", "--shards", str(args.shards), "-p", str(port)]
-        proc = spawn([*argv, "--http-port", str(http)], stack)
+    proc = spawn([*argv, "--http-port", str(http)], stack)
     deadline = time.monotonic() + 30
     while True:
         try:

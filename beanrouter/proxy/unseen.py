@@ -100,7 +100,9 @@ class SharedUnseen:
         try:
             for way in range(self._ways):
                 k, s, r, rel, t = _ENTRY.unpack_from(self._map, base + way * _ENTRY.size)
-                if k == job_id and s:
+                if not s:
+                    break  # (a bucket fills in order and no entry is emptied: none further on)
+                if k == job_id:
                     return (r, rel, t)
         finally:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
@@ -114,18 +116,19 @@ class SharedUnseen:
             (seq,) = struct.unpack_from("<Q", m, _SEQ_AT)
             seq += 1
             struct.pack_into("<Q", m, _SEQ_AT, seq)
-            victim, oldest = base, -1
-            counts = (0, 0, 0)
+            # The job's entry, else the bucket's first empty one (a bucket fills in order and
+            # no entry is emptied), else its least recently changed one.
+            victim, oldest, counts = base, -1, (0, 0, 0)
             for way in range(self._ways):
                 at = base + way * _ENTRY.size
                 k, s, r, rel, t = _ENTRY.unpack_from(m, at)
-                if k == job_id and s:
+                if not s:
+                    victim = at
+                    break
+                if k == job_id:
                     victim, counts = at, (r, rel, t)
                     break
-                if not s:
-                    if oldest != 0:  # the first empty entry, unless the job is further on
-                        victim, oldest = at, 0
-                elif oldest != 0 and (oldest < 0 or s < oldest):
+                if oldest < 0 or s < oldest:
                     victim, oldest = at, s
             r, rel, t = counts
             _ENTRY.pack_into(
