@@ -4,7 +4,8 @@
 
 1. **Choose** (only when more than one shard holds a watched tube, or the session has prefetched
    jobs). One round asks ``stats-tube`` of each watched tube on each such shard's main link (ready
-   count, pause). When one shard alone has ready jobs in unpaused tubes, that is the shard. When
+   count, pause: ``pause`` > 0, since ``pause-time-left`` reads 0 in a pause's last second).
+   When one shard alone has ready jobs in unpaused tubes, that is the shard. When
    several do (or a job is prefetched), a second round peeks (``use`` + ``peek-ready``) each of
    their ready tubes, a third reads those jobs' ``stats-job``, and the most urgent wins (priority,
    then the oldest, then the order this process put them in, then round-robin). Only then is
@@ -561,6 +562,14 @@ def _stat_int(body: bytes, key: bytes) -> int:
         return 0
 
 
+def _paused(body: bytes) -> bool:
+    """Whether a ``stats-tube`` body says the tube is paused. ``pause`` (the pause's length, set
+    to 0 when it lifts) says it; ``pause-time-left`` alone does not: it is whole seconds,
+    truncated, so it reads 0 throughout a pause's last second. (``pause-tube t 0`` pauses for
+    1 ns, lifted at the shard's next tick: ``pause: 0``, not paused for a client either.)"""
+    return _stat_int(body, b"pause") > 0 or _stat_int(body, b"pause-time-left") > 0
+
+
 def _choose(
     s: Session, shards: Sequence[ShardState], wmap: Mapping[str, list[str]]
 ) -> Op[_Candidate | None]:
@@ -589,7 +598,7 @@ def _choose(
             for tube, reply in zip(tubes, result, strict=True)
             if isinstance(reply, Ok)  # NOT_FOUND: the tube does not exist there
             and _stat_int(reply.body, b"current-jobs-ready") > 0
-            and _stat_int(reply.body, b"pause-time-left") == 0
+            and not _paused(reply.body)
         ]
         if names:
             ready.append((shard, send.link, names))

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from beanrouter.router.ring import Placement
+
 from .harness import (
+    CLUSTER3,
+    CLUSTERS,
     DEADLINE_SOON,
     DELETED,
     PAUSED,
@@ -226,6 +230,77 @@ BLOCKING = [
     ),
 ]
 
+# A tube in the last second of its pause reads ``pause-time-left: 0`` in ``stats-tube`` (whole
+# seconds, truncated) while it is still paused; ``pause`` says it is (beanstalkd sets it to 0
+# when the pause lifts). On cluster3 tube ``a`` lives on shard-0 (failover successor shard-1)
+# and ``b`` on shard-2 (successor shard-0, the shard that holds the paused ``a``):
+# ``test_pause_cases_span_shards`` checks it. The worker watches both before the pause, so the
+# pause reaches ``a`` on its successor too. beanstalkd hands out ``b``'s job at once, and ``a``'s
+# most urgent job first once the pause is over.
+PAUSE_WORKER = io(
+    b"watch a\r\nwatch b\r\nignore default\r\n",
+    b"WATCHING 2\r\n",
+    b"WATCHING 3\r\n",
+    b"WATCHING 2\r\n",
+    conn="b",
+)
+PAUSE_JOBS = io(
+    b"use b\r\n" + put(b"b1", pri=5) + put(b"b2", pri=5) + b"use a\r\n" + put(b"a1", pri=0),
+    b"USING b\r\n",
+    inserted(1),
+    inserted(2),
+    b"USING a\r\n",
+    inserted(3),
+)
+
+PAUSES = [
+    case(
+        "reserve-skips-tube-in-last-second-of-pause",
+        PAUSE_WORKER,
+        PAUSE_JOBS,
+        io(b"pause-tube a 1\r\n", PAUSED),
+        io(RWT0, reserved(1, b"b1"), conn="b"),
+        io(RWT0, reserved(2, b"b2"), conn="b"),
+        io(RWT0, TIMED_OUT, conn="b"),
+        sleep(1.2),
+        io(RWT0, reserved(3, b"a1"), conn="b"),
+    ),
+    case(
+        "reserve-waiting-skips-tube-in-last-second-of-pause",
+        PAUSE_WORKER,
+        PAUSE_JOBS,
+        io(b"pause-tube a 1\r\n", PAUSED),
+        # the job ready elsewhere, at once (not a's job when the pause lifts)
+        io(b"reserve-with-timeout 1\r\n", reserved(1, b"b1"), conn="b", timeout=0.5),
+        sleep(1.2),
+        # the pause is over: priority order across the shards again (a1 before the older b2)
+        io(b"reserve-with-timeout 1\r\n", reserved(3, b"a1"), conn="b"),
+        io(b"reserve-with-timeout 1\r\n", reserved(2, b"b2"), conn="b"),
+        io(RWT0, TIMED_OUT, conn="b"),
+    ),
+    case(
+        "reserve-pause-lifted-most-urgent-first",
+        PAUSE_WORKER,
+        PAUSE_JOBS,
+        io(b"pause-tube a 1\r\n", PAUSED),
+        sleep(1.2),
+        io(
+            b"stats-tube a\r\n",
+            tube_reply(
+                "a",
+                current_jobs_urgent=1,
+                current_jobs_ready=1,
+                total_jobs=1,
+                current_watching=1,
+                current_using=1,
+                cmd_pause_tube=1,
+            ),
+        ),
+        io(RWT0, reserved(3, b"a1"), conn="b"),
+        io(RWT0, reserved(1, b"b1"), conn="b"),
+    ),
+]
+
 # beanstalkd 1.12 bug: a connection's timer is dropped if it fires in the same microsecond as
 # the job's deadline (conn_timeout tests `deadline_at >= now` and does not reschedule), and then
 # the reserved job never times out until that connection does something. So after sleeping past
@@ -417,9 +492,19 @@ HALF_CLOSE = [
     ),
 ]
 
-CASES = ORDER + BLOCKING + DEADLINES + DISCONNECT + HALF_CLOSE
+CASES = ORDER + BLOCKING + PAUSES + DEADLINES + DISCONNECT + HALF_CLOSE
 
 
 @pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
 def test_reserve(conformance: Conformance, c: Case) -> None:
     conformance.check(c)
+
+
+def test_pause_cases_span_shards() -> None:
+    """The ``PAUSES`` cases run over shards on cluster3 (its names and failover): ``a`` and ``b``
+    have different owners, and ``b``'s failover successor is ``a``'s owner."""
+    placement = Placement([(f"shard-{i}", 1) for i in range(CLUSTERS[CLUSTER3])])
+    a, b = placement.preference("a"), placement.preference("b")
+    assert len(a) == len(b) == 2
+    assert a[0] != b[0]
+    assert b[1] == a[0]

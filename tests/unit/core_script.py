@@ -51,8 +51,11 @@ def job_stats(local: int, tube: str, pri: int, age: int = 0, ttr: int = 60, **mo
     return Ok(format_mapping(fields))
 
 
-def tube_stats(tube: str, paused: int = 0, ready: int = 1) -> Ok:
-    return shard_stats(name=tube, current_jobs_ready=ready, pause=paused, pause_time_left=paused)
+def tube_stats(tube: str, paused: int = 0, ready: int = 1, left: int | None = None) -> Ok:
+    """A ``stats-tube`` reply: ``paused`` the pause's length, ``left`` its ``pause-time-left``
+    (default the same; a pause in its last second reads 0)."""
+    left = paused if left is None else left
+    return shard_stats(name=tube, current_jobs_ready=ready, pause=paused, pause_time_left=left)
 
 
 def commands(data: bytes) -> list[bytes]:

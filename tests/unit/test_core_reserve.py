@@ -77,18 +77,29 @@ def sweep_lines(tube: str) -> list[bytes]:
 
 
 def answer_sweep(
-    run: Script, ready: dict[str, Reply], paused: dict[str, int] | None = None
+    run: Script,
+    ready: dict[str, Reply],
+    paused: dict[str, int] | None = None,
+    left: dict[str, int] | None = None,
 ) -> None:
     """Answer a choice: ``ready`` is each shard's ``peek-ready`` reply (default NOT_FOUND: no
-    ready job); ``paused`` its tube's ``pause-time-left``. Round 1 is ``stats-tube`` everywhere;
-    round 2 (the peeks, only where jobs are ready) comes when several shards have ready jobs or
-    a job is prefetched."""
+    ready job); ``paused`` its tube's ``pause`` and ``left`` its ``pause-time-left`` (default
+    ``paused``). Round 1 is ``stats-tube`` everywhere; round 2 (the peeks, only where jobs are
+    ready) comes when several shards have ready jobs or a job is prefetched."""
     assert not run.now.first
     assert run.data() == {n: [b"stats-tube " + TUBE_ON[n].encode()] for n in run.sends()}
     paused = paused or {}
+    left = left or {}
     run.auto(
         **{
-            n: [tube_stats(TUBE_ON[n], paused.get(n, 0), int(isinstance(ready.get(n), Found)))]
+            n: [
+                tube_stats(
+                    TUBE_ON[n],
+                    paused.get(n, 0),
+                    int(isinstance(ready.get(n), Found)),
+                    left.get(n),
+                )
+            ]
             for n in run.sends()
         }
     )
@@ -155,6 +166,30 @@ def test_a_paused_tube_is_skipped() -> None:
     run.auto(s0=[job_stats(3, "t0", 9, state="reserved")])
     assert run.value() == Reserved(gid("s0", 3), b"a")
     assert reserve_lines(run) == [("s0", b"reserve-with-timeout 0")]
+
+
+def test_a_tube_in_the_last_second_of_its_pause_is_skipped() -> None:
+    # ``pause-time-left`` is whole seconds: 0 in a pause's last second, while ``pause`` still says
+    # the tube is paused. s1's job is the more urgent but its shard would not reserve it.
+    _, s, _ = three()
+    run = Script(s.reserve(0))
+    answer_sweep(
+        run, {"s0": Found(3, b"a"), "s1": Found(4, b"b")}, paused={"s1": 1}, left={"s1": 0}
+    )
+    assert run.data() == {"s0": [b"reserve-with-timeout 0"]}  # s0 alone: no peek of s1
+    run.auto(s0=[Reserved(3, b"a")])
+    run.auto(s0=[job_stats(3, "t0", 9, state="reserved")])
+    assert run.value() == Reserved(gid("s0", 3), b"a")
+    assert reserve_lines(run) == [("s0", b"reserve-with-timeout 0")]
+
+
+def test_a_lifted_pause_competes_again() -> None:
+    # The shard sets ``pause`` to 0 when the pause lifts: the tube's job is chosen by priority.
+    _, s, _ = three()
+    run = Script(s.reserve(0))
+    answer_sweep(run, {"s0": Found(3, b"a"), "s1": Found(4, b"b")}, paused={"s1": 0})
+    run.auto(s0=[job_stats(3, "t0", 9, age=5)], s1=[job_stats(4, "t1", 0)])
+    assert run.data() == {"s1": [b"reserve-with-timeout 0"]}
 
 
 def test_every_tube_paused_times_out_without_reserving() -> None:
