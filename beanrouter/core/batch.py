@@ -184,6 +184,10 @@ class _Step:
     """The client's own blocking reserve, sent as it is (``stream``)."""
     reserve: bool = False
     """A reserve (counted against the run's ``reserves`` until it is answered)."""
+    cover: tuple[str, ...] | None = None
+    """A wait that leaves out shards sentinels cover (``Session.partial``): the shards it
+    waits on instead. It is the run's last step and its link holds no job, so when one of
+    those shards is uncovered the run cancels it and the reserve looks again (``_rewait``)."""
 
 
 class Batch(NamedTuple):
@@ -210,6 +214,7 @@ class _Planner:
         "replies",
         "reserves",
         "s",
+        "sealed",
         "size",
         "steps",
         "stream",
@@ -240,6 +245,8 @@ class _Planner:
         """Planning commands for a run that is out (``extend``)."""
         self.next = 0
         """The first step whose result is not in yet (its index in ``steps``)."""
+        self.sealed = False
+        """The run ends with a wait that may be cancelled (``_Step.cover``): no ``extend``."""
 
     def _link_for(self, link: Link) -> bool:
         """``link`` can carry the next command of the run (once the run has a link, only that
@@ -389,9 +396,13 @@ class _Planner:
         self.reserves -= 1
         link, data, count = got
         self._send(link, data, count)
-        self.steps.append(_Step(cmd, count, None, link.shard, self.now, wait=True, reserve=True))
+        step = _Step(cmd, count, None, link.shard, self.now, wait=True, reserve=True)
+        self.steps.append(step)
         self.waits = True
         link.reserving = False  # the shard keeps the order: the run goes on after it
+        if self.s.partial:  # it may have to be cancelled: nothing may follow it on the link
+            step.cover = tuple(self.s.watch_map())
+            self.ended = self.sealed = True
         return True
 
 
@@ -435,7 +446,9 @@ def extendable(batch: Batch) -> Link | None:
     None."""
     planner = batch.planner
     link = planner.link
-    return link if planner.open and link is not None and not link.closed else None
+    if planner.sealed or not planner.open or link is None or link.closed:
+        return None
+    return link
 
 
 def extend(s: Session, batch: Batch, commands: Sequence[Command]) -> tuple[int, bytes]:
@@ -516,8 +529,12 @@ def _run(
                     # (what is answered is not kept: a streamed run may go on for long)
                     del steps[: planner.next], replies[:pos]
                     planner.next = pos = 0
+                    cover = step.cover if step.wait else None
+                    gen = s.cluster.coverage_gen
+                    s.nudgeable = cover is not None
                     outcome = yield Round(sends=sends, wait=() if sends else [link], first=True,
                                           close=s.take_closes(), partial=True)  # fmt: skip
+                    s.nudgeable = False
                     sends = []
                     got = outcome.get(link)
                     s.settle(link, got)
@@ -526,6 +543,25 @@ def _run(
                         planner.open = False
                     elif got:
                         replies += got
+                    if (
+                        cover is not None
+                        and failure is None
+                        and pos + step.replies > len(replies)
+                        and s.cluster.coverage_gen != gen
+                        and tuple(s.watch_map()) != cover
+                    ):
+                        rest = yield from _rewait(s, step, link, len(replies) - pos)
+                        if rest is not None:
+                            replies += rest
+                            continue
+                        planner.open = False
+                        result = yield from _again(s, step)
+                        planner.next += 1
+                        if stream is None:
+                            results.append(result)
+                        else:
+                            stream(result)
+                        break
                     continue
                 planner.next += 1
                 if step.reserve:
@@ -537,6 +573,36 @@ def _run(
         finally:
             planner.open = False
     return results
+
+
+def _rewait(s: Session, step: _Step, link: Link, have: int) -> Op[list[Reply] | None]:
+    """A shard the wait of ``step`` left out was uncovered (a job arrived there): cancel the
+    wait (``Round.cancel``; the link holds no job). Returns the replies that completed it
+    before the cancel, or None when it was cancelled (the link is gone: a job the shard
+    reserved for it in that instant goes back, counted unseen by ``reserve.cancelled``)."""
+    outcome = yield Round(cancel=[link], close=s.take_closes())
+    got = outcome.get(link)
+    got = got if isinstance(got, list) else []
+    if have + len(got) >= step.replies:  # it had answered: read as usual
+        s.settle(link, got)
+        return got
+    s.cluster.metrics.wait_cancels += 1
+    if not link.closed:
+        s._forget(link)  # the shell half-closed it and reads its last answer
+    return None
+
+
+def _again(s: Session, step: _Step) -> Op[Result]:
+    """The reserve of ``step`` after its wait was cancelled (``_rewait``): the session's own
+    reserve, with the watch map as it is now and the time the client has left."""
+    cmd = step.cmd
+    timeout: float | None = None
+    if isinstance(cmd, ReserveWithTimeout):
+        timeout = max(0.0, cmd.timeout - (s.cluster.clock() - step.start))
+    try:
+        return (yield from reserve(s, timeout))
+    except (RouterError, ProtocolError) as exc:
+        return exc
 
 
 def _one(s: Session, step: _Step, replies: list[Reply], link: Link | None) -> Op[Result]:

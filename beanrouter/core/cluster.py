@@ -97,6 +97,8 @@ class Metrics:
     unseen_reserves: int = 0
     """Reserves of jobs no client was handed (a wait's reserve that raced its cancellation, a
     give-back): kept off the jobs' ``stats-job`` (``Cluster.unseen``)."""
+    strays_found: int = 0
+    """Jobs a sentinel caught on a shard away from their tube's owner (``core/sentinel.py``)."""
     sweep_retries: int = 0
     """Reserves on the chosen shard that found the job taken by someone else (then retried)."""
     failovers: int = 0
@@ -175,6 +177,100 @@ class Cluster:
         """After a reconfiguration: a tube's preference list before it (so consumers keep
         draining the tube's earlier owners)."""
         self._old_placements: list[Placement] = []
+        # ---- away coverage (``sentinel``): see the module ``core/sentinel.py`` ---------------
+        self.sentinels = False
+        """Set by a shell that runs a sentinel per shard (``sentinel.sentinel``): sessions then
+        leave out of their watch maps the *covered* shards of each tube (``covered``)."""
+        self.watchers: dict[str, int] = {}
+        """Tube -> sessions of this process that watch it (kept by ``Session``)."""
+        self.covered: dict[str, frozenset[str]] = {}
+        """Shard -> the tubes its sentinel's armed reserve watches there: tubes for which the
+        shard is away from home (not the owner) and where any job that is or becomes ready
+        is caught by the sentinel (and given back, the pair then a stray)."""
+        self.strays: set[tuple[str, str]] = set()
+        """``(shard, tube)`` pairs where a sentinel caught a job away from its tube's owner:
+        not covered again until a reserve sees no ready job of the tube there
+        (``saw_empty``)."""
+        self.coverage_gen = 0
+        """Raised each time ``covered`` shrinks or grows: sessions rebuild their watch maps."""
+        self.on_wanted: Callable[[str], None] | None = None
+        """Shell hook: what the sentinel of this shard should cover may have changed."""
+        self.on_uncovered: Callable[[str, str], None] | None = None
+        """Shell hook: ``(shard, tube)`` is no longer covered: sessions waiting on the tube
+        without that shard look again (``reserve``)."""
+
+    # ---- away coverage ----------------------------------------------------------------------
+
+    def owner(self, tube: str) -> str:
+        """The shard that owns ``tube`` (puts go there while it is up)."""
+        return self.placement.preference(tube)[0]
+
+    def away(self, tube: str) -> tuple[str, ...]:
+        """The consumer shards of ``tube`` other than its owner (failover successors, earlier
+        owners): where its jobs are only after a failover or a reconfiguration."""
+        return self.consumer_shards(tube)[1:]
+
+    def watched(self, tube: str, delta: int) -> None:
+        """A session of this process started (+1) or stopped (-1) watching ``tube``."""
+        count = self.watchers.get(tube, 0) + delta
+        if count > 0:
+            self.watchers[tube] = count
+        else:
+            self.watchers.pop(tube, None)
+        if self.sentinels and (count == 0 or count == delta):
+            self._wanted_changed(self.away(tube))
+
+    def wanted(self, shard: str) -> frozenset[str]:
+        """The tubes the sentinel of ``shard`` is to cover now: watched by a session of this
+        process, ``shard`` away from their owner, and no stray found there."""
+        if not self.sentinels:
+            return frozenset()
+        return frozenset(
+            tube
+            for tube in self.watchers
+            if shard in self.away(tube) and (shard, tube) not in self.strays
+        )
+
+    def cover(self, shard: str, tubes: frozenset[str]) -> None:
+        """The sentinel of ``shard`` has its reserve armed on ``tubes`` (and nothing else)."""
+        old = self.covered.get(shard, frozenset())
+        if tubes == old:
+            return
+        self.covered[shard] = tubes
+        self.coverage_gen += 1
+        lost = old - tubes
+        if lost and self.on_uncovered is not None:
+            for tube in lost:
+                self.on_uncovered(shard, tube)
+
+    def stray(self, shard: str, tube: str) -> None:
+        """The sentinel of ``shard`` caught a job of ``tube`` there (and gave it back): the
+        pair is no longer covered, until a reserve sees no ready job of it (``saw_empty``)."""
+        self.strays.add((shard, tube))
+        covered = self.covered.get(shard, frozenset())
+        self.cover(shard, covered - {tube})
+
+    def saw_empty(self, shard: str, tube: str) -> None:
+        """A reserve saw no ready job of ``tube`` on ``shard``: a stray pair may be covered
+        again."""
+        if (shard, tube) in self.strays:
+            self.strays.discard((shard, tube))
+            self._wanted_changed((shard,))
+
+    def uncovered(self, shard: str, tube: str) -> bool:
+        """Whether sessions watching ``tube`` must look at ``shard`` themselves: always for
+        its owner, and for an away shard unless its sentinel covers the tube there while the
+        owner is not marked down."""
+        covered = self.covered.get(shard)
+        if covered is None or tube not in covered:
+            return True
+        owner = self.shards.get(self.owner(tube))
+        return owner is None or owner.health.down
+
+    def _wanted_changed(self, shards: tuple[str, ...]) -> None:
+        if self.on_wanted is not None:
+            for name in shards:
+                self.on_wanted(name)
 
     def _health(self) -> Health:
         c = self.config

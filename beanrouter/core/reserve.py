@@ -223,8 +223,9 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
             # the link failed or answered nonsense: the usual path, on a new link
     yield from expire(s, start)
     wmap = s.watch_map()
-    if len(wmap) > 1 or len(s.held) >= HELD_FAST_MAX:
-        yield from learn(s)  # DEADLINE_SOON over several shards needs every held job's TTR
+    if len(wmap) > 1 or len(s.held) >= HELD_FAST_MAX or (s.partial and s.held):
+        # DEADLINE_SOON over several shards (or beside the main link) needs every held TTR
+        yield from learn(s)
     adopted = yield from _resume_lingering(s, wmap)
     relevant = [cl.shards[n] for n in wmap]
     ready = [sh for sh in relevant if sh.health.available(start)]
@@ -280,6 +281,11 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
         adopted = {}
         if reply is not None:
             return DEADLINE_SOON if soon_now and reply == TIMED_OUT else reply
+        # A winner vanished, or a shard the sentinels covered was uncovered: look again.
+        wmap = s.watch_map()
+        if s.held and (len(wmap) > 1 or s.partial):
+            yield from learn(s)
+        relevant = [cl.shards[n] for n in wmap]
         ready = [sh for sh in relevant if sh.health.available(cl.clock())]
 
 
@@ -336,7 +342,9 @@ def stream_link(s: Session, now: float) -> Link | None:
     session has it already; None otherwise. Creates nothing: the shell asks whether it is
     connected before planning a streamed run."""
     shard = _exact_shard(s, now)
-    if shard is None:
+    # A wait the sentinels may have to interrupt (shards left out of the watch map) is closed
+    # then: only while the session holds no job.
+    if shard is None or (s.partial and s.held):
         return None
     link = next((k for k in s.links.get(shard.name, ()) if k.ready), None)
     if link is None or link.held != len(s.held):  # (nothing prefetched: ``_exact_shard``)
@@ -352,7 +360,7 @@ def exact_wait(
     link only after it, in the client's order. Only when every job the session holds is on that
     link (the shard's own DEADLINE_SOON then covers them all). Answered by ``exact_now_done``."""
     link = _exact_link(s, now, only)
-    if link is None or link.held != len(s.held):  # (nothing prefetched: ``_exact_shard``)
+    if link is None or link.held != len(s.held) or (s.partial and s.held):  # (``stream_link``)
         return None
     expire_held(s, now)
     data, n = link.watch_delta(s.watch_map()[link.shard.name])
@@ -600,6 +608,10 @@ def _choose(
             and _stat_int(reply.body, b"current-jobs-ready") > 0
             and not _paused(reply.body)
         ]
+        if cl.strays:
+            for tube, reply in zip(tubes, result, strict=True):
+                if not isinstance(reply, Ok) or not _stat_int(reply.body, b"current-jobs-ready"):
+                    cl.saw_empty(shard.name, tube)
         if names:
             ready.append((shard, send.link, names))
     now = cl.clock()
@@ -811,7 +823,11 @@ def _wait(
     waiters: dict[Link, _Waiter] = dict(adopted or {})
     idle_seen: set[str] = set()
     pending = list(relevant)
-    exact = len(relevant) == 1 and not s.cancellable
+    exact = len(relevant) == 1 and not s.cancellable and not s.partial
+    # Shards left out because sentinels cover them: when one is uncovered (a job arrived
+    # there), the shell ends the round early and the waits are cancelled to look again.
+    covering = cl.sentinels and s.partial
+    gen = cl.coverage_gen
     try:
         while True:
             now = cl.clock()
@@ -857,6 +873,7 @@ def _wait(
             if not probes and pending:
                 wake.append(now + 0.01)
             sent = {send.link for send in sends}
+            s.nudgeable = covering
             outcome = yield Round(
                 sends=sends,
                 wait=[link for link in waiters if link not in sent],
@@ -864,6 +881,7 @@ def _wait(
                 until=min(wake) if wake else None,
                 close=s.take_closes(),
             )
+            s.nudgeable = False
             winners: list[tuple[Link, Reserved]] = []
             soon_reply = _collect(s, outcome, waiters, winners, pending, idle_seen)
             if winners or soon_reply:
@@ -875,6 +893,17 @@ def _wait(
                     observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
+            if covering and cl.coverage_gen != gen:
+                gen = cl.coverage_gen
+                if s.watch_map() != wmap:  # a covered shard of a watched tube was uncovered
+                    yield from _cancel_round(s, waiters, winners, pending, idle_seen)
+                    if winners:
+                        got = yield from _settle_winners(s, winners)
+                        observe_wakeup(s, got, begun)
+                        return got
+                    if not waiters:
+                        return None  # ``reserve`` looks again, with the new watch map
+                    covering = False  # (a wait it may not cancel: answered as it is)
             now = cl.clock()
             if soon is not None and now >= soon:
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
@@ -894,6 +923,8 @@ def _wait(
     except BaseException:
         _cancel(s, waiters)
         raise
+    finally:
+        s.nudgeable = False
 
 
 def observe_wakeup(s: Session, reply: Reply | None, begun: float) -> None:

@@ -126,7 +126,14 @@ class Session:
             client's own command would (the shard's DEADLINE_SOON included).
     """
 
-    def __init__(self, cluster: Cluster, *, cancellable: bool = True, linger: float = 0.0) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        cancellable: bool = True,
+        linger: float = 0.0,
+        counted: bool = True,
+    ) -> None:
         self.cluster = cluster
         self.cancellable = cancellable
         self.linger = linger
@@ -151,7 +158,16 @@ class Session:
         self.closed = False
         self._closing: list[Link] = []
         self._wmap: dict[str, list[str]] | None = None
-        self._wmap_gen = -1
+        self._wmap_gen: object = -1
+        self.partial = False
+        """The last ``watch_map`` left out shards that sentinels cover."""
+        self.nudgeable = False
+        """Set while a reserve waits without the shards sentinels cover: the shell ends its
+        wait round early when one of them is uncovered (``Cluster.on_uncovered``)."""
+        self.counted = counted
+        """Its watch list counts in ``Cluster.watchers`` (not a sentinel's own session)."""
+        if counted:
+            cluster.watched("default", 1)
         self.rr = 0
         """Round-robin offset among equally urgent candidates of different shards."""
         self.idle_at: float | None = None
@@ -254,6 +270,9 @@ class Session:
     def close(self) -> list[Link]:
         """The client is gone: close every link (each shard gives back the jobs held on it).
         Returns the links to close."""
+        if not self.closed and self.counted:
+            for tube in self.watching:
+                self.cluster.watched(tube, -1)
         self.closed = True
         for link in self.all_links():
             self.drop(link)
@@ -383,14 +402,28 @@ class Session:
         return Using(tube)
 
     def watch_map(self) -> dict[str, list[str]]:
-        """The watched tubes of each shard that holds one (configuration order)."""
-        if self._wmap is None or self._wmap_gen != self.cluster.generation:
+        """The watched tubes of each shard that holds one (configuration order). Where the
+        proxy's sentinels run (``Cluster.sentinels``), a tube's away shards that a sentinel
+        covers are left out (``partial`` then says so): a job there wakes the sentinel, which
+        uncovers the pair, and the session looks again (``reserve``)."""
+        cl = self.cluster
+        if cl.sentinels:
+            downs = [sh.health.down for sh in cl.shards.values()]
+            key: object = (cl.generation, cl.coverage_gen, downs)
+        else:
+            key = cl.generation
+        if self._wmap is None or self._wmap_gen != key:
             wmap: dict[str, list[str]] = {}
+            partial = False
             for tube in self.watching:
-                for name in self.cluster.consumer_shards(tube):
+                for name in cl.consumer_shards(tube):
+                    if cl.sentinels and not cl.uncovered(name, tube):
+                        partial = True
+                        continue
                     wmap.setdefault(name, []).append(tube)
-            self._wmap = {n: wmap[n] for n in self.cluster.shards if n in wmap}
-            self._wmap_gen = self.cluster.generation
+            self._wmap = {n: wmap[n] for n in cl.shards if n in wmap}
+            self._wmap_gen = key
+            self.partial = partial
         return self._wmap
 
     def watch(self, tube: str) -> Op[Reply]:
@@ -398,6 +431,8 @@ class Session:
         Watch(tube)
         if tube not in self.watching:
             self.watching.append(tube)
+            if self.counted:
+                self.cluster.watched(tube, 1)
             yield from self._watch_changed()
         return Watching(len(self.watching))
 
@@ -412,6 +447,8 @@ class Session:
             last = self.watching.pop()
             if i < len(self.watching):
                 self.watching[i] = last
+            if self.counted:
+                self.cluster.watched(tube, -1)
             yield from self._watch_changed()
         return Watching(len(self.watching))
 

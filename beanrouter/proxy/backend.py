@@ -27,6 +27,7 @@ from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, extend, extendable, plan
 from ..core.cluster import ShardState, UnseenLedger
 from ..core.reserve import stream_link
+from ..core.sentinel import sentinel
 from ..router.aio_driver import AsyncDriver, LinkPool, answers
 from ..router.errors import RouterError
 from .unseen import ledger_from_env
@@ -379,6 +380,8 @@ class CoreBackend:
         self._registry: Registry | None = None
         self._prober: asyncio.Task[None] | None = None
         """Tries the shards marked down in the background (``_probe_down_shards``)."""
+        self._sentinels: dict[str, tuple[AsyncDriver, asyncio.Task[None]]] = {}
+        """Per shard: the sentinel's driver and task (``core/sentinel.py``)."""
 
     def tube_clients(self, tube: str) -> dict[str, StatValue]:
         """``current-using``, ``current-watching``, ``current-waiting`` of ``tube``: clients."""
@@ -396,7 +399,62 @@ class CoreBackend:
         if self._prober is None:
             self._prober = asyncio.get_running_loop().create_task(self._probe_down_shards())
             self.cluster.probing = True
+            self._start_sentinels()
         return CoreSession(self, counters)  # it joins ``sessions`` until it closes
+
+    def _start_sentinels(self) -> None:
+        """One sentinel per shard (``core/sentinel.py``): a single-tube worker then reserves
+        from its tube's owner alone, and a job found on an away shard wakes it."""
+        cluster = self.cluster
+        cluster.sentinels = True
+        loop = asyncio.get_running_loop()
+
+        def wanted(shard: str) -> None:
+            entry = self._sentinels.get(shard)
+            if entry is not None:
+                loop.call_soon(entry[0].nudge)
+
+        def uncovered(shard: str, tube: str) -> None:
+            for cs in self.sessions:
+                s = cs.session
+                if s.nudgeable and tube in s.watching:
+                    loop.call_soon(cs.driver.nudge)
+
+        cluster.on_wanted = wanted
+        cluster.on_uncovered = uncovered
+        for name in list(cluster.shards):
+            self._start_sentinel(name)
+
+    def _start_sentinel(self, name: str) -> None:
+        cluster = self.cluster
+        session = Session(cluster, linger=0.0, counted=False)
+        config = cluster.config
+        driver = AsyncDriver(session, config.connect_timeout, config.timeout, cluster.clock)
+        task = asyncio.get_running_loop().create_task(self._run_sentinel(name, driver))
+        self._sentinels[name] = (driver, task)
+
+    async def _run_sentinel(self, name: str, driver: AsyncDriver) -> None:
+        """Run the sentinel of shard ``name`` until cancelled (restarted after an error)."""
+        cluster = self.cluster
+        while True:
+            shard = cluster.shards.get(name)
+            if shard is None:
+                return
+            try:
+                await driver.run(sentinel(driver.session, shard))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: logged, and the sentinel starts again
+                log.exception("the sentinel of shard %s failed", name)
+            await asyncio.sleep(max(0.05, cluster.config.server_retry_timeout))
+
+    async def _stop_sentinels(self) -> None:
+        for driver, task in self._sentinels.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            driver.close()
+        self._sentinels.clear()
 
     async def _probe_down_shards(self) -> None:
         """Every ``server_retry_timeout`` seconds, try each shard marked down (connect and
@@ -451,6 +509,11 @@ class CoreBackend:
                 "unseen_reserves",
             ),
             ("sweep_retries_total", "Chosen jobs taken by someone else first.", "sweep_retries"),
+            (
+                "strays_found_total",
+                "Jobs a sentinel found on a shard away from their tube's owner.",
+                "strays_found",
+            ),
             ("failovers_total", "Puts stored on a shard other than the tube's owner.", "failovers"),
             ("put_uncertain_total", "Puts whose reply was lost (fate unknown).", "put_uncertain"),
         ]
@@ -475,6 +538,10 @@ class CoreBackend:
 
     async def reload(self, config: ClusterConfig) -> None:
         self.cluster.reconfigure(config)
+        if self._sentinels:  # the away shards of tubes may have changed
+            await self._stop_sentinels()
+            for name in list(self.cluster.shards):
+                self._start_sentinel(name)
 
     def shard_health(self) -> list[tuple[str, bool]]:
         now = self.cluster.clock()
@@ -511,6 +578,7 @@ class CoreBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prober
             self._prober = None
+        await self._stop_sentinels()
         self.pool.close()
 
 

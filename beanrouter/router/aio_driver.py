@@ -184,6 +184,23 @@ class AsyncDriver:
         self._fast: set[_Fast[Any]] = set()
         """Operations ``start`` began that have not ended."""
         self.closed = False
+        self._nudged = False
+        """``nudge`` came while no wait round waited: the next one ends at once."""
+        self._wake: Callable[[], None] | None = None
+        """Ends the wait round a task waits in now (``_until``, ``_sleep``)."""
+
+    def nudge(self) -> None:
+        """End the wait round this driver's operation waits in now (its outcome has what
+        arrived so far), or the next one at once: the core looks at its state again (the
+        sentinels' coverage changed). Call it from the event loop, outside any operation."""
+        if self._wake is not None:
+            self._wake()
+            return
+        for fast in list(self._fast):
+            if fast.pending is not None and fast.first:
+                fast._finish()
+                return
+        self._nudged = True
 
     async def run(self, op: Op[T]) -> T:
         """Run a core operation to its end and return its result (or raise its error)."""
@@ -349,6 +366,12 @@ class AsyncDriver:
                 outcome[link] = stream.take(link.owed)  # (a wait: partial, the rest stays owed)
             else:
                 self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
+
+    def _loop_of(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _later(self, fast: _Fast[T], rnd: Round) -> None:
         """The rest of ``fast``'s operation, from round ``rnd``, in a task."""
@@ -564,11 +587,16 @@ class AsyncDriver:
             if link not in outcome and isinstance(link.io, _Stream):
                 live.append(link)
         if not live:
+            if rnd.first and not outcome and rnd.until != -math.inf:
+                await self._sleep(rnd.until)  # a wait on no link: until then, or a nudge
             return outcome
         pending = self._complete(live, outcome, rnd.partial)
         if not pending:
             return outcome
         first = rnd.first
+        if first and self._nudged:
+            self._nudged = False
+            rnd = Round(first=True, until=-math.inf, partial=rnd.partial)  # one look, no wait
         if idle is not None:
             idle()
         waiting = first and rnd.until != -math.inf
@@ -589,6 +617,25 @@ class AsyncDriver:
                 self.session.waiting = False
         self._settle(first, pending, outcome)
         return outcome
+
+    async def _sleep(self, until: float | None) -> None:
+        """Until ``until`` on the core's clock (None: no limit), or a ``nudge``."""
+        if self._nudged:
+            self._nudged = False
+            return
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        fire = functools.partial(_settle, done)
+        timer = None if until is None else loop.call_later(max(0.0, until - self.clock()), fire)
+        self._wake = fire
+        try:
+            await done
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
 
     async def _until(
         self,
@@ -626,9 +673,13 @@ class AsyncDriver:
         elif request:
             dog = _watchdog(loop)
             dog.add(fire, loop.time() + self.timeout)
+        if not request:
+            self._wake = fire
         try:
             await done
         finally:
+            if not request:
+                self._wake = None
             if timer is not None:
                 timer.cancel()
             if dog is not None:
@@ -730,6 +781,9 @@ class _Fast(Generic[T]):
         self.left = 1 if rnd.first else len(pending)
         if rnd.first:
             driver.session.waiting = True
+            if driver._nudged:  # (``AsyncDriver.nudge``)
+                driver._nudged = False
+                driver._loop_of().call_soon(self._finish)
         for link in pending:
             stream = link.io
             assert isinstance(stream, _Stream)
