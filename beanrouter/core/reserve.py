@@ -69,6 +69,7 @@ from .rounds import Failure, Op, Round, Send
 from .session import DEFAULT_PRIORITY, Held, Session
 
 __all__ = [
+    "AWAY_LINGER",
     "HELD_FAST_MAX",
     "IDLE_SKIP_SWEEP",
     "LINGER",
@@ -91,6 +92,11 @@ __all__ = [
 
 SAFETY_MARGIN = 1.0
 """beanstalkd's DEADLINE_SOON margin: a held job less than this from its deadline."""
+AWAY_LINGER = 5.0
+"""Seconds a lingering wait on a shard that owns none of its tubes (a failover successor, an
+earlier owner: an *away* shard, where jobs are only after a failover) stays armed, in the
+library's shells: a worker that reserves at least that often never looks at, nor cancels a wait
+on, its away shards (the proxy's sentinels do that job there, ``core/sentinel.py``)."""
 LINGER = 0.05
 """Seconds the other waits of a reserve stay armed for the session's next reserve, in the
 library's shells (``AsyncRouter``, ``Router``): a consumer that loops reserve → delete → reserve
@@ -228,12 +234,16 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
         yield from learn(s)
     adopted = yield from _resume_lingering(s, wmap)
     relevant = [cl.shards[n] for n in wmap]
-    ready = [sh for sh in relevant if sh.health.available(start)]
-    if not ready:
+    up = [sh for sh in relevant if sh.health.available(start)]
+    if not up:
         raise ShardUnavailable(
             "no shard of the watched tubes is up",
             tuple((sh.name, "down: " + sh.health.last_error) for sh in relevant),
         )
+    # A shard where a wait of this session is still armed (lingering, adopted) needs no look:
+    # a job ready there would have been given to that wait (and read as prefetched).
+    armed = {w.shard.name for w in adopted.values()}
+    ready = [sh for sh in up if sh.name not in armed]
     soon = soon_at(s)
     soon_now = soon is not None and soon <= start
     if soon_now:
@@ -805,6 +815,8 @@ class _Waiter:
     exact: bool = False
     """The proxy's exact single-shard wait: the client's own command, never cancelled."""
     replies: list[Reply] = field(default_factory=list)
+    until: float = math.inf
+    """While it lingers (``Session.lingering``): when it is cancelled if no reserve took it."""
 
 
 def _wait(
@@ -1052,10 +1064,15 @@ def _finish_waits(
     wait are left in ``waiters`` (``_cancel_or_await`` reads them to their end)."""
     spare = {link: waiters[link] for link in _spare(waiters)}
     if s.linger > 0 and spare:
-        for link in spare:
+        cl = s.cluster
+        now = cl.clock()
+        for link, waiter in spare.items():
             del waiters[link]
+            name = waiter.shard.name
+            away = all(cl.owner(tube) != name for tube in wmap.get(name, ()))
+            waiter.until = now + (AWAY_LINGER if away else s.linger)
         s.lingering.update(spare)
-        s.linger_until = s.cluster.clock() + s.linger
+        s.linger_until = min(w.until for w in spare.values())
         s.linger_wmap = dict(wmap)
         return
     yield from _cancel_round(s, waiters, winners, pending, idle_seen)
@@ -1091,10 +1108,13 @@ def expire_lingering(s: Session, now: float) -> Op[None]:
     if not s.lingering or now < s.linger_until:
         return
     waiters: dict[Link, _Waiter] = {
-        link: w for link, w in s.lingering.items() if isinstance(w, _Waiter)
+        link: w for link, w in s.lingering.items() if isinstance(w, _Waiter) and w.until <= now
     }
-    s.lingering.clear()
-    s.linger_until = math.inf
+    for link in waiters:
+        del s.lingering[link]
+    s.linger_until = min(
+        (w.until for w in s.lingering.values() if isinstance(w, _Waiter)), default=math.inf
+    )
     winners: list[tuple[Link, Reserved]] = []
     yield from _cancel_round(s, waiters, winners, [], set())
     # A job caught meanwhile is kept like a raced one (PREFETCH_HOLD), for a reserve that may

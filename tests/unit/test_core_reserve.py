@@ -837,9 +837,9 @@ def test_other_waits_linger_after_a_delivery_and_are_reused() -> None:
     rnd = run.now
     assert rnd.first and rnd.until == -math.inf and set(rnd.wait) == {links["s0"], links["s2"]}
     run.reply({})
-    answer_sweep(run, {})
-    # Only s1 is armed again (on a new link: the first holds the job); s0 and s2 still wait
-    # from the previous reserve.
+    # s0 and s2 need no look (a job ready there would have been given to their armed waits),
+    # and s1 alone needs no choice: it is armed again at once (on a new link: the first holds
+    # the job); s0 and s2 still wait from the previous reserve.
     assert list(run.data()) == ["s1"] and run.data()["s1"][-1] == b"reserve"
     assert set(run.now.wait) == {links["s0"], links["s2"]}
     run.reply({links["s2"]: [Reserved(9, b"next")]})
@@ -872,9 +872,11 @@ def test_a_job_a_lingering_wait_catches_during_the_choice_is_handed_out() -> Non
     run = Script(s.reserve(0))
     assert run.now.until == -math.inf
     run.reply({})  # the lingering waits: nothing yet
-    answer_sweep(run, {})
+    # s0 and s2 need no look (their waits are armed); s1 alone is asked, as reserve 0 would,
+    # while the armed waits are read too.
     rnd = run.now
-    assert rnd.until == -math.inf and set(rnd.wait) == {links["s0"], links["s2"]}
+    assert run.data() == {"s1": [b"reserve-with-timeout 0"]}
+    assert rnd.first and set(rnd.wait) == {links["s0"], links["s2"]}
     run.reply({links["s2"]: [Reserved(9, b"just put")]})
     run.auto(s2=[job_stats(9, "t2", 5, state="reserved")])
     assert run.value() == Reserved(gid("s2", 9), b"just put")

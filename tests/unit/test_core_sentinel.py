@@ -6,10 +6,10 @@ from __future__ import annotations
 from beanrouter.core import Cluster, Session
 from beanrouter.core.reserve import reserve
 from beanrouter.core.sentinel import sentinel
-from beanrouter.protocol import Reserved, Watching, Word
+from beanrouter.protocol import TIMED_OUT, Reserved, Watching, Word
 from beanrouter.router import ids
 
-from .core_script import Script, job_stats, make, tube_stats, watch_only
+from .core_script import Script, auto, job_stats, make, tube_stats, watch_only
 
 TUBE = "jobs"
 
@@ -164,3 +164,38 @@ def test_a_reserve_waits_on_the_owner_alone_and_looks_again_when_a_stray_is_foun
     assert run.value() == Reserved(ids.encode(cluster.shards[successor].id, 5), b"x")
     # The owner was seen empty, the stray pair not yet: it stays a stray.
     assert cluster.strays == {(successor, TUBE)}
+
+
+def test_a_library_wait_on_an_away_shard_lingers_and_spares_the_next_reserve_its_look() -> None:
+    """The library has no sentinels: its own wait on the away shard stays armed
+    (``AWAY_LINGER``), so a worker of one tube looks at the owner alone from its second
+    reserve on, and cancels nothing."""
+    from beanrouter.core.reserve import AWAY_LINGER, LINGER
+
+    cluster, s, clock = make(3, failover=1)  # a library session
+    s.linger = LINGER
+    watch_only(s, [TUBE])
+    owner, successor = cluster.preference(TUBE)
+    run = Script(reserve(s, None))
+    assert set(run.sends()) == {owner, successor}  # the first reserve looks at both
+    run.auto(**{owner: [tube_stats(TUBE, ready=0)], successor: [tube_stats(TUBE, ready=0)]})
+    sends = run.sends()
+    waits = {n: send.link for n, send in sends.items()}
+    assert set(waits) == {owner, successor}
+    successor_replies = auto(sends[successor], TIMED_OUT)[:-1]  # its watches, not its reserve
+    run.reply({waits[owner]: auto(sends[owner], Reserved(7, b"job")),
+               waits[successor]: successor_replies})  # fmt: skip
+    run.auto(**{owner: [job_stats(7, TUBE, 5, state="reserved")]})
+    assert run.value() == Reserved(ids.encode(cluster.shards[owner].id, 7), b"job")
+    assert list(s.lingering) == [waits[successor]]
+    assert s.next_timer() == clock.t + AWAY_LINGER
+    clock.t += LINGER * 2
+    maintain = Script(s.maintain())  # nothing due yet: the away wait stays armed
+    assert maintain.done and list(s.lingering) == [waits[successor]]
+    s.held.clear()  # (the job was deleted)
+    run = Script(reserve(s, None))
+    run.reply({})  # the look at what the lingering wait caught: nothing
+    # No choice (the owner alone needs a look, and a wait does it): the owner's wait only.
+    assert list(run.sends()) == [owner] and run.data()[owner][-1] == b"reserve"
+    assert set(run.now.wait) == {waits[successor]}
+    assert cluster.metrics.wait_cancels == 0
