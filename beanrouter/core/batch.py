@@ -209,6 +209,7 @@ class _Planner:
         "now",
         "open",
         "parts",
+        "posted",
         "probe",
         "put_shard",
         "replies",
@@ -245,6 +246,8 @@ class _Planner:
         """Planning commands for a run that is out (``extend``)."""
         self.next = 0
         """The first step whose result is not in yet (its index in ``steps``)."""
+        self.posted: list[Send] = []
+        """Posted ``use`` commands on links other than the run's, written before it."""
         self.sealed = False
         """The run ends with a wait that may be cancelled (``_Step.cover``): no ``extend``."""
 
@@ -260,6 +263,20 @@ class _Planner:
         self.parts.append(data)
         self.size += len(data)
         self.replies += replies
+
+    def _post(self, send: Send) -> None:
+        """Add ``send`` to the posted ones (one ``Send`` per link, in order)."""
+        posted = self.posted
+        for i, other in enumerate(posted):
+            if other.link is send.link:
+                posted[i] = Send(
+                    send.link,
+                    other.data + send.data,
+                    other.replies + send.replies,
+                    other.posted + send.posted,
+                )
+                return
+        posted.append(send)
 
     def add(self, cmd: Command) -> bool:
         """Plan ``cmd`` as the run's next command; False: it cannot join (nothing changed)."""
@@ -360,6 +377,15 @@ class _Planner:
                 desired = tube if shard is target else "default"
                 if links[0].used != desired:
                     updates.append((links[0], desired))
+        if s.posting and all(link is not self.link for link, _ in updates):
+            # Posted (``Send.posted``): written before the run, answered at once; the shards'
+            # USING are checked as they come.
+            s.using = tube
+            for link, desired in updates:
+                data, count = link.use_delta(desired)
+                self._post(Send(link, data, count, (Using(desired),)))
+            self.steps.append(_Step(cmd, 0, Using(tube)))
+            return True
         if any(not self._link_for(link) for link, _ in updates) or len(updates) > 1:
             return False  # several links: its own operation (one round over all of them)
         s.using = tube
@@ -490,6 +516,8 @@ def _run(
     link = planner.link
     steps = planner.steps
     results: list[Result] = []
+    if planner.posted:  # answered once written (``Send.posted``)
+        yield from s.request(planner.posted)
     if link is None or not planner.replies:  # nothing sent (``use`` with nothing to change...)
         for step in steps:
             results.append((yield from _one(s, step, [], link)))
@@ -613,7 +641,7 @@ def _one(s: Session, step: _Step, replies: list[Reply], link: Link | None) -> Op
             shard = step.shard
             assert shard is not None
             gid = shard.id_base | reply.id
-            s.cluster.note_put(gid, step.cmd.delay)
+            s.cluster.note_put(gid, step.cmd.delay, step.cmd.priority)
             return reply if not shard.id else Inserted(gid)
     if step.result is not None:
         if replies and not all(isinstance(r, Using) for r in replies):
@@ -660,7 +688,7 @@ def _finish(s: Session, step: _Step, replies: list[Reply], link: Link | None) ->
         if step.replies == 2 and not isinstance(replies[0], Using):
             s.drop(link)
             return UnexpectedReply(f"use {s.using}: unexpected reply {replies[0]!r}")
-        reply = s._put_reply(shard, 0, replies[-1])
+        reply = s._put_reply(shard, 0, replies[-1], cmd.delay, cmd.priority)
         if isinstance(reply, str):  # refused (DRAINING, OUT_OF_MEMORY): the next shards
             try:
                 return (

@@ -28,6 +28,8 @@ MAX_PUT_ORDER = 1_000_000
 """Put orders remembered (see ``Cluster.put_order``)."""
 MAX_PUT_ACKED = 16_384
 """Recent puts whose acknowledgement time is remembered (see ``Cluster.put_acked``)."""
+MAX_PUT_META = 65_536
+"""Recent puts whose priority and time are remembered (see ``Cluster.put_meta``)."""
 MAX_UNSEEN = 65_536
 """Jobs whose unseen reserves are remembered (see ``Cluster.unseen``)."""
 
@@ -161,6 +163,11 @@ class Cluster:
         """Global id -> when the job this process put became ready: the put's acknowledgement
         plus its delay (the ``MAX_PUT_ACKED`` most recent; taken by the job's first delivery): a
         blocked reserve's wake-up latency is measured from there."""
+        self.put_meta: dict[int, tuple[int, float]] = {}
+        """Global id -> ``(priority, when it was put)`` of the ``MAX_PUT_META`` most recent
+        puts of this process, while no client of it released or buried the job (which may
+        change its priority): the cross-shard choice ranks such a job without reading its
+        ``stats-job`` (``reserve._choose``)."""
         self.unseen: UnseenLedger = BoundedUnseen() if unseen is None else unseen
         """Global id → the ``(reserves, releases, timeouts)`` the shard counted for this
         process's own handling of the job, unseen by any client: a blocking wait's reserve that
@@ -353,14 +360,20 @@ class Cluster:
             raise JobIdError(f"job id {job_id} names shard id {shard_id}, not in this cluster")
         return shard, local
 
-    def note_put(self, job_id: int, delay: int | None = None) -> None:
+    def note_put(self, job_id: int, delay: int | None = None, priority: int | None = None) -> None:
         """A put this process stored as ``job_id`` (see ``put_order``), with ``delay`` seconds
-        (None: not known here; its ready time is then not kept, see ``put_acked``)."""
+        (None: not known here; its ready time is then not kept, see ``put_acked``) and
+        ``priority`` (None: not known here; see ``put_meta``)."""
         self._put_seq += 1
         order = self.put_order
         order[job_id] = self._put_seq
         if len(order) > MAX_PUT_ORDER:
             del order[next(iter(order))]
+        if priority is not None:
+            meta = self.put_meta
+            meta[job_id] = (priority, self.clock())
+            if len(meta) > MAX_PUT_META:
+                del meta[next(iter(meta))]
         if delay is not None:
             acked = self.put_acked
             acked[job_id] = self.clock() + delay

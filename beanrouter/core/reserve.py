@@ -118,6 +118,12 @@ SWEEP_RETRIES = 16
 HELD_FAST_MAX = 1000
 """Held jobs above which a proxy session's reserve no longer skips reading their TTRs (``learn``),
 so that the jobs whose TTR ran out are forgotten (bounded memory)."""
+PEEK_AHEAD_BYTES = 16_384
+"""A choice peeks ahead (in its first round, ``Session.peek_ahead``) only while the jobs the
+last one peeked were no larger than this in all."""
+URGENT = 1024
+"""beanstalkd's ``current-jobs-urgent`` counts ready jobs with a priority below this."""
+_PEEK_READY = PeekReady().encode()
 _RESERVE_FOREVER = b"reserve\r\n"
 _RESERVE_NOW = ReserveWithTimeout(0).encode()
 _MAX_WAIT = 2**31 - 1
@@ -549,7 +555,8 @@ def _sweep(
         if isinstance(last, Reserved):
             same = ids.encode(shard.id, last.id) == best.job_id
             known = best.stats if same and best.stats else None
-            got = yield from _settle_winners(s, [(link, last)], known)
+            # The proxy hands the job out at once, its TTR read only when needed (``hold``).
+            got = yield from _settle_winners(s, [(link, last)], known, lazy=not s.cancellable)
             if got is not None:
                 return got
             continue
@@ -595,76 +602,100 @@ def _choose(
 
     Round 1 asks ``stats-tube`` of every watched tube on every shard; when one shard alone has
     ready jobs in unpaused tubes (and no job is prefetched), that shard is the answer. Otherwise
-    round 2 peeks those tubes' most urgent jobs and round 3 reads their ``stats-job``."""
+    the most urgent job of each ready tube is peeked (``use`` + ``peek-ready``): in round 1
+    itself when the session's last choice found several shards with ready jobs and small ones
+    (``Session.peek_ahead``: a backlog), else in a round 2. A peeked job this process put, and
+    whose priority no client of it may have changed since (``Cluster.put_meta``), is ranked
+    from what the put said; the others by their ``stats-job`` (one more round)."""
     cl = s.cluster
-    sends: list[tuple[ShardState, Send, list[str]]] = []
+    ahead = s.peek_ahead
+    sends: list[tuple[ShardState, Send, list[str], list[int] | None]] = []
     for shard in shards:
         if not shard.health.available(cl.clock()):
             continue
         link = s.main(shard)
         tubes = wmap[shard.name]
-        data = b"".join(StatsTube(tube).encode() for tube in tubes)
-        sends.append((shard, Send(link, data, len(tubes)), tubes))
-    outcome = yield from s.request([send for _, send, _ in sends])
+        if ahead:
+            data, count, before = _peeks(link, tubes, stats=True)
+            sends.append((shard, Send(link, data, count), tubes, before))
+        else:
+            data = b"".join(StatsTube(tube).encode() for tube in tubes)
+            sends.append((shard, Send(link, data, len(tubes)), tubes, None))
+    outcome = yield from s.request([send for _, send, _, _ in sends])
     ready: list[tuple[ShardState, Link, list[str]]] = []  # shards with ready, unpaused tubes
-    for shard, send, tubes in sends:
+    found: list[tuple[ShardState, Link, str, int]] = []  # (shard, link, tube, local id)
+    urgent: dict[tuple[str, str], bool] = {}  # (shard, tube): a ready job with priority < 1024
+    size = 0
+    for shard, send, tubes, uses in sends:
         result = outcome.get(send.link)
         if not isinstance(result, list):
             continue
-        names = [
-            tube
-            for tube, reply in zip(tubes, result, strict=True)
-            if isinstance(reply, Ok)  # NOT_FOUND: the tube does not exist there
-            and _stat_int(reply.body, b"current-jobs-ready") > 0
-            and not _paused(reply.body)
-        ]
-        if cl.strays:
-            for tube, reply in zip(tubes, result, strict=True):
-                if not isinstance(reply, Ok) or not _stat_int(reply.body, b"current-jobs-ready"):
-                    cl.saw_empty(shard.name, tube)
+        replies = iter(result)
+        names: list[str] = []
+        peeked: list[tuple[str, Reply]] = []
+        usable = True
+        for i, tube in enumerate(tubes):
+            reply = next(replies)
+            if uses is not None:
+                if not all(isinstance(next(replies), Using) for _ in range(uses[i])):
+                    usable = False
+                peeked.append((tube, next(replies)))
+            if not isinstance(reply, Ok) or not _stat_int(reply.body, b"current-jobs-ready"):
+                if cl.strays:
+                    cl.saw_empty(shard.name, tube)  # NOT_FOUND: the tube does not exist there
+                continue
+            if not _paused(reply.body):
+                names.append(tube)
+                urgent[shard.name, tube] = _stat_int(reply.body, b"current-jobs-urgent") > 0
+        if uses is not None and not all(isinstance(r, Using) for r in replies):
+            usable = False  # (the ``use`` back)
+        if not usable:
+            s.drop(send.link)
+            continue
+        for tube, reply in peeked:
+            if tube not in names:
+                continue
+            if isinstance(reply, Found):
+                found.append((shard, send.link, tube, reply.id))
+                size += len(reply.body)
+            elif not (isinstance(reply, Word) and reply.word == "NOT_FOUND"):
+                s.drop(send.link)
+                break
         if names:
             ready.append((shard, send.link, names))
     now = cl.clock()
     has_pre = any(_usable(s, h, now) for h in s.prefetched.values())
+    s.peek_ahead = len(ready) > 1 and size <= PEEK_AHEAD_BYTES
     if not has_pre:
         if not ready:
             return None
         if len(ready) == 1:
             return _Candidate((0,), ready[0][0], -1)
-    found: list[tuple[ShardState, Link, int]] = []  # (shard, link, local id) per ready tube
-    peeks: list[tuple[ShardState, Send, list[int]]] = []
-    for shard, link, names in ready:
-        if not link.ready:
-            continue
-        original = link.used
-        parts: list[bytes] = []
-        uses: list[int] = []
-        count = 0
-        for tube in names:
-            use, n = link.use_delta(tube)
-            parts += [use, PeekReady().encode()]
-            uses.append(n)
-            count += 1 + n
-        back, n = link.use_delta(original)
-        peeks.append((shard, Send(link, b"".join(parts) + back, count + n), uses))
-    outcome = yield from s.request([send for _, send, _ in peeks]) if peeks else _nothing()
-    for shard, send, uses in peeks:
-        result = outcome.get(send.link)
-        if not isinstance(result, list):
-            continue
-        replies = iter(result)
-        usable = True
-        for n in uses:
-            if not all(isinstance(next(replies), Using) for _ in range(n)):
-                usable = False
-            reply = next(replies)
-            if isinstance(reply, Found):
-                found.append((shard, send.link, reply.id))
-            elif not (isinstance(reply, Word) and reply.word == "NOT_FOUND"):
-                usable = False
-        if not usable:
-            s.drop(send.link)
-    now = cl.clock()
+    if not ahead:
+        peeks: list[tuple[ShardState, Send, list[str], list[int]]] = []
+        for shard, link, names in ready:
+            if link.ready:
+                data, count, before = _peeks(link, names, stats=False)
+                peeks.append((shard, Send(link, data, count), names, before))
+        outcome = yield from s.request([send for _, send, _, _ in peeks]) if peeks else _nothing()
+        for shard, send, names, peek_uses in peeks:
+            result = outcome.get(send.link)
+            if not isinstance(result, list):
+                continue
+            replies = iter(result)
+            usable = True
+            for tube, n in zip(names, peek_uses, strict=True):
+                if not all(isinstance(next(replies), Using) for _ in range(n)):
+                    usable = False
+                reply = next(replies)
+                if isinstance(reply, Found):
+                    found.append((shard, send.link, tube, reply.id))
+                    size += len(reply.body)
+                elif not (isinstance(reply, Word) and reply.word == "NOT_FOUND"):
+                    usable = False
+            if not usable:
+                s.drop(send.link)
+        s.peek_ahead = size <= PEEK_AHEAD_BYTES
     pre = [
         _Candidate((h.priority, -math.inf, -math.inf, 0), None, job_id)
         for job_id, h in s.prefetched.items()
@@ -673,17 +704,27 @@ def _choose(
     if not pre and not found:
         return None
     # Several shards (or prefetched jobs) compete: priority, then age, then round-robin.
+    candidates = list(pre)
+    order = {name: i for i, name in enumerate(cl.shards)}
+    n = max(1, len(cl.shards))
     stat_sends: dict[Link, list[tuple[ShardState, int]]] = {}
-    for shard, link, local in found:
-        stat_sends.setdefault(link, []).append((shard, local))
+    for shard, link, tube, local in found:
+        gid = ids.encode(shard.id, local)
+        meta = cl.put_meta.get(gid)
+        # Known from its put, unless its tube's urgent count says the priority is no longer so.
+        if meta is not None and (meta[0] < URGENT) == urgent.get((shard.name, tube), False):
+            rank = (order[shard.name] - s.rr) % n
+            age = max(0, int(now - meta[1]))
+            key = (float(meta[0]), -float(age), float(cl.put_order.get(gid, -1)), float(rank),
+                   float(local))  # fmt: skip
+            candidates.append(_Candidate(key, shard, gid))
+        else:
+            stat_sends.setdefault(link, []).append((shard, local))
     sends2 = [
         Send(link, b"".join(StatsJob(local).encode() for _, local in items), len(items))
         for link, items in stat_sends.items()
     ]
     outcome = yield from s.request(sends2) if sends2 else _nothing()
-    candidates = list(pre)
-    order = {name: i for i, name in enumerate(cl.shards)}
-    n = max(1, len(cl.shards))
     for send in sends2:
         result = outcome.get(send.link)
         if not isinstance(result, list):
@@ -708,6 +749,27 @@ def _choose(
         return None
     s.rr += 1
     return min(candidates, key=lambda c: c.key)
+
+
+def _peeks(link: Link, tubes: Sequence[str], stats: bool) -> tuple[bytes, int, list[int]]:
+    """The commands that peek the most urgent ready job of each of ``tubes`` on ``link``
+    (``stats``: each after the tube's ``stats-tube``), then use the link's tube again: their
+    bytes, their reply count, and the ``use`` replies before each peek."""
+    original = link.used
+    parts: list[bytes] = []
+    uses: list[int] = []
+    count = 0
+    for tube in tubes:
+        if stats:
+            parts.append(StatsTube(tube).encode())
+            count += 1
+        use, n = link.use_delta(tube)
+        parts += [use, _PEEK_READY]
+        uses.append(n)
+        count += 1 + n
+    back, n = link.use_delta(original)
+    parts.append(back)
+    return b"".join(parts), count + n, uses
 
 
 def _nothing() -> Op[dict[Link, list[Reply] | Failure]]:

@@ -67,11 +67,18 @@ class Failure:
 
 
 class Send(NamedTuple):
-    """Send ``data`` on ``link``: commands that produce ``replies`` replies."""
+    """Send ``data`` on ``link``: commands that produce ``replies`` replies.
+
+    ``posted``: the replies those commands must get (``use`` answers ``USING``, whatever
+    else the shard runs). The shell then answers the send with them as soon as it is written,
+    without waiting, and checks the shard's own replies when they come: one that differs
+    fails the link (its next use finds it closed). Only for a session whose shell posts
+    (``Session.posting``)."""
 
     link: Link
     data: bytes
     replies: int
+    posted: tuple[Reply, ...] = ()
 
 
 class Round:

@@ -161,6 +161,12 @@ class Session:
         self._wmap_gen: object = -1
         self.partial = False
         """The last ``watch_map`` left out shards that sentinels cover."""
+        self.posting = False
+        """Set by a shell that answers posted sends at once (``Send.posted``, the proxy's):
+        ``use`` is then answered once written, its shard's ``USING`` checked as it comes."""
+        self.peek_ahead = False
+        """The last cross-shard choice found several shards with ready jobs (a backlog): the
+        next one peeks in its first round (``reserve._choose``)."""
         self.nudgeable = False
         """Set while a reserve waits without the shards sentinels cover: the shell ends its
         wait round early when one of them is uncovered (``Cluster.on_uncovered``)."""
@@ -390,9 +396,10 @@ class Session:
             if shard is target:
                 links = links[:1] or [self.main(shard)]
             for link in links if shard is target else links[:1]:
-                data, n = link.use_delta(tube if shard is target else "default")
+                desired = tube if shard is target else "default"
+                data, n = link.use_delta(desired)
                 if n:
-                    sends.append(Send(link, data, n))
+                    sends.append(Send(link, data, n, (Using(desired),) if self.posting else ()))
         if sends:
             outcome = yield from self.request(sends)
             for send in sends:
@@ -541,7 +548,7 @@ class Session:
             if count == 2 and not isinstance(result[0], Using):
                 self.drop(link)
                 raise UnexpectedReply(f"use {tube}: unexpected reply {result[0]!r}")
-            reply = self._put_reply(shard, index, result[-1], delay)
+            reply = self._put_reply(shard, index, result[-1], delay, priority)
             if isinstance(reply, str):
                 causes.append((name, reply))
                 words.append(reply)
@@ -552,7 +559,12 @@ class Session:
         raise ShardUnavailable(f"no shard can take a put to tube {tube!r}", tuple(causes))
 
     def _put_reply(
-        self, shard: ShardState, index: int, reply: Reply, delay: int | None = None
+        self,
+        shard: ShardState,
+        index: int,
+        reply: Reply,
+        delay: int | None = None,
+        priority: int | None = None,
     ) -> Reply | str:
         """What a shard's reply to a put means: the reply for the client (global ids), or the
         word of a shard that refused the job (DRAINING, OUT_OF_MEMORY: the next one is tried)."""
@@ -561,7 +573,7 @@ class Session:
                 self.cluster.metrics.failovers += 1
             local = reply.id
             if local <= ids.MAX_LOCAL_ID:
-                self.cluster.note_put(shard.id_base | local, delay)
+                self.cluster.note_put(shard.id_base | local, delay, priority)
                 return reply if not shard.id else Inserted(shard.id_base | local)
             raise JobIdError(
                 f"put to tube {self.using!r}: the job WAS stored on shard {shard.name} as id"
@@ -666,6 +678,7 @@ class Session:
         return result[0]
 
     def _unhold(self, job_id: int) -> None:
+        self.cluster.put_meta.pop(job_id, None)  # (a release or bury may change its priority)
         held = self.held.pop(job_id, None) or self.prefetched.pop(job_id, None)
         if held is not None:
             held.link.held -= 1

@@ -28,7 +28,7 @@ from ..core.batch import Batch, Result, command_op, extend, extendable, plan
 from ..core.cluster import ShardState, UnseenLedger
 from ..core.reserve import stream_link
 from ..core.sentinel import sentinel
-from ..router.aio_driver import AsyncDriver, LinkPool, answers
+from ..router.aio_driver import AsyncDriver, LinkPool, Posted, answers
 from ..router.errors import RouterError
 from .unseen import ledger_from_env
 
@@ -65,6 +65,7 @@ class CoreSession:
         # catch a job put meanwhile for a client that is not reserving; one beanstalkd gives it
         # to whoever reserves (the other waits of a reserve are cancelled at once instead).
         self.session = Session(backend.cluster, cancellable=False, linger=0.0)
+        self.session.posting = True  # ``use`` answered once written (``Send.posted``)
         config = backend.cluster.config
         self.driver = AsyncDriver(
             self.session,
@@ -72,6 +73,7 @@ class CoreSession:
             config.timeout,
             backend.cluster.clock,
             pool=backend.pool,
+            posted=backend.posted,
         )
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
@@ -286,6 +288,8 @@ class CoreSession:
             await self._quietly(self.session.maintain())
 
     async def _execute(self, command: p.Command) -> bytes:
+        if type(command) in _OBSERVERS:  # other clients' posted ``use`` first: what tubes exist
+            await self.backend.posted.drained(self.backend.cluster.config.timeout)
         op = self._op(command)
         if isinstance(op, p.Reply):
             return op.encode()
@@ -342,6 +346,10 @@ class CoreSession:
         self.driver.close()
 
 
+_OBSERVERS: Final = frozenset({p.Stats, p.ListTubes, p.StatsTube, p.PauseTube})
+"""Commands whose answer depends on which tubes exist on the shards (what ``use`` changes)."""
+
+
 def _probing(commands: Sequence[p.Command]) -> tuple[Sequence[p.Command], p.Command]:
     """``commands`` up to the first blocking reserve, which runs as ``reserve-with-timeout 0``
     (the seam's probe), and the last command as the client sent it."""
@@ -375,6 +383,8 @@ class CoreBackend:
         self.cluster = Cluster(config, unseen=unseen)
         self.pool = LinkPool()
         """Shard connections that closed sessions left idle, for the next ones."""
+        self.posted = Posted()
+        """The sessions' posted ``use`` replies still to come (``Send.posted``)."""
         self.sessions: set[CoreSession] = set()
         """The open client sessions."""
         self._registry: Registry | None = None

@@ -34,7 +34,7 @@ from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
 from ..core.session import Session
 from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader, Using
 
-__all__ = ["AsyncDriver", "LinkPool", "answers"]
+__all__ = ["AsyncDriver", "LinkPool", "Posted", "answers"]
 
 T = TypeVar("T")
 
@@ -50,11 +50,27 @@ class _Stream(asyncio.Protocol):
     A round that waits for a link sets ``want`` (the replies it owes) and ``notify``, called once
     when ``got`` holds that many or the link failed (``failed``)."""
 
-    __slots__ = ("codec", "failed", "got", "half", "notify", "resume", "transport", "want")
+    __slots__ = (
+        "codec",
+        "expect",
+        "failed",
+        "got",
+        "half",
+        "notify",
+        "posted",
+        "resume",
+        "transport",
+        "want",
+    )
 
     def __init__(self) -> None:
         self.codec = ReplyReader()
         self.got: list[Reply] = []
+        self.expect: collections.deque[Reply] = collections.deque()
+        """Replies of posted commands (``Send.posted``), answered already: checked and
+        dropped as they arrive, before anything goes to ``got``."""
+        self.posted: Posted | None = None
+        """Counts the posted replies still to come (``AsyncDriver.posted``)."""
         self.want = 0
         self.notify: Callable[[], None] | None = None
         self.failed: str | None = None
@@ -83,6 +99,15 @@ class _Stream(asyncio.Protocol):
                 if event is CLOSED:
                     self._fail("closed the connection")
                     return
+                expect = self.expect
+                if expect:
+                    wanted = expect.popleft()
+                    if self.posted is not None:
+                        self.posted.arrived(1)
+                    if event != wanted:
+                        self._fail(f"unexpected reply to a posted command: {event!r}")
+                        return
+                    continue
                 got.append(event)  # type: ignore[arg-type]
         except ProtocolError as exc:
             self._fail(f"bad reply: {exc}")
@@ -116,6 +141,10 @@ class _Stream(asyncio.Protocol):
     def _fail(self, why: str) -> None:
         if self.failed is None:
             self.failed = why
+        if self.expect:  # they will never come
+            if self.posted is not None:
+                self.posted.arrived(len(self.expect))
+            self.expect.clear()
         if self.notify is not None:
             self._notify()
 
@@ -134,7 +163,7 @@ class _Stream(asyncio.Protocol):
             or transport is None
             or transport.is_closing()
             or bool(self.got)
-            or self.codec.pending
+            or (self.codec.pending and not self.expect)  # (a posted reply half arrived)
         )
 
     def take(self, count: int) -> list[Reply]:
@@ -155,6 +184,39 @@ class _Stream(asyncio.Protocol):
                 transport.close()
 
 
+class Posted:
+    """The posted replies (``Send.posted``) of every session of one event loop that have not
+    come yet: a command that observes what posted commands change on the shards (which tubes
+    exist) waits for them first (``drained``), so another client's ``use`` answered a moment
+    ago is seen, as on one beanstalkd."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._drained: list[asyncio.Future[None]] = []
+
+    def sent(self, count: int) -> None:
+        self.pending += count
+
+    def arrived(self, count: int) -> None:
+        self.pending = max(0, self.pending - count)
+        if not self.pending:
+            for future in self._drained:
+                if not future.done():
+                    future.set_result(None)
+            self._drained.clear()
+
+    async def drained(self, timeout: float) -> None:
+        """Until no posted reply is still to come (at most ``timeout`` seconds: a shard that
+        does not answer is found failing by the command itself)."""
+        if not self.pending:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._drained.append(future)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await future
+
+
 class AsyncDriver:
     """Runs one session's operations over asyncio streams.
 
@@ -172,8 +234,11 @@ class AsyncDriver:
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
         pool: LinkPool | None = None,
+        posted: Posted | None = None,
     ) -> None:
         self.session = session
+        self.posted = posted
+        """Where posted replies are counted (``Posted``; the proxy shares one)."""
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.clock = clock
@@ -333,7 +398,10 @@ class AsyncDriver:
             stream = link.io
             assert isinstance(stream, _Stream) and stream.transport is not None
             stream.transport.write(send.data)
-            live.append(link)
+            if send.posted:
+                self._post(link, send.posted, outcome)
+            else:
+                live.append(link)
         for link in rnd.wait:
             if link not in outcome and isinstance(link.io, _Stream):
                 live.append(link)
@@ -366,6 +434,17 @@ class AsyncDriver:
                 outcome[link] = stream.take(link.owed)  # (a wait: partial, the rest stays owed)
             else:
                 self._lost(link, f"no reply from {link.shard.name} in time", outcome, True)
+
+    def _post(self, link: Link, replies: tuple[Reply, ...], outcome: Outcome) -> None:
+        """A posted send is written: answer it now, and check the shard's replies when they
+        come (``_Stream.expect``)."""
+        stream = link.io
+        assert isinstance(stream, _Stream)
+        stream.expect.extend(replies)
+        if self.posted is not None:
+            stream.posted = self.posted
+            self.posted.sent(len(replies))
+        outcome[link] = list(replies)
 
     def _loop_of(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
@@ -582,7 +661,10 @@ class AsyncDriver:
             else:
                 await self._send(link, send.data, outcome)
             if link not in outcome:
-                live.append(link)
+                if send.posted:
+                    self._post(link, send.posted, outcome)
+                else:
+                    live.append(link)
         for link in rnd.wait:
             if link not in outcome and isinstance(link.io, _Stream):
                 live.append(link)

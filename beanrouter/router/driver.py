@@ -145,7 +145,7 @@ class Driver:
         sends = rnd.sends
         if len(sends) == 1 and not (rnd.first or rnd.wait or rnd.close or rnd.cancel):
             # The common round (a put, a delete...): one command on a connected link.
-            link, data, replies = sends[0]
+            link, data, replies = sends[0][:3]  # (a posted send is read like any: no posting here)
             if replies == 1 and link.owed == 1:
                 result = self.one(link, data)
                 if result is not None:

@@ -486,3 +486,44 @@ def test_stream_link_is_the_core_s_answer_and_creates_nothing() -> None:
 )
 def test_may_wait(cmd: p.Command, waits: bool) -> None:
     assert p.may_wait(cmd) is waits
+
+
+# ---- posted use (the proxy's: ``Session.posting``, ``Send.posted``) ----------------------------
+
+
+def test_a_posted_use_is_written_before_the_run_and_answered_without_a_shard_reply() -> None:
+    _, s, _ = make()
+    s.posting = True
+    run_auto(s.use("t1"))  # (posted too: answered by the script as written)
+    batch = plan(s, [p.Use("t2"), put(b"a")])
+    assert batch is not None and batch.size == 2
+    run = Script(batch.op)
+    # First the posted uses: t2 on its shard, and s1's link lets go of t1.
+    posted = {send.link.shard.name: (commands(send.data), send.posted) for send in run.now.sends}
+    assert posted == {
+        "s2": ([b"use t2"], (Using("t2"),)),
+        "s1": ([b"use default"], (Using("default"),)),
+    }
+    run.reply({send.link: list(send.posted) for send in run.now.sends})  # (the shell answers)
+    assert run.data() == {"s2": [b"put 10 0 60 1", b"a"]}
+    run.answer({"s2": [Inserted(4)]})
+    assert run.value() == [Using("t2"), Inserted(gid("s2", 4))]
+
+
+def test_without_posting_a_use_that_changes_several_links_is_its_own_operation() -> None:
+    _, s, _ = make()
+    run_auto(s.use("t1"))
+    assert plan(s, [p.Use("t2"), put(b"a")]) is None
+
+
+def test_two_posted_uses_of_one_link_are_one_send() -> None:
+    _, s, _ = make()
+    s.posting = True
+    batch = plan(s, [p.Use("t1"), p.Use("t1b"), p.ListTubeUsed()])
+    assert batch is not None
+    run = Script(batch.op)
+    by_link: dict[object, int] = {}
+    for send in run.now.sends:
+        by_link[send.link] = by_link.get(send.link, 0) + 1
+        assert send.replies == len(send.posted)
+    assert all(n == 1 for n in by_link.values())

@@ -39,6 +39,7 @@ from .core_script import (
     commands,
     job_stats,
     make,
+    shard_stats,
     tube_stats,
 )
 from .core_script import watch_only as _watch_only
@@ -87,7 +88,13 @@ def answer_sweep(
     ``paused``). Round 1 is ``stats-tube`` everywhere; round 2 (the peeks, only where jobs are
     ready) comes when several shards have ready jobs or a job is prefetched."""
     assert not run.now.first
-    assert run.data() == {n: [b"stats-tube " + TUBE_ON[n].encode()] for n in run.sends()}
+    # The peeks come in round 1 when the session's last choice saw a backlog (peek_ahead).
+    ahead = any(b"peek-ready" in d for d in _lines(run))
+    expect = {n: [b"stats-tube " + TUBE_ON[n].encode()] for n in run.sends()}
+    if ahead:
+        expect = {n: [b"stats-tube " + TUBE_ON[n].encode(), *sweep_lines(TUBE_ON[n])]
+                  for n in run.sends()}  # fmt: skip
+    assert run.data() == expect
     paused = paused or {}
     left = left or {}
     run.auto(
@@ -98,11 +105,14 @@ def answer_sweep(
                     paused.get(n, 0),
                     int(isinstance(ready.get(n), Found)),
                     left.get(n),
-                )
+                ),
+                *([ready.get(n, NOT_FOUND)] if ahead else []),
             ]
             for n in run.sends()
         }
     )
+    if ahead:
+        return
     if run.done or run.now.first or not any(b"peek-ready" in d for d in _lines(run)):
         return
     assert run.data() == {n: sweep_lines(TUBE_ON[n]) for n in run.sends()}
@@ -479,7 +489,8 @@ def test_a_prefetched_job_that_goes_stale_while_its_choice_reads_stats_is_not_ha
     run.auto(s0=[job_stats(3, "t0", 20)])
     # The prefetched job (priority 10) would have won: the choice starts again without it.
     assert gid("s2", 9) not in s.held
-    run.auto(**{n: [tube_stats(TUBE_ON[n], ready=int(n == "s0"))] for n in NAMES})
+    # (the last choice saw a backlog: this one peeks in its first round)
+    answer_sweep(run, {"s0": Found(3, b"later")})
     assert run.data()["s0"][-1] == b"reserve-with-timeout 0"
     run.auto(s0=[Reserved(3, b"later")])
     run.auto(s0=[job_stats(3, "t0", 20, state="reserved")])
@@ -969,3 +980,92 @@ def test_a_blocked_reserve_counts_its_wake_up_latency_from_the_put() -> None:
 def test_a_job_ready_before_the_wait_or_not_fresh_is_no_wake_up() -> None:
     assert _woken(put_before_wait=True).metrics.wakeups == 0
     assert _woken(reserves=2, releases=1).metrics.wakeups == 0
+
+
+# ---- the choice's cheaper rounds: peeks ahead, priorities known from puts ---------------------
+
+
+def test_a_known_priority_the_urgent_count_contradicts_is_read_again() -> None:
+    cluster, s, clock = three()
+    cluster.note_put(gid("s0", 3), 0, 10)
+    clock.t += 5  # s0's job is older, s1's more urgent
+    cluster.note_put(gid("s1", 4), 0, 5)
+    run = Script(s.reserve(0))
+    # The scripted stats-tube says current-jobs-urgent 0, and both priorities are < 1024: the
+    # priorities may have changed since (another process's release), so they are read.
+    answer_sweep(run, {"s0": Found(3, b"a"), "s1": Found(4, b"b")})
+    assert run.data() == {"s0": [b"stats-job 3"], "s1": [b"stats-job 4"]}
+
+
+def test_urgent_known_priorities_consistent_with_the_urgent_count_are_ranked_from_the_puts() -> (
+    None
+):
+    cluster, s, clock = three()
+    cluster.note_put(gid("s0", 3), 0, 10)
+    clock.t += 5
+    cluster.note_put(gid("s1", 4), 0, 5)
+    run = Script(s.reserve(0))
+    urgent = {"current_jobs_ready": 1, "current_jobs_urgent": 1, "pause": 0}
+    run.auto(
+        s0=[shard_stats(name="t0", **urgent)],
+        s1=[shard_stats(name="t1", **urgent)],
+        s2=[tube_stats("t2", ready=0)],
+    )
+    run.auto(s0=[Found(3, b"a")], s1=[Found(4, b"b")])
+    assert run.data() == {"s1": [b"reserve-with-timeout 0"]}  # priority 5 wins, no stats-job
+
+
+def test_a_known_priority_consistent_with_the_urgent_count_needs_no_stats_job() -> None:
+    cluster, s, _ = three()
+    cluster.note_put(gid("s0", 3), 0, 2000)
+    cluster.note_put(gid("s1", 4), 0, 1500)
+    run = Script(s.reserve(0))
+    assert run.data() == {n: [b"stats-tube " + TUBE_ON[n].encode()] for n in NAMES}
+    run.auto(
+        s0=[tube_stats(TUBE_ON["s0"], ready=1)],
+        s1=[tube_stats(TUBE_ON["s1"], ready=1)],
+        s2=[tube_stats(TUBE_ON["s2"], ready=0)],
+    )
+    assert run.data() == {n: sweep_lines(TUBE_ON[n]) for n in ("s0", "s1")}
+    run.auto(s0=[Found(3, b"a")], s1=[Found(4, b"b")])
+    # Both ranked from their puts (priority 1500 wins), no stats-job round.
+    assert run.data() == {"s1": [b"reserve-with-timeout 0"]}
+    assert s.peek_ahead  # a backlog on two shards: the next choice peeks in its first round
+
+
+def test_a_choice_after_a_backlog_peeks_in_its_first_round_and_stops_when_it_is_gone() -> None:
+    cluster, s, _ = three()
+    s.peek_ahead = True
+    cluster.note_put(gid("s0", 3), 0, 2000)
+    cluster.note_put(gid("s2", 5), 0, 2000)
+    run = Script(s.reserve(0))
+    lines = run.data()
+    assert lines == {n: [b"stats-tube " + TUBE_ON[n].encode(), *sweep_lines(TUBE_ON[n])]
+                     for n in NAMES}  # fmt: skip
+    run.auto(
+        s0=[tube_stats(TUBE_ON["s0"], ready=1), Found(3, b"a")],
+        s1=[tube_stats(TUBE_ON["s1"], ready=0), NOT_FOUND],
+        s2=[tube_stats(TUBE_ON["s2"], ready=1), Found(5, b"c")],
+    )
+    # One round for the whole choice: equal priorities, s0's put first.
+    assert run.data() == {"s0": [b"reserve-with-timeout 0"]}
+    run.auto(s0=[Reserved(3, b"a")])
+    run.auto(s0=[job_stats(3, "t0", 2000, state="reserved")])
+    assert run.value() == Reserved(gid("s0", 3), b"a")
+    assert s.peek_ahead
+    s.held.clear()
+    run = Script(s.reserve(0))
+    run.auto(
+        s0=[tube_stats(TUBE_ON["s0"], ready=0), NOT_FOUND],
+        s1=[tube_stats(TUBE_ON["s1"], ready=0), NOT_FOUND],
+        s2=[tube_stats(TUBE_ON["s2"], ready=1), Found(5, b"c")],
+    )
+    assert not s.peek_ahead  # one shard with ready jobs: no backlog to peek ahead for
+
+
+def test_a_release_or_bury_forgets_what_the_put_said() -> None:
+    cluster, s, _ = three()
+    cluster.note_put(gid("s0", 3), 0, 7)
+    assert gid("s0", 3) in cluster.put_meta
+    s._unhold(gid("s0", 3))
+    assert gid("s0", 3) not in cluster.put_meta
