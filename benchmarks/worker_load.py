@@ -41,8 +41,9 @@ owner only; for ``beanrouter cluster``, what its ``/route`` says.
     python3 benchmarks/worker_load.py --only beanstalkd,haproxy,proxy-3 --seconds 10
     python3 benchmarks/worker_load.py --only proxy-3 --profile /tmp/proxy3.prof --json out.json
 
-``--profile FILE`` adds one run of the single-tube flat-out load on ``proxy-3`` with the proxy
-under cProfile (its numbers are not in the tables) and prints the top functions by own time.
+``--profile FILE`` adds one run of the single-tube flat-out load (``--profile-load``: another one)
+on ``proxy-3`` with the proxy under cProfile (its numbers are not in the tables) and prints the
+top functions by own time.
 Exits 0 whatever the ratios; 1 when a target did not start or a client process failed; 130 when
 interrupted (^C or SIGTERM: every process it started is stopped first, then what was measured is
 reported).
@@ -861,6 +862,12 @@ def main() -> int:
         PROTOCOL_TARGETS + LIBRARY_TARGETS))  # fmt: skip
     ap.add_argument("--loads", help="loads, comma-separated: " + ",".join(PROTOCOL_LOADS))
     ap.add_argument("--profile", metavar="FILE", help="cProfile the proxy (proxy-3, single)")
+    ap.add_argument(
+        "--profile-load",
+        default="single",
+        choices=PROTOCOL_LOADS,
+        help="the load of the --profile run (single)",
+    )
     ap.add_argument("--json", metavar="FILE", help="save the results")
     args = ap.parse_args()
     if args.quick:
@@ -905,7 +912,7 @@ def main() -> int:
         allowed = LIBRARY_LOADS if target in LIBRARY_TARGETS else PROTOCOL_LOADS
         plan += [(target, load) for load in loads if load in allowed]
     if args.profile:
-        plan.append(("proxy-3", "single"))
+        plan.append(("proxy-3", args.profile_load))
     try:
         for n, (target, load) in enumerate(plan):
             profiled = args.profile if args.profile and n == len(plan) - 1 else None
@@ -948,8 +955,8 @@ def main() -> int:
             continue
         print(f"note: {server} wrote {len(lines)} line(s), e.g.: " + " | ".join(lines[:3]))
     if args.profile and any(r["profiled"] for r in ok):
-        print(f"\nprofile of the proxy over 3 shards, single-tube flat out ({args.profile}), "
-              "top 25 by own time:")  # fmt: skip
+        print(f"\nprofile of the proxy over 3 shards, load {args.profile_load} "
+              f"({args.profile}), top 25 by own time:")  # fmt: skip
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
     if args.json:
         clean = [{k: v for k, v in r.items() if k != "latencies"} for r in results]

@@ -235,7 +235,9 @@ class Cluster:
         return frozenset(
             tube
             for tube in self.watchers
-            if shard in self.away(tube) and (shard, tube) not in self.strays
+            if shard in self.away(tube)
+            and (shard, tube) not in self.strays
+            and not self.shards[self.owner(tube)].health.down  # (sessions look there then)
         )
 
     def cover(self, shard: str, tubes: frozenset[str]) -> None:
@@ -273,6 +275,12 @@ class Cluster:
             return True
         owner = self.shards.get(self.owner(tube))
         return owner is None or owner.health.down
+
+    def _health_changed(self) -> None:
+        """A shard was marked down or up: the sentinels cover no tube whose owner is down
+        (its puts go to the successor, where sessions look themselves)."""
+        if self.sentinels:
+            self._wanted_changed(tuple(self.shards))
 
     def _wanted_changed(self, shards: tuple[str, ...]) -> None:
         if self.on_wanted is not None:
@@ -397,9 +405,19 @@ class Cluster:
     def probed(self, shard: ShardState) -> None:
         """A background probe found ``shard`` answering: it is up again for every session at
         once (a restarted shard's jobs are seen without waiting out its backoff)."""
+        self.note_success(shard)
+
+    def note_success(self, shard: ShardState) -> None:
+        """``shard`` answered: it is up (again)."""
+        down = shard.health.down
         shard.health.success()
+        if down:
+            self._health_changed()
 
     def note_failure(self, shard: ShardState, reason: str) -> None:
+        down = shard.health.down
         shard.health.failure(reason)
+        if shard.health.down and not down:
+            self._health_changed()
         counts = self.metrics.link_failures
         counts[shard.name] = counts.get(shard.name, 0) + 1

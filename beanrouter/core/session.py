@@ -305,7 +305,7 @@ class Session:
             return
         link.owed -= len(result)
         if result and link.shard.health.failures:
-            link.shard.health.success()
+            self.cluster.note_success(link.shard)
 
     def request(self, sends: Sequence[Send]) -> Op[Outcome]:
         """Send on several links at once and wait for every reply (or failure)."""

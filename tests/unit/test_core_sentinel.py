@@ -199,3 +199,18 @@ def test_a_library_wait_on_an_away_shard_lingers_and_spares_the_next_reserve_its
     assert list(run.sends()) == [owner] and run.data()[owner][-1] == b"reserve"
     assert set(run.now.wait) == {waits[successor]}
     assert cluster.metrics.wait_cancels == 0
+
+
+def test_a_tube_whose_owner_is_down_is_not_covered_and_comes_back_when_it_is_up() -> None:
+    cluster, _, owner, successor, calls = setup()
+    assert cluster.wanted(successor) == {TUBE}
+    calls.clear()
+    for _ in range(cluster.config.server_failure_limit):
+        cluster.note_failure(cluster.shards[owner], "test")
+    # Its puts go to the successor now, where sessions look themselves: the sentinel lets go.
+    assert cluster.wanted(successor) == frozenset()
+    assert ("wanted", successor) in calls
+    calls.clear()
+    cluster.probed(cluster.shards[owner])
+    assert cluster.wanted(successor) == {TUBE}
+    assert ("wanted", successor) in calls
