@@ -2,8 +2,9 @@
 
 Takes beanstalkd's flags (``-l -p -b -z -f -F -s -V -v -h``, parsed by the bundled server's own
 parser, so errors and ``-v``/``-h`` print as beanstalkd does) plus ``--shards N`` (default 3),
-``--http-port P`` and ``--http-addr A``, so it can stand in for ``/usr/bin/beanstalkd`` in any
-harness. Start-up order, for harnesses that connect 0.1 s after starting it:
+``--http-port P``, ``--http-addr A`` and ``--help`` (the same as ``-h``: unlike the server, this
+command is ours), so it can stand in for ``/usr/bin/beanstalkd`` in any harness. Start-up order,
+for harnesses that connect 0.1 s after starting it:
 
 1. parse the flags and bind the proxy's listening socket: this module and what it imports up to
    then are ``os``, ``sys``, the pure flag parser and ``_socket`` (``server.listen``), nothing
@@ -49,6 +50,7 @@ EXTRA_USAGE: Final = (
     f" --shards N      number of bundled shards (default is {DEFAULT_SHARDS})\n"
     " --http-port P   serve /healthz, /metrics and /route on port P (default: off)\n"
     " --http-addr A   address of the HTTP port (default is 127.0.0.1)\n"
+    " --help          show this help (as -h)\n"
 )
 
 
@@ -78,6 +80,9 @@ def parse_cluster_args(argv: list[str], progname: str = "beanrouter cluster") ->
     while i < len(argv):
         word = argv[i]
         i += 1
+        if word == "--help":  # ours, unlike the server's parser (beanstalkd: "unknown flag")
+            rest.append("-h")
+            continue
         name, eq, value = word.partition("=")
         if name in ("--shards", "--http-port", "--http-addr"):
             if not eq:

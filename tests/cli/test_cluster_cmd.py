@@ -58,11 +58,15 @@ def test_version_flag_prints_like_beanstalkd() -> None:
     assert (done.returncode, done.stdout) == (0, "beanstalkd 1.12\n")
 
 
-def test_help_shows_beanstalkd_flags_and_shards() -> None:
-    done = run("-h")
-    assert done.returncode == 0
-    assert "Use: beanrouter cluster [OPTIONS]" in done.stderr
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_shows_beanstalkd_flags_and_shards(flag: str) -> None:
+    """``--help`` too: the command is ours (the server keeps beanstalkd's "unknown flag")."""
+    done = run(flag)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("Use: beanrouter cluster [OPTIONS]\n")
     assert " -b DIR" in done.stderr and "--shards N" in done.stderr
+    assert done.stderr == run("-h").stderr  # the same help whichever flag asked
+    assert parse_cluster_args_exit(["--shards", "2", flag, "-x"]) == 0  # help wins, as -h does
 
 
 def test_bad_flags_exit_5_with_usage() -> None:
@@ -70,6 +74,14 @@ def test_bad_flags_exit_5_with_usage() -> None:
         done = run(*args)
         assert done.returncode == 5, args
         assert "Options:" in done.stderr and "--shards N" in done.stderr, args
+
+
+def parse_cluster_args_exit(argv: list[str]) -> int | None:
+    try:
+        parse_cluster_args(argv)
+    except UsageExit as exc:
+        return exc.code
+    return None
 
 
 def test_parse_cluster_args() -> None:
