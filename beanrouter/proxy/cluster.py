@@ -20,8 +20,14 @@ for harnesses that connect 0.1 s after starting it:
 Shard ids: ``--shards 1`` gives the single shard id 0, so job ids are byte-identical to
 beanstalkd's; with N shards the ring owner of tube ``default`` gets id 0 (a client that never
 uses another tube sees beanstalkd's ids too) and the others 1..N-1. Shard names are
-``shard-0``..``shard-N-1``. With ``-b DIR`` the shard count is recorded in ``DIR/cluster.json``
-and a different ``--shards`` for the same directory is refused (its jobs would be stranded).
+``shard-0``..``shard-N-1``, so a shard's name and id differ (with 3 shards: ``shard-0`` id 1,
+``shard-1`` id 0, ``shard-2`` id 2); ``-V`` prints each name with its id. They cannot agree
+without losing that property: placement hashes the names, and the owner of ``default`` among
+``shard-0``..``shard-N-1`` is ``shard-0`` for ``--shards 1`` only (of 1..12). Renaming the shards
+instead would move tubes away from the binlog directories (``DIR/shard-i``) that hold their jobs,
+and renumbering them would change what the global ids of stored jobs name. With ``-b DIR`` the
+shard count is recorded in ``DIR/cluster.json`` and a different ``--shards`` for the same
+directory is refused (its jobs would be stranded).
 
 Supervision: a shard that exits while the cluster runs is restarted on the same socket (clients'
 connections to it wait in its backlog meanwhile; its binlog brings its jobs back), after 0.5 s,
