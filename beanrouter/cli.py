@@ -61,7 +61,7 @@ def _click_main(args: list[str]) -> None:
     )
     @click.argument("flags", nargs=-1, type=click.UNPROCESSED)
     def cluster(flags: tuple[str, ...]) -> None:
-        """Run N bundled shards and a proxy in front (beanstalkd's flags, --shards N; -h)."""
+        """Run N bundled shards and a proxy in front (beanstalkd's flags, --shards N; --help)."""
         from .proxy.cluster import main as cluster_main
 
         cluster_main(list(flags), progname="beanrouter cluster")

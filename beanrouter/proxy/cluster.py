@@ -2,8 +2,9 @@
 
 Takes beanstalkd's flags (``-l -p -b -z -f -F -s -V -v -h``, parsed by the bundled server's own
 parser, so errors and ``-v``/``-h`` print as beanstalkd does) plus ``--shards N`` (default 3),
-``--http-port P`` and ``--http-addr A``, so it can stand in for ``/usr/bin/beanstalkd`` in any
-harness. Start-up order, for harnesses that connect 0.1 s after starting it:
+``--http-port P``, ``--http-addr A`` and ``--help`` (the same as ``-h``: unlike the server, this
+command is ours), so it can stand in for ``/usr/bin/beanstalkd`` in any harness. Start-up order,
+for harnesses that connect 0.1 s after starting it:
 
 1. parse the flags and bind the proxy's listening socket: this module and what it imports up to
    then are ``os``, ``sys``, the pure flag parser and ``_socket`` (``server.listen``), nothing
@@ -19,8 +20,14 @@ harness. Start-up order, for harnesses that connect 0.1 s after starting it:
 Shard ids: ``--shards 1`` gives the single shard id 0, so job ids are byte-identical to
 beanstalkd's; with N shards the ring owner of tube ``default`` gets id 0 (a client that never
 uses another tube sees beanstalkd's ids too) and the others 1..N-1. Shard names are
-``shard-0``..``shard-N-1``. With ``-b DIR`` the shard count is recorded in ``DIR/cluster.json``
-and a different ``--shards`` for the same directory is refused (its jobs would be stranded).
+``shard-0``..``shard-N-1``, so a shard's name and id differ (with 3 shards: ``shard-0`` id 1,
+``shard-1`` id 0, ``shard-2`` id 2); ``-V`` prints each name with its id. They cannot agree
+without losing that property: placement hashes the names, and the owner of ``default`` among
+``shard-0``..``shard-N-1`` is ``shard-0`` for ``--shards 1`` only (of 1..12). Renaming the shards
+instead would move tubes away from the binlog directories (``DIR/shard-i``) that hold their jobs,
+and renumbering them would change what the global ids of stored jobs name. With ``-b DIR`` the
+shard count is recorded in ``DIR/cluster.json`` and a different ``--shards`` for the same
+directory is refused (its jobs would be stranded).
 
 Supervision: a shard that exits while the cluster runs is restarted on the same socket (clients'
 connections to it wait in its backlog meanwhile; its binlog brings its jobs back), after 0.5 s,
@@ -49,6 +56,7 @@ EXTRA_USAGE: Final = (
     f" --shards N      number of bundled shards (default is {DEFAULT_SHARDS})\n"
     " --http-port P   serve /healthz, /metrics and /route on port P (default: off)\n"
     " --http-addr A   address of the HTTP port (default is 127.0.0.1)\n"
+    " --help          show this help (as -h)\n"
 )
 
 
@@ -78,6 +86,9 @@ def parse_cluster_args(argv: list[str], progname: str = "beanrouter cluster") ->
     while i < len(argv):
         word = argv[i]
         i += 1
+        if word == "--help":  # ours, unlike the server's parser (beanstalkd: "unknown flag")
+            rest.append("-h")
+            continue
         name, eq, value = word.partition("=")
         if name in ("--shards", "--http-port", "--http-addr"):
             if not eq:

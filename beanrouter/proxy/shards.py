@@ -240,7 +240,8 @@ async def _serve(
     if stop.is_set():
         return 0
     names = [shard.name for shard in shards]
-    ids = shard_ids(names)
+    ids = shard_ids(names)  # a shard's id is not the number in its name: see cluster.py
+    default = next(name for name, i in ids.items() if i == 0)  # the ring owner of default
     config: ClusterConfig = config_from_servers(
         [f"{SHARD_HOST}:{s.port} {s.name} id={ids[s.name]}" for s in shards]
     )
@@ -260,9 +261,13 @@ async def _serve(
             where = _address(sock)
             if http_sock is not None:
                 where += f" (HTTP on {_address(http_sock)})"
-            listing = ", ".join(f"{s.name} {SHARD_HOST}:{s.port} id={ids[s.name]}" for s in shards)
+            listing = ", ".join(
+                f"{s.name} (id {ids[s.name]}) on {SHARD_HOST}:{s.port}" for s in shards
+            )
             print(
-                f"beanrouter cluster listening on {where}; {len(shards)} shards: {listing}",
+                f"beanrouter cluster listening on {where}; {len(shards)} shards: {listing};"
+                f" tube default is on {default}, which has id 0 so that its jobs keep"
+                " beanstalkd's ids",
                 file=sys.stderr,
             )
 

@@ -51,6 +51,22 @@ def test_help_lists_commands() -> None:
     assert "server" in done.stdout
 
 
+@pytest.mark.parametrize("command", ["proxy", "check-config", "cluster"])
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_every_command_of_ours_takes_help(command: str, flag: str) -> None:
+    """Both help flags print the command's usage and exit 0 (``server`` alone keeps beanstalkd's
+    parser, where ``--help`` is an unknown flag, exit 5)."""
+    done = run(command, flag)
+    assert done.returncode == 0, done.stderr
+    assert f"beanrouter {command} [OPTIONS]" in done.stdout + done.stderr
+
+
+def test_server_help_is_beanstalkds() -> None:
+    assert run("server", "-h").returncode == 0
+    done = run("server", "--help")
+    assert done.returncode == 5 and "unknown flag: --help" in done.stderr
+
+
 def test_version_option() -> None:
     done = run("--version")
     assert done.returncode == 0 and "0.1.0" in done.stdout

@@ -58,11 +58,15 @@ def test_version_flag_prints_like_beanstalkd() -> None:
     assert (done.returncode, done.stdout) == (0, "beanstalkd 1.12\n")
 
 
-def test_help_shows_beanstalkd_flags_and_shards() -> None:
-    done = run("-h")
-    assert done.returncode == 0
-    assert "Use: beanrouter cluster [OPTIONS]" in done.stderr
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_shows_beanstalkd_flags_and_shards(flag: str) -> None:
+    """``--help`` too: the command is ours (the server keeps beanstalkd's "unknown flag")."""
+    done = run(flag)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("Use: beanrouter cluster [OPTIONS]\n")
     assert " -b DIR" in done.stderr and "--shards N" in done.stderr
+    assert done.stderr == run("-h").stderr  # the same help whichever flag asked
+    assert parse_cluster_args_exit(["--shards", "2", flag, "-x"]) == 0  # help wins, as -h does
 
 
 def test_bad_flags_exit_5_with_usage() -> None:
@@ -70,6 +74,14 @@ def test_bad_flags_exit_5_with_usage() -> None:
         done = run(*args)
         assert done.returncode == 5, args
         assert "Options:" in done.stderr and "--shards N" in done.stderr, args
+
+
+def parse_cluster_args_exit(argv: list[str]) -> int | None:
+    try:
+        parse_cluster_args(argv)
+    except UsageExit as exc:
+        return exc.code
+    return None
 
 
 def test_parse_cluster_args() -> None:
@@ -97,6 +109,28 @@ def test_shard_ids_give_the_owner_of_default_id_0() -> None:
 # -- running --------------------------------------------------------------------------------------
 
 
+def test_the_listening_line_names_each_shard_with_its_id(procs: list[Proc]) -> None:
+    """A shard's name is not its id (names place the tubes, and the owner of ``default`` has id
+    0): ``-V`` says plainly which is which and why."""
+    from beanrouter.router.ring import Placement
+
+    p, port = cluster(procs, "--shards", "3", "-V")
+    with p.connect(port) as sock:
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"
+    wait_for(lambda: "shards: " in p.output(), "the listening line")
+    line = next(line for line in p.output().splitlines() if "listening on" in line)
+    names = ["shard-0", "shard-1", "shard-2"]
+    ids = shard_ids(names)
+    for name in names:
+        assert re.search(rf"\b{name} \(id {ids[name]}\) on 127\.0\.0\.1:\d+", line), line
+    owner = Placement([(name, 1) for name in names]).owner("default")
+    assert ids[owner] == 0
+    assert line.endswith(
+        f"; tube default is on {owner}, which has id 0 so that its jobs keep beanstalkd's ids"
+    ), line
+    assert p.stop() == 0
+
+
 def test_listens_at_once_and_answers_only_when_every_shard_is_ready(procs: list[Proc]) -> None:
     p, port = cluster(procs, "--shards", "3", "-V")
     sock = p.connect(port)  # bound first: this connection waits in the backlog
@@ -107,7 +141,7 @@ def test_listens_at_once_and_answers_only_when_every_shard_is_ready(procs: list[
     assert len(kids) == 3
     match = re.search(r"listening on 127\.0\.0\.1:(\d+); 3 shards: (.*)", p.output())
     assert match is not None and int(match.group(1)) == port
-    assert sorted(re.findall(r"id=(\d+)", match.group(2))) == ["0", "1", "2"]
+    assert sorted(re.findall(r"\(id (\d+)\)", match.group(2))) == ["0", "1", "2"]
     assert p.stop() == 0
     wait_for(lambda: not any(alive(k) for k in kids), "the shards to exit")
 
