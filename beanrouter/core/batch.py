@@ -574,6 +574,7 @@ def _run(
                     if (
                         cover is not None
                         and failure is None
+                        and not link.held  # (a job the run reserved before it: not cancelled)
                         and pos + step.replies > len(replies)
                         and s.cluster.coverage_gen != gen
                         and tuple(s.watch_map()) != cover
