@@ -6,17 +6,20 @@
    jobs). One round asks ``stats-tube`` of each watched tube on each such shard's main link (ready
    count, pause: ``pause`` > 0, since ``pause-time-left`` reads 0 in a pause's last second).
    When one shard alone has ready jobs in unpaused tubes, that is the shard. When
-   several do (or a job is prefetched), a second round peeks (``use`` + ``peek-ready``) each of
-   their ready tubes, a third reads those jobs' ``stats-job``, and the most urgent wins (priority,
-   then the oldest, then the order this process put them in, then round-robin). Only then is
+   several do (or a job is prefetched), each ready tube's most urgent job is peeked (``use`` +
+   ``peek-ready``: in the first round already after a backlog, ``Session.peek_ahead``), the jobs
+   this process did not put have their ``stats-job`` read (those it put are ranked from the put,
+   ``Cluster.put_meta``), and the most urgent wins (priority, then the oldest, then the order
+   this process put them in, then round-robin). Only then is
    ``reserve-with-timeout 0`` sent, to the winning shard alone: no job that is not handed out is
    reserved, so ``reserves``, ``releases`` and ``timeouts`` of every job are what one beanstalkd
    would show. If someone else took the job
    meanwhile (``TIMED_OUT``), the choice is made again (``Metrics.sweep_retries``).
-   Cost per reserve, for ``k`` watched tubes over the relevant shards (failover successors
-   included): ``k`` ``stats-tube`` and the reserve when one shard has ready jobs; plus
-   ``2r + 1`` per competing shard and one ``stats-job`` per ready tube ``r`` when several have;
-   nothing extra when only one shard holds watched tubes.
+   Cost per reserve, for ``k`` watched tubes over the relevant shards (away shards the proxy's
+   sentinels cover left out, ``core/sentinel.py``): ``k`` ``stats-tube`` and the reserve when one
+   shard has ready jobs; plus ``2r + 1`` per competing shard and one ``stats-job`` per ready tube
+   ``r`` not put by this process when several have; nothing extra when only one shard holds
+   watched tubes.
 2. **Wait** (nothing ready): a blocking reserve on every shard that holds a watched tube, on links
    that hold no job; the first job wins. Before the other waits are cancelled (by closing their
    links: the only way to cancel a beanstalkd reserve) one non-blocking read collects any job that
