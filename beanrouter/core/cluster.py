@@ -199,7 +199,9 @@ class Cluster:
         not covered again until a reserve sees no ready job of the tube there
         (``saw_empty``)."""
         self.coverage_gen = 0
-        """Raised each time ``covered`` shrinks or grows: sessions rebuild their watch maps."""
+        """Raised each time ``covered`` shrinks or grows, or a shard is marked down or up
+        (shard health goes through ``note_failure``/``note_success`` only): sessions rebuild
+        their watch maps."""
         self.on_wanted: Callable[[str], None] | None = None
         """Shell hook: what the sentinel of this shard should cover may have changed."""
         self.on_uncovered: Callable[[str, str], None] | None = None
@@ -277,8 +279,10 @@ class Cluster:
         return owner is None or owner.health.down
 
     def _health_changed(self) -> None:
-        """A shard was marked down or up: the sentinels cover no tube whose owner is down
-        (its puts go to the successor, where sessions look themselves)."""
+        """A shard was marked down or up: sessions rebuild their watch maps (a covered tube
+        whose owner is down is looked at on its successor, where its puts go), and the
+        sentinels let go of, or cover again, such tubes."""
+        self.coverage_gen += 1
         if self.sentinels:
             self._wanted_changed(tuple(self.shards))
 

@@ -63,8 +63,8 @@ def sentinel(s: Session, shard: ShardState) -> Op[None]:
             if not want or not shard.health.available(cl.clock()):
                 cl.cover(name, frozenset())
                 if link is not None:  # its watches would keep the tubes alive on the shard
-                    s.drop(link)
-                    link = None
+                    s.drop(link)  # (a reserve still out is read out as it closes: unseen)
+                    link, armed = None, None
                 until = None if not want else shard.health.next_probe()
                 if until is not None and cl.probing:
                     until = min(until, cl.clock() + cl.config.server_retry_timeout)

@@ -158,7 +158,7 @@ class Session:
         self.closed = False
         self._closing: list[Link] = []
         self._wmap: dict[str, list[str]] | None = None
-        self._wmap_gen: object = -1
+        self._wmap_gen = (-1, 0)
         self.partial = False
         """The last ``watch_map`` left out shards that sentinels cover."""
         self.posting = False
@@ -414,11 +414,7 @@ class Session:
         covers are left out (``partial`` then says so): a job there wakes the sentinel, which
         uncovers the pair, and the session looks again (``reserve``)."""
         cl = self.cluster
-        if cl.sentinels:
-            downs = [sh.health.down for sh in cl.shards.values()]
-            key: object = (cl.generation, cl.coverage_gen, downs)
-        else:
-            key = cl.generation
+        key = (cl.generation, cl.coverage_gen) if cl.sentinels else (cl.generation, 0)
         if self._wmap is None or self._wmap_gen != key:
             wmap: dict[str, list[str]] = {}
             partial = False

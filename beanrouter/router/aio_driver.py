@@ -447,6 +447,7 @@ class AsyncDriver:
         outcome[link] = list(replies)
 
     def _loop_of(self) -> asyncio.AbstractEventLoop:
+        """The event loop the driver runs on (the running one, remembered)."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -454,9 +455,7 @@ class AsyncDriver:
 
     def _later(self, fast: _Fast[T], rnd: Round) -> None:
         """The rest of ``fast``'s operation, from round ``rnd``, in a task."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop_of()
         task = loop.create_task(self._drive(fast.op, rnd, fast.idle))
         self._tasks.add(task)
 
@@ -705,9 +704,7 @@ class AsyncDriver:
         if self._nudged:
             self._nudged = False
             return
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop_of()
         done: asyncio.Future[None] = loop.create_future()
         fire = functools.partial(_settle, done)
         timer = None if until is None else loop.call_later(max(0.0, until - self.clock()), fire)
@@ -730,9 +727,7 @@ class AsyncDriver:
         """Until ``count`` of ``links`` are complete or failed, or ``wait`` seconds have passed
         (None: no limit); a ``request`` is bounded by the reply timeout instead (checked by the
         loop's ``_Watchdog``)."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop_of()
         done: asyncio.Future[None] = loop.create_future()
         left = count
 
