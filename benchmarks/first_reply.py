@@ -9,6 +9,9 @@ than the wall time on a shared machine. The rows, run in turn ``--starts`` times
 * beanstalkd;
 * ``python -m beanrouter server``, and the console scripts ``beanrouter server`` and
   ``beanrouter-server`` (when installed next to this Python);
+* ``beanrouter cluster --shards 3`` (the console script) and ``python -m beanrouter cluster
+  --shards 3``: shards and proxy in one command, its ``stats`` answered through the proxy from
+  every shard; its CPU time is the whole process tree's (supervisor and proxy, and the shards);
 * ``--base DIR``: ``python -m beanrouter server`` run from another checkout (a "before");
 * the floor: the same client against two stand-ins that answer anything with a fixed ``OK``,
   a plain-socket Python server, and one on asyncio (``ssl`` kept out, as the server does) that
@@ -21,6 +24,7 @@ the biggest of its own imports under it.
 
     python3 benchmarks/first_reply.py                  # ~15 s
     python3 benchmarks/first_reply.py --starts 30 --importtime 15 --base /tmp/old-checkout
+    python3 benchmarks/first_reply.py --only beanstalkd,"beanrouter server",cluster --starts 30
 """
 
 from __future__ import annotations
@@ -85,8 +89,25 @@ def _env(cwd: Path) -> dict[str, str]:
     return env
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its live children (the cluster's shards)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(entry) == pid or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def first_reply(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """Spawn ``argv`` + listen flags; (ms to the reply to ``stats``, server CPU ms by then)."""
+    """Spawn ``argv`` + listen flags; (ms to the reply to ``stats``, server CPU ms by then: the
+    process tree's, for a cluster)."""
     port = _free_port()
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
@@ -101,6 +122,8 @@ def first_reply(argv: list[str], cwd: Path) -> tuple[float, float]:
         server = Server(proc, port, log)
         try:
             wall, cpu = first_stats_reply(server, start)
+            if "cluster" in argv:
+                cpu = _tree_cpu_seconds(proc.pid)
         finally:
             _stop(proc)
     return wall * 1000, cpu * 1000
@@ -118,9 +141,21 @@ def rows(base: Path | None) -> list[tuple[str, list[str], Path]]:
         out.append(("beanrouter server", [str(bindir / "beanrouter"), "server"], REPO_ROOT))
     if (bindir / "beanrouter-server").exists():
         out.append(("beanrouter-server", [str(bindir / "beanrouter-server")], REPO_ROOT))
+    if (bindir / "beanrouter").exists():
+        cluster = [str(bindir / "beanrouter"), "cluster", "--shards", "3"]
+        out.append(("beanrouter cluster --shards 3", cluster, REPO_ROOT))
+    out.append(
+        (
+            "python -m beanrouter cluster --shards 3",
+            [py, "-m", "beanrouter", "cluster", "--shards", "3"],
+            REPO_ROOT,
+        )
+    )
     if base is not None:
         label = f"base: python -m beanrouter server ({base})"
         out.append((label, [py, "-m", "beanrouter", "server"], base))
+        label = f"base: python -m beanrouter cluster --shards 3 ({base})"
+        out.append((label, [py, "-m", "beanrouter", "cluster", "--shards", "3"], base))
     out.append(("floor: python, a socket server", [py, "-c", FLOOR_SOCKET], REPO_ROOT))
     out.append(("floor: python, an asyncio server", [py, "-c", FLOOR_ASYNCIO], REPO_ROOT))
     return out
@@ -202,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=15, help="starts per row (default 15)")
     parser.add_argument("--base", type=Path, help="another checkout, run as a 'before' row")
     parser.add_argument("--importtime", type=int, default=0, metavar="N", help="profile N starts")
+    parser.add_argument(
+        "--only", help="comma-separated: run only the rows whose label contains one of these"
+    )
     args = parser.parse_args(argv)
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         print(
@@ -210,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     table = rows(args.base)
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        table = [row for row in table if any(w in row[0] for w in wanted)]
     results: dict[str, tuple[list[float], list[float]]] = {r[0]: ([], []) for r in table}
     for _ in range(args.starts):
         for label, command, cwd in table:

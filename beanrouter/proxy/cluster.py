@@ -10,12 +10,17 @@ for harnesses that connect 0.1 s after starting it:
    then are ``os``, ``sys``, the pure flag parser and ``_socket`` (``server.listen``), nothing
    else, so the port listens in about the time an idle interpreter takes to start; connections
    from now on wait in its backlog (1024). Everything else is in ``shards.py``, imported after;
-2. bind one loopback socket per shard and start each shard, ``beanrouter server`` with those
-   flags (``-b DIR/shard-i``), through ``child.spawn``: the shard is handed its socket (so no
-   race for free ports) and dies with this process, also when this process is SIGKILLed;
-3. import the proxy and the backend, wait until every shard answers, build the cluster
-   configuration in memory and only then start accepting clients; then, when started by a
-   service manager with ``$NOTIFY_SOCKET`` (systemd ``Type=notify``), send it ``READY=1``.
+2. bind one loopback socket per shard, import the bundled server (``server.cli.preload``) and
+   fork each shard, which runs ``beanrouter server`` with those flags (``-b DIR/shard-i``) on
+   its socket (so no race for free ports) in a session of its own, and dies with this process,
+   also when this process is SIGKILLed (``child.die_with_parent``). Forked, the shards start
+   without a new interpreter and without importing anything: three interpreters starting at once
+   were most of a cluster's start-up on a 2-core machine. A restarted shard is spawned
+   (``child.spawn``, a new interpreter), as the forks happen only before any thread or loop;
+3. import the proxy and the backend (no PyYAML: the configuration is built from Python values;
+   md5 without OpenSSL), wait until every shard answers, and only then start accepting clients;
+   then, when started by a service manager with ``$NOTIFY_SOCKET`` (systemd ``Type=notify``),
+   send it ``READY=1``.
 
 Shard ids: ``--shards 1`` gives the single shard id 0, so job ids are byte-identical to
 beanstalkd's; with N shards the ring owner of tube ``default`` gets id 0 (a client that never

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 from typing import Final
-from urllib.parse import parse_qs, urlsplit
 
 from ..protocol import is_valid_tube_name
 from .app import ProxyServer
@@ -71,6 +69,8 @@ def _response(status: int, ctype: str, body: bytes, head_only: bool = False) -> 
 
 
 def _json(status: int, doc: object, head_only: bool) -> bytes:
+    import json
+
     return _response(status, JSON_TYPE, json.dumps(doc).encode() + b"\n", head_only)
 
 
@@ -97,6 +97,8 @@ class HttpEndpoint:
         head_only = method == "HEAD"
         if method not in ("GET", "HEAD"):
             return _response(405, "text/plain", b"only GET and HEAD\n", head_only)
+        from urllib.parse import parse_qs, urlsplit  # here: it costs start-up time (ipaddress)
+
         url = urlsplit(target)
         if url.path == "/healthz":
             status, doc = healthz(self.proxy)

@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from ..server.listen import NOTIFY_ENV, ListenError, bind, sd_notify
 from ..server.options import ServerOptions
@@ -26,7 +26,16 @@ if TYPE_CHECKING:
     from .seam import BackendFactory
     from .stats import ProxyStats
 
-__all__ = ["Shard", "ShardFailed", "run_listening", "shard_args", "stop_shards", "wait_ready"]
+__all__ = [
+    "Forked",
+    "Shard",
+    "ShardFailed",
+    "cluster_config",
+    "run_listening",
+    "shard_args",
+    "stop_shards",
+    "wait_ready",
+]
 
 READY_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 10.0
@@ -46,6 +55,20 @@ def shard_args(opts: ServerOptions, index: int, port: int) -> list[str]:
     if opts.verbose > 1:
         args.append("-" + "V" * (opts.verbose - 1))
     return args
+
+
+def cluster_config(ports: dict[str, int], ids: dict[str, int]) -> ClusterConfig:
+    """The proxy's configuration: shard ``name`` on ``SHARD_HOST:ports[name]`` with id
+    ``ids[name]``, in order; what ``config_from_servers(["HOST:PORT NAME id=ID", ...])`` builds,
+    without PyYAML (which that parses with)."""
+    from ..router.config import ClusterConfig, ShardConfig
+
+    return ClusterConfig(
+        servers=tuple(
+            ShardConfig(name=name, host=SHARD_HOST, port=port, id=ids[name])
+            for name, port in ports.items()
+        )
+    )
 
 
 def _prepare_binlog(directory: str, shards: int) -> str | None:
@@ -73,6 +96,81 @@ def _prepare_binlog(directory: str, shards: int) -> str | None:
     return None
 
 
+class Forked:
+    """A shard forked from this process: the part of ``subprocess.Popen`` the supervisor uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its status is lost
+                self.returncode = 255
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"pid {self.pid} still runs after {timeout:g} s")
+            time.sleep(0.01)
+        return status
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _forked_shard(shard: Shard, parent: int, close: list[socket.socket]) -> NoReturn:
+    """The forked child: become what ``child.main`` makes of an exec'd shard, then run the
+    bundled server on the shard's socket; never returns into the supervisor's code."""
+    status = 1
+    try:
+        os.setsid()  # as ``spawn``: a terminal's ^C reaches only the supervisor
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server installs its own
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        from .child import die_with_parent
+
+        die_with_parent(parent)
+        for other in close:  # the proxy's and the other shards' sockets
+            os.close(other.detach())
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        from ..server.cli import run
+        from ..server.options import parse_args
+
+        progname = "beanrouter server"
+        status = run(parse_args(shard.args[1:], progname=progname), progname, sock=shard.sock)
+    except SystemExit as exc:
+        code = exc.code
+        status = code if isinstance(code, int) else 0 if code is None else 1
+    except KeyboardInterrupt:
+        status = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        import contextlib
+
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # exiting anyway
+                stream.flush()
+        os._exit(status)
+
+
 class Shard:
     """One shard process and the listening socket it is handed (kept here for restarts)."""
 
@@ -82,15 +180,29 @@ class Shard:
         self.sock = sock
         self.port: int = sock.getsockname()[1]
         self.args = shard_args(opts, index, self.port)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | Forked | None = None
         self.started_at = 0.0
         self.backoff = 0.5
         self.restart_at: float | None = None
 
     def start(self) -> None:
+        """Start ``beanrouter server`` as a new process (a restart)."""
         from .child import spawn
 
         self.proc = spawn(self.args, listen=self.sock)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def fork(self, close: list[socket.socket]) -> None:
+        """Start the shard as a fork of this process (the first start: the supervisor has
+        imported the server, so the shard starts without a new interpreter or any import).
+        ``close``: the sockets the child must not keep. Only while this process has no threads
+        and no event loop."""
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            _forked_shard(self, parent, close)
+        self.proc = Forked(pid)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -211,7 +323,6 @@ async def _serve(
 ) -> int:
     import asyncio
 
-    from ..router.config import config_from_servers
     from .run import serve
 
     loop = asyncio.get_running_loop()
@@ -242,9 +353,7 @@ async def _serve(
     names = [shard.name for shard in shards]
     ids = shard_ids(names)  # a shard's id is not the number in its name: see cluster.py
     default = next(name for name, i in ids.items() if i == 0)  # the ring owner of default
-    config: ClusterConfig = config_from_servers(
-        [f"{SHARD_HOST}:{s.port} {s.name} id={ids[s.name]}" for s in shards]
-    )
+    config = cluster_config({s.name: s.port for s in shards}, ids)
     proxies: list[ProxyServer] = []
     keeper = loop.create_task(
         supervise(shards, wake, lambda: stop.is_set() or any(p.stopping for p in proxies))
@@ -305,9 +414,30 @@ def run_listening(
     try:
         for i in range(opts.shards):
             shards.append(Shard(i, bind(SHARD_HOST, 0), server))
+        # Forked, not spawned: a new interpreter per shard, each importing the server, is most of
+        # a cluster's start-up on a small machine (restarts spawn, see ``supervise``).
+        from ..server.cli import preload
+
+        preload(with_binlog=server.binlog_dir is not None)
+        from . import child  # noqa: F401 - die_with_parent, for the children
+
+        if sys.platform.startswith("linux"):
+            import ctypes  # noqa: F401 - child.die_with_parent's prctl, imported once here
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        held = [sock, *([] if http_sock is None else [http_sock]), *(s.sock for s in shards)]
         for shard in shards:
-            shard.start()
-        # 3. The proxy.
+            shard.fork([other for other in held if other is not shard.sock])
+        # 3. The proxy. Its placement hashes with md5 (ours and uhashring's, through hashlib):
+        # CPython's own md5 does, without loading OpenSSL's libcrypto (as asyncio's ssl is left
+        # out, see server.cli._event_loop), which is a good part of the proxy's imports.
+        if "hashlib" not in sys.modules and "_hashlib" not in sys.modules:
+            sys.modules["_hashlib"] = None  # type: ignore[assignment]
+            try:
+                import hashlib  # noqa: F401
+            finally:
+                del sys.modules["_hashlib"]
         from .run import BackendUnavailable, load_backend_factory, raise_nofile_limit, setup_logging
         from .stats import ProxyStats
 

@@ -27,7 +27,6 @@ import logging
 import mmap
 import os
 import struct
-import tempfile
 from typing import Final
 
 from ..core.cluster import BoundedUnseen, UnseenLedger
@@ -58,6 +57,8 @@ def create(directory: str | None = None, buckets: int = BUCKETS, ways: int = WAY
     descriptor, which the caller closes."""
     if directory is None and os.path.isdir("/dev/shm"):
         directory = "/dev/shm"
+    import tempfile  # here: it costs start-up time (shutil, random)
+
     fd, path = tempfile.mkstemp(prefix="beanrouter-unseen-", dir=directory)
     try:
         os.unlink(path)

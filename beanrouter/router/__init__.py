@@ -28,8 +28,11 @@ from .errors import (
     UnknownCommand,
 )
 from .job import Job
-from .router import DEFAULT_PRIORITY, DEFAULT_TTR, Router
-from .summary import check_config, placement_summary
+
+TYPE_CHECKING = False  # as in beanrouter/__init__.py: type checkers take it as true
+if TYPE_CHECKING:
+    from .router import DEFAULT_PRIORITY, DEFAULT_TTR, Router
+    from .summary import check_config, placement_summary
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -63,3 +66,28 @@ __all__ = [
     "parse_config",
     "placement_summary",
 ]
+
+# The blocking client and the summary are loaded on first access: the proxy and ``beanrouter
+# cluster`` import this package's other modules (and so this file) and need neither.
+_LAZY = {
+    "DEFAULT_PRIORITY": ".router",
+    "DEFAULT_TTR": ".router",
+    "Router": ".router",
+    "check_config": ".summary",
+    "placement_summary": ".summary",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

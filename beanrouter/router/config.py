@@ -18,16 +18,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.representer import RepresenterError, SafeRepresenter
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .ids import MAX_SHARD_ID, derive_shard_id
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import yaml
+    from yaml.nodes import Node
+
+# PyYAML (and pathlib) are imported by the functions that read a configuration, not here: a
+# process that builds its ``ClusterConfig`` from Python values (``beanrouter cluster``) starts
+# without them.
 
 __all__ = [
     "ClusterConfig",
@@ -124,6 +128,8 @@ class _Ctx:
     """Error helper: remembers the source name."""
 
     def __init__(self, source: str | None) -> None:
+        from yaml.constructor import SafeConstructor
+
         self.source = source
         self.constructor = SafeConstructor()
 
@@ -137,6 +143,9 @@ class _Ctx:
         return ConfigError(message, line=self.line(node), field=field, source=self.source)
 
     def scalar(self, node: Node, field: str) -> Any:
+        from yaml.constructor import ConstructorError
+        from yaml.nodes import ScalarNode
+
         if not isinstance(node, ScalarNode):
             raise self.error("must be a single value", node, field)
         try:
@@ -184,6 +193,8 @@ class _Ctx:
         return value
 
     def mapping(self, node: Node, field: str, allowed: Sequence[str]) -> dict[str, Node]:
+        from yaml.nodes import MappingNode
+
         if not isinstance(node, MappingNode):
             raise self.error("must be a mapping", node, field or None)
         result: dict[str, Node] = {}
@@ -230,10 +241,13 @@ def parse_server_line(
     Raises:
         ConfigError: the line is malformed.
     """
+    from yaml.error import Mark
+    from yaml.nodes import ScalarNode
+
     ctx = _Ctx(source)
     node = ScalarNode("tag:yaml.org,2002:str", text)
     if line is not None:
-        node.start_mark = yaml.Mark(source or "", 0, line - 1, 0, None, 0)
+        node.start_mark = Mark(source or "", 0, line - 1, 0, None, 0)
     return _server_line(ctx, text, node, field)
 
 
@@ -353,6 +367,8 @@ def _check_unique(ctx: _Ctx, shards: Sequence[ShardConfig], nodes: Sequence[Node
 
 
 def _build(ctx: _Ctx, root: Node | None) -> ClusterConfig:
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
     if root is None:
         raise ctx.error("empty configuration: a 'servers:' list is required", None, None)
     fields = ctx.mapping(root, "", _TOP_FIELDS)
@@ -409,6 +425,8 @@ def parse_config(text: str, source: str | None = None) -> ClusterConfig:
     Raises:
         ConfigError: with ``line`` and ``field`` set as precisely as possible.
     """
+    import yaml
+
     ctx = _Ctx(source)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -454,6 +472,8 @@ def load_config(path: str | Path) -> ClusterConfig:
     Raises:
         ConfigError: unreadable file or invalid configuration.
     """
+    from pathlib import Path
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -473,6 +493,8 @@ def config_from_servers(
     """
     if isinstance(servers, str):
         servers = [servers]
+    from yaml.representer import RepresenterError, SafeRepresenter
+
     doc: dict[str, Any] = {"servers": list(servers), **options}
     # The values become YAML nodes directly (not text to parse): the same checks as a file, but
     # the nodes have no marks, so errors and shards carry no (made-up) line numbers.

@@ -20,6 +20,7 @@ TYPE_CHECKING = False  # ``typing`` costs start-up time; type checkers take this
 if TYPE_CHECKING:
     import asyncio
     import signal as _signal  # the same functions and numbers, with type stubs
+    import socket
     from collections.abc import Callable, Coroutine
     from typing import Any
 
@@ -37,8 +38,14 @@ SETID_STATUS = 34
 """``-u``: the group or user could not be taken (beanstalkd's)."""
 
 
-def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
-    """Run the server described by ``opts`` until SIGTERM/SIGINT; returns the exit status."""
+def run(
+    opts: ServerOptions, progname: str = "beanrouter server", sock: socket.socket | None = None
+) -> int:
+    """Run the server described by ``opts`` until SIGTERM/SIGINT; returns the exit status.
+
+    ``sock``: a listening socket to serve on instead of ``-l``/``-p`` (or an inherited one); a
+    shard that ``beanrouter cluster`` forks is handed its socket this way.
+    """
     for line in opts.warnings:
         print(line, file=sys.stderr)
     # Until the event loop takes the signals over, remember SIGUSR1 (drain) and exit on SIGTERM:
@@ -56,7 +63,8 @@ def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
         print(f"pid {os.getpid()}", flush=True)
     # Listen first, import the rest after: early connections wait in the backlog.
     try:
-        sock = inherited_socket() or bind(opts.addr, opts.port)
+        if sock is None:
+            sock = inherited_socket() or bind(opts.addr, opts.port)
     except ListenError as exc:
         print(f"{progname}: {exc}", file=sys.stderr)
         return LISTEN_STATUS
@@ -96,6 +104,17 @@ def run(opts: ServerOptions, progname: str = "beanrouter server") -> int:
 
     loop_runner(serve(engine, sock, ready=ready, commit=make_commit, verbose=opts.verbose))
     return 0
+
+
+def preload(with_binlog: bool) -> None:
+    """Import what ``run`` imports after listening (asyncio as ``run`` imports it, the engine,
+    the server and, with ``with_binlog``, the binlog): ``beanrouter cluster`` calls this before it
+    forks its shards, so they start without importing anything."""
+    _event_loop()
+    from . import app, engine  # noqa: F401
+
+    if with_binlog:
+        from . import binlog, commit  # noqa: F401
 
 
 def _event_loop() -> Callable[[Coroutine[Any, Any, None]], None]:

@@ -61,12 +61,17 @@ class Proc:
     """A ``python -m beanrouter ARGS`` process, its stdout and stderr in a file (children
     inherit it, so a pipe could block or never end)."""
 
-    def __init__(self, args: list[str], backend: str | None = FORWARDING) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        backend: str | None = FORWARDING,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "beanrouter", *args],
             cwd=REPO_ROOT,
-            env=env(backend),
+            env={**env(backend), **(extra_env or {})},
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=self.log,

@@ -43,9 +43,8 @@ def procs() -> Iterator[list[Proc]]:
 
 def cluster(procs: list[Proc], *args: str, backend: str | None = None) -> tuple[Proc, int]:
     port = free_port()
-    p = Proc(
-        ["cluster", "-p", str(port), *args], **({} if backend is None else {"backend": backend})
-    )
+    argv = ["cluster", "-p", str(port), *args]
+    p = Proc(argv) if backend is None else Proc(argv, backend=backend)
     procs.append(p)
     return p, port
 
@@ -144,6 +143,57 @@ def test_listens_at_once_and_answers_only_when_every_shard_is_ready(procs: list[
     assert sorted(re.findall(r"\(id (\d+)\)", match.group(2))) == ["0", "1", "2"]
     assert p.stop() == 0
     wait_for(lambda: not any(alive(k) for k in kids), "the shards to exit")
+
+
+# Imported by no process of a cluster (the supervisor, the proxy in it, its shards) on its way to
+# its first reply: the proxy's configuration is built without PyYAML, the blocking client is not
+# the proxy's. Nor is OpenSSL's libcrypto loaded (asyncio is imported without ssl, md5 is
+# CPython's own).
+NOT_AT_START = ("yaml", "beanrouter.router.router", "beanrouter.router.summary")
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| *(\S+)$", re.M)
+
+
+def _maps_libcrypto(pid: int) -> bool:
+    return any(
+        "libcrypto" in line or "libssl" in line
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+    )
+
+
+def test_the_shards_start_without_a_new_interpreter(procs: list[Proc], tmp_path: Path) -> None:
+    """Start-up: the shards are forked from the supervisor once it has imported the server, so
+    a 3-shard cluster imports the server (and the binlog) once, not once per shard, and the
+    proxy imports nothing it does not need (``python -X importtime`` of every process)."""
+    port = free_port()
+    p = Proc(
+        ["cluster", "--shards", "3", "-p", str(port), "-b", str(tmp_path / "data")],
+        backend=None,  # the real proxy
+        extra_env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    procs.append(p)
+    with p.connect(port) as sock:
+        assert talk(sock, b"put 0 0 60 1\r\nx\r\n") == b"INSERTED 1\r\n"
+        assert talk(sock, b"list-tube-used\r\n") == b"USING default\r\n"
+    kids = children(p.pid)
+    assert len(kids) == 3
+    assert [pid for pid in [p.pid, *kids] if _maps_libcrypto(pid)] == []
+    assert p.stop() == 0
+    imported = IMPORTED.findall(p.output())
+    assert "beanrouter.proxy.app" in imported  # the report is there
+    for module in ("beanrouter.server.engine", "beanrouter.server.binlog", "asyncio"):
+        assert imported.count(module) == 1, f"{module} imported {imported.count(module)} times"
+    assert [m for m in NOT_AT_START if m in imported] == []
+
+
+def test_the_cluster_configuration_is_what_server_lines_give() -> None:
+    from beanrouter.proxy.shards import SHARD_HOST, cluster_config
+    from beanrouter.router.config import config_from_servers
+
+    ports = {"shard-0": 11301, "shard-1": 11302, "shard-2": 11303}
+    ids = shard_ids(list(ports))
+    lines = [f"{SHARD_HOST}:{port} {name} id={ids[name]}" for name, port in ports.items()]
+    assert cluster_config(ports, ids) == config_from_servers(lines)
+    assert cluster_config(ports, ids).servers == config_from_servers(lines).servers
 
 
 def test_sigterm_stops_every_shard(procs: list[Proc]) -> None:
