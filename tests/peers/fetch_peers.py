@@ -8,10 +8,15 @@ The suites are other projects' code: they are downloaded or extracted here, run 
   the index this machine uses, checked against its sha256. Always available where PyPI is.
 - a git repository at a pinned commit (greenstalk 2.1.1, pystalk 0.9.1: their sdists and wheels
   ship no tests; beanstalkc 0.4.0, whose sdist pip cannot even download on Python 3: its
-  ``setup.py`` imports the Python 2 module), read from a local clone or snapshot found under
-  the directories named by ``$BEANROUTER_PEER_GIT_DIRS`` (``os.pathsep``-separated; default
-  ``/work/.mirror``) as ``OWNER+NAME/repo``, ``OWNER+NAME``, ``NAME.git`` or ``NAME``. Where none
-  is found the suite is marked unavailable and its tests are skipped.
+  ``setup.py`` imports the Python 2 module). Read from a local clone or snapshot when one has
+  the commit: under the directories named by ``$BEANROUTER_PEER_GIT_DIRS``
+  (``os.pathsep``-separated; default ``/work/.mirror``) as ``OWNER+NAME/repo``, ``OWNER+NAME``,
+  ``NAME.git`` or ``NAME``, or the copy an earlier run cloned into ``.peers/_git/OWNER+NAME``.
+  Otherwise the pinned commit is fetched from the public repository,
+  ``$BEANROUTER_PEERS_URL/OWNER/NAME`` (default ``https://github.com``): shallow, by commit id,
+  or a whole clone where the server refuses that; never prompting for credentials, and given up
+  on after ``GIT_TIMEOUT`` seconds. Where neither works (no network, say) the suite is marked
+  unavailable and its tests are skipped.
 
 Each suite's client library (and what its tests import beyond the standard library) is installed
 with ``pip install --no-deps --target .peers/SUITE/site`` at pinned versions, so the suites test
@@ -39,6 +44,8 @@ from typing import IO
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DEST = REPO_ROOT / ".peers"
 DEFAULT_GIT_DIRS = "/work/.mirror"
+DEFAULT_GIT_URL = "https://github.com"
+GIT_TIMEOUT = 300.0
 STAMP = ".complete"
 
 
@@ -215,27 +222,86 @@ def _git_candidates(src: GitSource) -> list[Path]:
     return found
 
 
-def _fetch_git(src: GitSource, work: Path) -> str:
+def git_url(src: GitSource) -> str:
+    """The public repository of ``src``: ``$BEANROUTER_PEERS_URL/OWNER/NAME``."""
+    base = os.environ.get("BEANROUTER_PEERS_URL") or DEFAULT_GIT_URL
+    return f"{base.rstrip('/')}/{src.repo}"
+
+
+def _git(*args: str, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run git without a terminal prompt (credentials, host keys): it fails instead."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+    try:
+        return subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(["git", *args], 124, "", f"timed out after {timeout} s")
+
+
+def _has_commit(repo: Path, commit: str) -> bool:
+    return _git("-C", str(repo), "cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
+
+
+def _clone(src: GitSource, into: Path) -> None:
+    """Fetch ``src.commit`` from ``git_url(src)`` into a bare repository ``into``; raises
+    ``Unavailable`` with git's words."""
+    url = git_url(src)
+    shutil.rmtree(into, ignore_errors=True)
+    into.parent.mkdir(parents=True, exist_ok=True)
+    init = _git("init", "--quiet", "--bare", str(into))
+    if init.returncode != 0:
+        raise Unavailable(f"git init {into} failed: {init.stderr.strip()[-400:]}")
+    # The commit alone first (servers that allow fetching a commit by id: GitHub does), then
+    # every branch and tag (any server), in which the pinned commit must be.
+    shallow = _git("-C", str(into), "fetch", "--quiet", "--depth", "1", url, src.commit)
+    if shallow.returncode == 0 and _has_commit(into, src.commit):
+        return
+    full = _git("-C", str(into), "fetch", "--quiet", "--tags", url, "+refs/heads/*:refs/heads/*")
+    if full.returncode == 0 and _has_commit(into, src.commit):
+        return
+    shutil.rmtree(into, ignore_errors=True)
+    why = (full.stderr or shallow.stderr).strip()[-400:] or f"commit {src.commit} is not there"
+    raise Unavailable(f"cannot fetch {src.commit} from {url}: {why}")
+
+
+def _archive(repo: Path, src: GitSource, work: Path) -> None:
+    cmd = ["git", "-C", str(repo), "archive", "--format=tar", src.commit, *src.paths]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        _extract(proc.stdout, work, strip_top=False)
+    if proc.returncode != 0:
+        raise Unavailable(f"git archive in {repo} exited {proc.returncode}")
+
+
+def _fetch_git(src: GitSource, work: Path, cache: Path) -> str:
+    """Extract ``src`` into ``work``: from a local copy, else cloned into ``cache``."""
     if shutil.which("git") is None:
         raise Unavailable("git is not installed")
-    candidates = _git_candidates(src)
+    owner, name = src.repo.split("/")
+    cloned = cache / f"{owner}+{name}"
+    candidates = [*_git_candidates(src), cloned]
     for repo in candidates:
-        probe = ["git", "-C", str(repo), "cat-file", "-e", f"{src.commit}^{{commit}}"]
-        if subprocess.run(probe, capture_output=True, stdin=subprocess.DEVNULL).returncode != 0:
-            continue
-        cmd = ["git", "-C", str(repo), "archive", "--format=tar", src.commit, *src.paths]
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
-            assert proc.stdout is not None
-            _extract(proc.stdout, work, strip_top=False)
-        if proc.returncode != 0:
-            raise Unavailable(f"git archive in {repo} exited {proc.returncode}")
-        return f"git {src.repo} {src.tag} ({src.commit}) from {repo}"
-    where = ", ".join(map(str, candidates)) or "no clone found"
-    raise Unavailable(
-        f"needs a local git clone of {src.repo} with commit {src.commit} ({src.tag}); "
-        f"searched $BEANROUTER_PEER_GIT_DIRS (default {DEFAULT_GIT_DIRS}): {where}. "
-        "Its PyPI sdist and wheel ship no tests."
-    )
+        if repo.is_dir() and _has_commit(repo, src.commit):
+            _archive(repo, src, work)
+            return f"git {src.repo} {src.tag} ({src.commit}) from {repo}"
+    where = ", ".join(str(c) for c in candidates[:-1]) or "no clone found"
+    try:
+        _clone(src, cloned)
+    except Unavailable as exc:
+        raise Unavailable(
+            f"needs a git clone of {src.repo} with commit {src.commit} ({src.tag}); "
+            f"searched $BEANROUTER_PEER_GIT_DIRS (default {DEFAULT_GIT_DIRS}): {where}; {exc}. "
+            "Its PyPI sdist and wheel ship no tests."
+        ) from None
+    _archive(cloned, src, work)
+    return f"git {src.repo} {src.tag} ({src.commit}) from {git_url(src)}"
 
 
 def _pip_target(requirements: tuple[str, ...], site: Path) -> None:
@@ -259,7 +325,7 @@ def fetch(suite: PeerSuite, dest: Path) -> str:
         if isinstance(suite.source, SdistSource):
             origin = _fetch_sdist(suite.source, work, dest / "_downloads")
         else:
-            origin = _fetch_git(suite.source, work)
+            origin = _fetch_git(suite.source, work, dest / "_git")
         _pip_target(suite.requirements, work / "site")
     except Unavailable as exc:
         shutil.rmtree(work, ignore_errors=True)

@@ -15,8 +15,9 @@ are otherwise run as written. So a failure on beanrouter's side only is beanrout
 the first reply is measured by benchmarks/first_reply.py (docs/benchmarks.md), not here.
 
 Skips and expected failures, and nothing else:
-- a suite fetched from a git clone is skipped where no clone exists (CI machines have only PyPI);
-  ``BEANROUTER_REQUIRE_PEERS=1`` turns that into a failure. A PyPI suite that is missing fails.
+- a suite pinned to a git commit is skipped where neither a local clone has it nor its public
+  repository can be cloned (CI machines reach only PyPI); ``BEANROUTER_REQUIRE_PEERS=1`` turns
+  that into a failure. A PyPI suite that is missing fails.
 - the real beanstalkd missing is a skip for a developer and a failure under ``CI``.
 - suites that start the server with ``-b`` xfail on beanrouter's server only while
   ``beanrouter server -b`` exits saying "not yet" (checked on every run).
