@@ -50,14 +50,15 @@ from ..protocol import URGENT_THRESHOLD, StatValue
 from .conn import DEADLINE_SOON, TIMED_OUT, WAIT, Conn, ReserveOutcome, WakeResult
 from .job import (
     BURIED,
-    BURY_ONE,
     DELAYED,
     INVALID,
-    KICK_ONE,
+    P_BURY,
+    P_KICK,
+    P_RELEASE,
+    P_RESERVE,
+    P_TIMEOUT,
     READY,
-    RELEASE_ONE,
     RESERVED,
-    TIMEOUT_ONE,
     Job,
 )
 from .procinfo import ProcInfo
@@ -88,7 +89,22 @@ __all__ = [
 
 SAFETY_MARGIN: Final = NS
 _ID_MASK: Final = (1 << 64) - 1
-"""Ready heaps hold int keys ``pri << 64 | id`` (see tube.py); this takes the id back out."""
+"""Ready heaps hold int keys ``(pri - base) << 64 | id`` (see tube.py); this takes the id back
+out (also of a negative key: Python's ``&`` works on the two's complement)."""
+_PRI_CACHE: Final = 1024
+"""Distinct priorities whose int objects the engine keeps to share among jobs (``_shared_pri``)."""
+
+
+def _ready_key(t: Tube, pri: int, job_id: int) -> int:
+    """The key of a ready job in ``t.ready``, whose order is (pri, id): the id object itself when
+    the job has the heap's base priority (no int of its own, the common case). An empty heap
+    takes the priority of the job pushed first as its base."""
+    if not t.ready:
+        t.ready_base = pri
+    base = t.ready_base
+    return job_id if pri == base else ((pri - base) << 64) | job_id
+
+
 """beanstalkd's 1 s margin: DEADLINE_SOON when a reserved job's TTR ends within it."""
 DEFAULT_BINLOG_MAX_SIZE: Final = 10 << 20
 
@@ -234,6 +250,8 @@ class Engine:
         """Persistence (``-b``); None: nothing is logged."""
         self.epoch = clock()
         self.started_at = self.epoch
+        self._pris: dict[int, int] = {}
+        """Priority -> the one int object jobs of that priority share (``_shared_pri``)."""
         self.next_id = 1
 
         self._jobs: dict[int, Job] = {}
@@ -337,6 +355,17 @@ class Engine:
             self.producers += 1
         return job_id
 
+    def _shared_pri(self, pri: int) -> int:
+        """``pri`` as the int object every job of that priority holds: a parsed priority is a
+        new object each time (CPython shares only -5..256), 32 bytes per job otherwise. Up to
+        ``_PRI_CACHE`` distinct priorities are kept; beyond, each job keeps its own."""
+        shared = self._pris.get(pri)
+        if shared is not None:
+            return shared
+        if len(self._pris) < _PRI_CACHE:
+            self._pris[pri] = pri
+        return pri
+
     def burn_id(self, conn: Conn | None = None) -> None:
         """Use up an id (a put that ends in EXPECTED_CRLF)."""
         self.new_id(conn)
@@ -371,6 +400,7 @@ class Engine:
         if job_id is None:
             job_id = self.next_id
             self.next_id = job_id + 1
+        pri = self._shared_pri(pri)
         c = conn
         if not c.producer:
             c.producer = True
@@ -398,7 +428,11 @@ class Engine:
             self._flush()
         else:  # the hot path of _enqueue
             j.state = READY
-            heappush(t.ready, (pri << 64) | job_id if pri else job_id)
+            h = t.ready
+            if not h:
+                t.ready_base = pri
+            base = t.ready_base
+            heappush(h, job_id if pri == base else ((pri - base) << 64) | job_id)
             t.ready_ct += 1
             self.ready_ct += 1
             if pri < URGENT_THRESHOLD:
@@ -447,6 +481,8 @@ class Engine:
                 for t in watch:
                     if t.ready_ct:
                         top = t.ready[0]
+                        if t.ready_base:
+                            top += t.ready_base << 64
                         if best < 0 or top < best:
                             best = top
                 if best >= 0:
@@ -564,9 +600,9 @@ class Engine:
             raise OutOfSpace
         now = self.clock()
         self._unreserve(conn, j)
-        j.pri = pri
+        j.pri = self._shared_pri(pri)
         j.delay = delay
-        j.counts += RELEASE_ONE
+        j.packed += P_RELEASE
         self._enqueue(j, delay, now)
         if journal is not None:
             journal.update(j)
@@ -586,7 +622,7 @@ class Engine:
         if journal is not None and not journal.reserve_update():
             raise OutOfSpace
         self._unreserve(conn, j)
-        j.pri = pri
+        j.pri = self._shared_pri(pri)
         self._bury(j)
         if journal is not None:
             journal.update(j)
@@ -905,7 +941,7 @@ class Engine:
         """Take a ready job out of the middle of the heap, eagerly: the job lives on and its pri
         may change, so it must not linger in the heap."""
         h = t.ready
-        i = h.index((j.pri << 64) | j.id)  # O(n), reserve-job only
+        i = h.index(_ready_key(t, j.pri, j.id))  # O(n), reserve-job only
         last = h.pop()
         if i < len(h):
             h[i] = last
@@ -974,7 +1010,7 @@ class Engine:
         self.buried_ct += 1
         j.state = BURIED
         j.reserver = None
-        j.counts += BURY_ONE
+        j.packed += P_BURY
 
     def _unbury(self, j: Job) -> None:
         """Counters only; the FIFO entry goes stale when the caller changes ``j.state``."""
@@ -984,7 +1020,7 @@ class Engine:
 
     def _kick_buried(self, j: Job, now: int) -> None:
         self._unbury(j)
-        j.counts += KICK_ONE
+        j.packed += P_KICK
         if self.journal is not None:
             self._log_kick(j)
         self._enqueue(j, 0, now)
@@ -993,7 +1029,7 @@ class Engine:
         t = j.tube
         t.delay_ct -= 1
         self.delayed_ct -= 1
-        j.counts += KICK_ONE
+        j.packed += P_KICK
         if self.journal is not None:
             self._log_kick(j)
         self._enqueue(j, 0, now)
@@ -1031,14 +1067,14 @@ class Engine:
                 self._reserve_to(c, j, now)
                 self._wake(c, j)
                 return
-            heappush(t.ready, (j.pri << 64) | j.id if j.pri else j.id)
+            heappush(t.ready, _ready_key(t, j.pri, j.id))
             t.ready_ct += 1
             self.ready_ct += 1
             if j.pri < URGENT_THRESHOLD:
                 t.urgent_ct += 1
                 self.urgent_ct += 1
             return
-        heappush(t.ready, (j.pri << 64) | j.id if j.pri else j.id)
+        heappush(t.ready, _ready_key(t, j.pri, j.id))
         t.ready_ct += 1
         self.ready_ct += 1
         if j.pri < URGENT_THRESHOLD:
@@ -1061,6 +1097,8 @@ class Engine:
             for t in waited:
                 if t.ready_ct and not t.pause:
                     top = t.ready[0]
+                    if t.ready_base:
+                        top += t.ready_base << 64
                     if best < 0 or top < best:
                         best = top
             if best < 0:
@@ -1115,7 +1153,7 @@ class Engine:
         t = j.tube
         t.reserved_ct += 1
         self.reserved_ct += 1
-        j.counts += 1
+        j.packed += P_RESERVE
         d = now + j.ttr * NS
         j.deadline_at = d
         j.state = RESERVED
@@ -1201,7 +1239,7 @@ class Engine:
             if j.deadline_at > now:
                 break
             self.timeout_ct += 1
-            j.counts += TIMEOUT_ONE
+            j.packed += P_TIMEOUT
             self._unreserve(c, j)
             self._enqueue(j, 0, now)
         if c.waiting:
@@ -1239,6 +1277,7 @@ class Engine:
         delay_heap = self._delay_heap
         for job_id, tube, pri, delay, ttr, body, state, created, deadline, counts, bseq, f in jobs:
             t = self._tube_find_or_make(tube)
+            pri = self._shared_pri(pri)
             j = Job(job_id, pri, delay, ttr, body, t, created - epoch)
             j.counts = counts
             j.file = f
@@ -1260,7 +1299,7 @@ class Engine:
                 self.delayed_ct += 1
             else:
                 j.state = READY
-                t.ready.append((pri << 64) | job_id if pri else job_id)
+                t.ready.append(_ready_key(t, pri, job_id))
                 t.ready_ct += 1
                 self.ready_ct += 1
                 if pri < URGENT_THRESHOLD:
@@ -1274,7 +1313,7 @@ class Engine:
         for j in buried:
             t = j.tube
             j.state = BURIED
-            j.counts += BURY_ONE
+            j.packed += P_BURY
             t.buried.append((j.bury_seq, j))
             t.buried_ct += 1
             self.buried_ct += 1

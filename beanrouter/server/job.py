@@ -9,8 +9,12 @@ Invariants:
   Job objects directly (no per-job key tuple), which is why ``pri`` must not change while a job is
   in a ready heap: the engine only changes it on reserved jobs.
 
-Memory: thirteen slots (136 bytes per object as ``sys.getsizeof`` counts). The five u32 counters
-share one int (``counts``, 32 bits each) so a fresh job costs no counter objects at all.
+Memory: ten slots, 112 bytes per object as ``sys.getsizeof`` counts and as CPython's allocator
+gives it out (its size classes are multiples of 16: thirteen slots took 144). The fields read on
+the hot paths have a slot each; the cold ones (the binlog file, the delay, the bury stamp and the
+five u32 ``stats-job`` counters) share one int, ``packed``, read through properties, so a fresh
+job costs no int object for any of them (``packed`` is 0, or with a binlog the very int object of
+its file's index, shared by every job in that file).
 """
 
 from __future__ import annotations
@@ -23,8 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BURIED",
+    "COUNTS_SHIFT",
     "DELAYED",
     "INVALID",
+    "P_BURY",
+    "P_KICK",
+    "P_RELEASE",
+    "P_RESERVE",
+    "P_TIMEOUT",
     "READY",
     "RESERVED",
     "STATE_NAMES",
@@ -49,6 +59,22 @@ BURY_ONE: Final = 1 << 96
 KICK_ONE: Final = 1 << 128
 _U32: Final = 0xFFFFFFFF
 
+# Job.packed: file (u32) | delay (u32) << 32 | bury_seq (u64) << 64 | counts (160 bits) << 128.
+_DELAY_SHIFT: Final = 32
+_BURY_SHIFT: Final = 64
+COUNTS_SHIFT: Final = 128
+_U64: Final = (1 << 64) - 1
+_NOT_FILE: Final = ~_U32
+_NOT_DELAY: Final = ~(_U32 << _DELAY_SHIFT)
+_NOT_BURY: Final = ~(_U64 << _BURY_SHIFT)
+_BELOW_COUNTS: Final = (1 << COUNTS_SHIFT) - 1
+# One more of a counter, added to Job.packed (the engine's increments, without a property).
+P_RESERVE: Final = RESERVE_ONE << COUNTS_SHIFT
+P_TIMEOUT: Final = TIMEOUT_ONE << COUNTS_SHIFT
+P_RELEASE: Final = RELEASE_ONE << COUNTS_SHIFT
+P_BURY: Final = BURY_ONE << COUNTS_SHIFT
+P_KICK: Final = KICK_ONE << COUNTS_SHIFT
+
 
 class Job:
     """One job. Times are absolute nanoseconds except ``created_at`` (see below).
@@ -72,17 +98,16 @@ class Job:
             the binlog keeps it so a restart restores the FIFO order.
         file: index of the binlog file holding the job's latest full record (stats-job ``file``);
             0 without a binlog.
+        packed: ``file``, ``delay``, ``bury_seq`` and ``counts`` in one int (see ``P_RESERVE``
+            and the like to add to a counter); those four are properties over it.
     """
 
     __slots__ = (
         "body",
-        "bury_seq",
-        "counts",
         "created_at",
         "deadline_at",
-        "delay",
-        "file",
         "id",
+        "packed",
         "pri",
         "reserver",
         "state",
@@ -92,17 +117,14 @@ class Job:
 
     id: int
     pri: int
-    delay: int
     ttr: int
     body: bytes
     tube: Tube
     state: int
     created_at: int
     deadline_at: int
-    counts: int
     reserver: Conn | None
-    bury_seq: int
-    file: int
+    packed: int
 
     def __init__(
         self,
@@ -116,17 +138,53 @@ class Job:
     ) -> None:
         self.id = job_id
         self.pri = pri
-        self.delay = delay
         self.ttr = ttr
         self.body = body
         self.tube = tube
         self.state = INVALID
         self.created_at = created_at
         self.deadline_at = 0
-        self.counts = 0
         self.reserver = None
-        self.bury_seq = 0
-        self.file = 0
+        self.packed = delay << _DELAY_SHIFT if delay else 0
+
+    @property
+    def delay(self) -> int:
+        """The delay of the last put or release, in whole seconds."""
+        return (self.packed >> _DELAY_SHIFT) & _U32
+
+    @delay.setter
+    def delay(self, value: int) -> None:
+        self.packed = (self.packed & _NOT_DELAY) | (value << _DELAY_SHIFT)
+
+    @property
+    def file(self) -> int:
+        """Index of the binlog file holding the job's latest full record; 0 without a binlog."""
+        return self.packed & _U32
+
+    @file.setter
+    def file(self, value: int) -> None:
+        packed = (self.packed & _NOT_FILE) | value
+        # Nothing else set (the usual case): keep the file's own index object, which every job
+        # in that file shares, rather than a new int per job.
+        self.packed = value if packed == value else packed
+
+    @property
+    def bury_seq(self) -> int:
+        """Stamp of the job's entry in its tube's buried FIFO (valid while BURIED)."""
+        return (self.packed >> _BURY_SHIFT) & _U64
+
+    @bury_seq.setter
+    def bury_seq(self, value: int) -> None:
+        self.packed = (self.packed & _NOT_BURY) | (value << _BURY_SHIFT)
+
+    @property
+    def counts(self) -> int:
+        """The five stats-job counters, 32 bits each (``RESERVE_ONE`` ... ``KICK_ONE``)."""
+        return self.packed >> COUNTS_SHIFT
+
+    @counts.setter
+    def counts(self, value: int) -> None:
+        self.packed = (self.packed & _BELOW_COUNTS) | (value << COUNTS_SHIFT)
 
     def __lt__(self, other: Job) -> bool:
         a = self.pri
@@ -144,24 +202,24 @@ class Job:
     @property
     def reserves(self) -> int:
         """How many times the job was reserved (reserve, reserve-with-timeout, reserve-job)."""
-        return self.counts & _U32
+        return (self.packed >> COUNTS_SHIFT) & _U32
 
     @property
     def timeouts(self) -> int:
         """How many times the job's TTR ran out."""
-        return (self.counts >> 32) & _U32
+        return (self.packed >> (COUNTS_SHIFT + 32)) & _U32
 
     @property
     def releases(self) -> int:
         """How many times the job was released."""
-        return (self.counts >> 64) & _U32
+        return (self.packed >> (COUNTS_SHIFT + 64)) & _U32
 
     @property
     def buries(self) -> int:
         """How many times the job was buried."""
-        return (self.counts >> 96) & _U32
+        return (self.packed >> (COUNTS_SHIFT + 96)) & _U32
 
     @property
     def kicks(self) -> int:
         """How many times the job was kicked."""
-        return (self.counts >> 128) & _U32
+        return (self.packed >> (COUNTS_SHIFT + 128)) & _U32

@@ -1,11 +1,16 @@
 """Tube: a named queue's containers and counters (beanstalkd's ``tube.c``), plus ``ms.c``'s order.
 
 Containers, all owned by the engine (it alone mutates them):
-- ``ready``: a heapq of int keys ``pri << 64 | id`` (their order is (pri, id)); the engine finds
-  the job by id. Ints compare in C, where Job objects needed a Python ``__lt__`` (a third of a
-  reserve's time), and a pri-0 job's key is its own id object (no extra memory; else one int,
-  ~40 bytes). Deleted jobs may linger inside as dead entries (their id no longer names a job)
-  until they surface; the top is always live, ``ready_ct`` is exact.
+- ``ready``: a heapq of int keys ``(pri - ready_base) << 64 | id`` (their order is (pri, id));
+  the engine finds the job by id (``key & (2**64 - 1)``, also for a negative key). Ints compare in
+  C, where Job objects needed a Python ``__lt__`` (a third of a reserve's time). ``ready_base`` is
+  the priority of the first job pushed into the empty heap, and a job of that priority has its own
+  id object as its key: no memory of its own, where ``pri << 64 | id`` was a new int of 48 bytes
+  per job of any priority but 0, which every client's default is not (greenstalk and pystalk put
+  at 65536, beanstalkc at 2**31). Jobs of other priorities pay that int. Comparing the tops of
+  two tubes adds each one's ``ready_base << 64`` back. Deleted jobs may linger inside as dead
+  entries (their id no longer names a job) until they surface; the top is always live,
+  ``ready_ct`` is exact.
 - ``delay``: a heapq of ``(deadline_at, id, job)`` tuples, lazily invalidated: an entry is live
   iff its job is still DELAYED with that same deadline. ``delay_ct`` is exact.
 - ``buried``: a deque of ``(bury_seq, job)`` in bury order (FIFO), lazily invalidated: an entry is
@@ -76,6 +81,7 @@ class Tube:
         "pause",
         "pause_ct",
         "ready",
+        "ready_base",
         "ready_ct",
         "ready_dead",
         "refs",
@@ -92,7 +98,8 @@ class Tube:
     def __init__(self, name: str) -> None:
         self.name = name
         self.refs = 0
-        self.ready: list[int] = []  # keys pri << 64 | id, compared in C; jobs by id
+        self.ready: list[int] = []  # keys (pri - ready_base) << 64 | id, compared in C
+        self.ready_base = 0  # set by the first push into the empty heap
         self.ready_ct = 0
         self.ready_dead = 0
         self.delay: list[tuple[int, int, Job]] = []

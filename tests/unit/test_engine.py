@@ -83,7 +83,7 @@ def check_invariants(e: Engine) -> None:
         entries = [(k, e._jobs.get(k & ((1 << 64) - 1))) for k in t.ready]
         live = [(k, j) for k, j in entries if j is not None and j.state == READY]
         assert len(live) == t.ready_ct
-        assert all(k == (j.pri << 64) | j.id and j.tube is t for k, j in live)
+        assert all(k == ((j.pri - t.ready_base) << 64) | j.id and j.tube is t for k, j in live)
         if t.ready:
             assert t.ready[0] == live[0][0] == min(k for k, _ in live)
         if t.pause:
