@@ -135,6 +135,9 @@ def _forked_shard(shard: Shard, parent: int, close: list[socket.socket]) -> NoRe
     bundled server on the shard's socket; never returns into the supervisor's code."""
     status = 1
     try:
+        import gc
+
+        gc.enable()  # off while the supervisor starts (cluster.main)
         os.setsid()  # as ``spawn``: a terminal's ^C reaches only the supervisor
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server installs its own
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -360,6 +363,9 @@ async def _serve(
     )
 
     def ready(proxy: ProxyServer) -> None:
+        import gc
+
+        gc.enable()  # off while starting (cluster.main)
         proxies.append(proxy)
         proxy.config_path = None  # SIGHUP: logged, nothing to reload
         if stop.is_set():
@@ -426,6 +432,9 @@ def run_listening(
 
         sys.stdout.flush()
         sys.stderr.flush()
+        import gc
+
+        gc.freeze()  # what is imported so far stays shared with the shards, out of their GC
         held = [sock, *([] if http_sock is None else [http_sock]), *(s.sock for s in shards)]
         for shard in shards:
             shard.fork([other for other in held if other is not shard.sock])
