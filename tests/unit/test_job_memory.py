@@ -91,4 +91,6 @@ def test_memory_per_ready_job_is_its_record_body_id_and_creation_time() -> None:
     assert job is not None
     own = sum(map(sys.getsizeof, (job, job.body, job.id, job.created_at)))
     per_job = used / N
-    assert per_job <= own + containers / N + 8, (per_job, own, containers / N)
+    # 16 bytes of slack: list over-allocation and the like (a priority int and a heap key cost
+    # 64 bytes more, as before).
+    assert per_job <= own + containers / N + 16, (per_job, own, containers / N)
