@@ -400,7 +400,8 @@ class Engine:
         if job_id is None:
             job_id = self.next_id
             self.next_id = job_id + 1
-        pri = self._shared_pri(pri)
+        shared = self._pris.get(pri)  # _shared_pri, inline on this hot path
+        pri = self._shared_pri(pri) if shared is None else shared
         c = conn
         if not c.producer:
             c.producer = True
