@@ -130,6 +130,17 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
+def _name_process(name: str) -> None:
+    """Set the kernel's name of this process (``/proc/PID/comm``, 15 bytes; Linux only)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
+        except (OSError, AttributeError):  # pragma: no cover - no usable libc
+            pass
+
+
 def _forked_shard(shard: Shard, parent: int, close: list[socket.socket]) -> NoReturn:
     """The forked child: become what ``child.main`` makes of an exec'd shard, then run the
     bundled server on the shard's socket; never returns into the supervisor's code."""
@@ -146,6 +157,7 @@ def _forked_shard(shard: Shard, parent: int, close: list[socket.socket]) -> NoRe
         from .child import die_with_parent
 
         die_with_parent(parent)
+        _name_process(f"br-{shard.name}")  # ps -o comm, top: a fork shows its parent's argv
         for other in close:  # the proxy's and the other shards' sockets
             os.close(other.detach())
         null = os.open(os.devnull, os.O_RDONLY)
