@@ -14,8 +14,10 @@ The suites are other projects' code: they are downloaded or extracted here, run 
   ``NAME.git`` or ``NAME``, or the copy an earlier run cloned into ``.peers/_git/OWNER+NAME``.
   Otherwise the pinned commit is fetched from the public repository,
   ``$BEANROUTER_PEERS_URL/OWNER/NAME`` (default ``https://github.com``): shallow, by commit id,
-  or a whole clone where the server refuses that; never prompting for credentials, and given up
-  on after ``GIT_TIMEOUT`` seconds. Where neither works (no network, say) the suite is marked
+  or a whole clone where the server refuses that; never prompting for credentials, after a
+  ``git ls-remote`` that gives up on an unreachable host within ``GIT_PROBE_TIMEOUT`` seconds
+  (so a machine without a network loses no time), each fetch given up on after ``GIT_TIMEOUT``
+  seconds or a minute's stall. Where neither works (no network, say) the suite is marked
   unavailable and its tests are skipped.
 
 Each suite's client library (and what its tests import beyond the standard library) is installed
@@ -46,6 +48,7 @@ DEFAULT_DEST = REPO_ROOT / ".peers"
 DEFAULT_GIT_DIRS = "/work/.mirror"
 DEFAULT_GIT_URL = "https://github.com"
 GIT_TIMEOUT = 300.0
+GIT_PROBE_TIMEOUT = 60.0
 STAMP = ".complete"
 
 
@@ -229,12 +232,14 @@ def git_url(src: GitSource) -> str:
 
 
 def _git(*args: str, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """Run git without a terminal prompt (credentials, host keys): it fails instead."""
+    """Run git without a terminal prompt (credentials, host keys): it fails instead; an HTTP
+    transfer slower than 1 KB/s for a minute is abandoned."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-    env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+    env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes -o ConnectTimeout=30"
+    quiet = ["-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60"]
     try:
         return subprocess.run(
-            ["git", *args],
+            ["git", *quiet, *args],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
@@ -253,6 +258,10 @@ def _clone(src: GitSource, into: Path) -> None:
     """Fetch ``src.commit`` from ``git_url(src)`` into a bare repository ``into``; raises
     ``Unavailable`` with git's words."""
     url = git_url(src)
+    probe = _git("ls-remote", "--heads", url, timeout=GIT_PROBE_TIMEOUT)
+    if probe.returncode != 0:
+        why = probe.stderr.strip()[-400:] or f"git ls-remote exited {probe.returncode}"
+        raise Unavailable(f"cannot fetch {src.commit} from {url}: {why}")
     shutil.rmtree(into, ignore_errors=True)
     into.parent.mkdir(parents=True, exist_ok=True)
     init = _git("init", "--quiet", "--bare", str(into))
