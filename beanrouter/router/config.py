@@ -87,6 +87,8 @@ class ClusterConfig:
             probe).
         server_retry_timeout_max: upper bound of the probe interval.
         server_retry_jitter: probe intervals are multiplied by a random factor in 1 +/- jitter.
+        stray_scan_interval: seconds between two looks for jobs on shards outside their tube's
+            consumer shards (``Session.scan``).
         hash: the key hash (only ``md5``, ketama's).
         distribution: the placement (only ``ketama``).
         source: the file the configuration came from, if any.
@@ -100,6 +102,7 @@ class ClusterConfig:
     server_retry_timeout: float = _DEFAULT_RETRY
     server_retry_timeout_max: float = _DEFAULT_RETRY_MAX
     server_retry_jitter: float = 0.2
+    stray_scan_interval: float = 30.0
     hash: str = "md5"
     distribution: str = "ketama"
     source: str | None = field(default=None, compare=False)
@@ -114,6 +117,7 @@ _TOP_FIELDS = (
     "server_retry_timeout",
     "server_retry_timeout_max",
     "server_retry_jitter",
+    "stray_scan_interval",
     "hash",
     "distribution",
 )
@@ -374,7 +378,13 @@ def _build(ctx: _Ctx, root: Node | None) -> ClusterConfig:
     kwargs: dict[str, Any] = {}
     if "failover" in fields:
         kwargs["failover"] = ctx.integer(fields["failover"], "failover", 0)
-    for key in ("connect_timeout", "timeout", "server_retry_timeout", "server_retry_timeout_max"):
+    for key in (
+        "connect_timeout",
+        "timeout",
+        "server_retry_timeout",
+        "server_retry_timeout_max",
+        "stray_scan_interval",
+    ):
         if key in fields:
             kwargs[key] = ctx.seconds(fields[key], key)
     if "server_failure_limit" in fields:
