@@ -155,3 +155,27 @@ def test_proxy_sighup_adds_shard(proxy_cluster: DockerCluster) -> None:
 
     # "recovered" here means: an acknowledged put was stored on s4 after the SIGHUP.
     record(scenario.run(proxy_cluster, scenario="SIGHUP +1 shard", via="proxy", fault=fault))
+
+
+def test_two_shards_added_then_the_proxy_restarted(proxy_cluster: DockerCluster) -> None:
+    """Two more shards and the new configuration, then the proxy *restarted* (a deploy, not a
+    SIGHUP): the new process never knew the old placement, and still finds the jobs left on
+    the old owners of the tubes that moved, delayed ones included, by asking the shards
+    (``core/scan.py``): nothing stranded."""
+
+    def fault(_: Ledger) -> Fault:
+        added = [proxy_cluster.add_shard("s4", 4), proxy_cluster.add_shard("s5", 5)]
+        for shard in added:
+            wait_answers(shard.port, f"new shard {shard.name}")
+        start = time.monotonic()
+        names = ["s1", "s2", "s3", "s4", "s5"]
+        proxy_cluster.write_proxy_config(proxy_cluster.config_yaml(internal=True, names=names))
+        proxy_cluster.restart_proxy()
+        wait_answers(proxy_cluster.proxy_port, "the restarted proxy")
+        took = round(time.monotonic() - start, 1)
+        return Fault(
+            start, None, extra={"added": "s4, s5", "restart_s": took}, sessions_closed=CONSUMERS
+        )
+
+    record(scenario.run(proxy_cluster, scenario="+2 shards, proxy restart", via="proxy",
+                        fault=fault))  # fmt: skip
