@@ -81,8 +81,10 @@ def _click_main(args: list[str]) -> None:
     @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
                   help="Proxy processes sharing the port (SO_REUSEPORT).")  # fmt: skip
     @click.option("--http-port", type=click.IntRange(0, 65535), default=None,
-                  help="Serve /healthz, /metrics, /route here (worker i: +i).")  # fmt: skip
+                  help="Serve the console, /healthz, /metrics, /route (worker i: +i).")  # fmt: skip
     @click.option("--http-addr", default="127.0.0.1", show_default=True)
+    @click.option("--http-admin", is_flag=True,
+                  help="Allow the console's admin actions (kick, delete, pause).")  # fmt: skip
     @click.option("--reuse-port", is_flag=True,
                   help="Bind with SO_REUSEPORT (share the port with others).")  # fmt: skip
     @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0),
@@ -95,6 +97,7 @@ def _click_main(args: list[str]) -> None:
         workers: int,
         http_port: int | None,
         http_addr: str,
+        http_admin: bool,
         reuse_port: bool,
         grace: float,
     ) -> None:
@@ -109,6 +112,7 @@ def _click_main(args: list[str]) -> None:
                 args += ["-z", str(max_job_size), "--grace", str(grace), "--reuse-port"]
                 if http_port is not None:
                     args += ["--http-addr", http_addr, "--http-port", str(http_port + i)]
+                    args += ["--http-admin"] if http_admin else []
                 return args
 
             sys.exit(run_workers(workers, worker_args, grace=grace))
@@ -124,6 +128,7 @@ def _click_main(args: list[str]) -> None:
                 port,
                 http_addr=http_addr,
                 http_port=http_port,
+                http_admin=http_admin,
                 max_job_size=max_job_size,
                 reuse_port=reuse_port,
                 grace=grace,
