@@ -253,6 +253,7 @@ class Console:
             result = await self._run(doc)
         except jobs.ActionError as exc:
             return error(exc.status, str(exc))
+        self.view.invalidate()
         log.info("console action %s: %s", doc.get("action"), result)
         return json_response(200, {"ok": True, **result})
 

@@ -79,7 +79,7 @@ class Series:
             prev, cur = samples[i - 1], samples[i]
             while samples[back].time < cur.time - WINDOW and back < i - 1:
                 back += 1
-            if cur.time < start:
+            if cur.time <= start:
                 continue
             dt = cur.time - prev.time
             if dt <= 0:

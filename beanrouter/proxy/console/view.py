@@ -105,6 +105,10 @@ class ClusterView:
     def shard_by_id(self, shard_id: int) -> ShardConfig | None:
         return next((s for s in self.config.servers if s.id == shard_id), None)
 
+    def invalidate(self) -> None:
+        """The next ``overview`` asks the shards again (an action changed them)."""
+        self._cached = None
+
     async def overview(self) -> dict[str, object]:
         """The whole view (cached for ``min_age`` seconds: many pages polling cost one round)."""
         async with self._lock:
