@@ -32,6 +32,10 @@ async def ask(host: str, port: int, commands: Sequence[p.Command], timeout: floa
             return await _ask(host, port, commands)
     except TimeoutError:
         raise ShardError(f"no answer within {timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise ShardError("connection refused") from None
+    except ConnectionResetError:
+        raise ShardError("connection reset") from None
     except OSError as exc:
         raise ShardError(exc.strerror or str(exc) or type(exc).__name__) from None
     except p.ProtocolError as exc:
