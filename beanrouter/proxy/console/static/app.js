@@ -178,6 +178,11 @@ function drawChart(node, lines, t0, t1) {
     const path = svg("path", attrs);
     path.setAttribute("data-series", line.name);
     parts.push(path);
+    if (line.dots) {  // sparse series (wake-ups come and go): a dot per point shows lone ones
+      for (const [t, v] of line.points) {
+        if (v !== null) parts.push(svg("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: line.dash ? 1.5 : 2.2, fill: line.color }));
+      }
+    }
     const label = svg("text", { x: lx, y: H - 6, fill: line.color, class: "legend" }, line.name);
     label.style.fill = line.color;
     parts.push(label);
@@ -190,7 +195,8 @@ function renderSeries(doc) {
   const pts = doc.points;
   const now = Date.now() / 1000;
   const t1 = pts.length ? pts[pts.length - 1].t : now;
-  const t0 = t1 - 300;
+  // The last 5 minutes, or since the proxy started (at least one minute shown).
+  const t0 = Math.min(t1 - 60, Math.max(t1 - 300, pts.length ? pts[0].t : t1));
   const pick = (key) => pts.map((p) => [p.t, p[key]]);
   drawChart($("#chart-commands"), [{ name: "commands", color: COLORS[0], points: pick("commands") }], t0, t1);
   drawChart($("#chart-jobs"), [
@@ -204,8 +210,8 @@ function renderSeries(doc) {
       const w = p.wakeup[name];
       return [p.t, w && w[k] !== null ? w[k] * 1000 : null];
     });
-    lines.push({ name: name + " p50", color, points: q(0) });
-    lines.push({ name: "p99", color, dash: true, points: q(1) });
+    lines.push({ name: name + " p50", color, dots: true, points: q(0) });
+    lines.push({ name: "p99", color, dash: true, dots: true, points: q(1) });
   });
   drawChart($("#chart-wakeup"), lines, t0, t1);
 }
@@ -224,6 +230,8 @@ function jobLink(job) {
 function renderTube(doc) {
   const t = doc.tube;
   $("#tube-name").textContent = t.name;
+  $("#summary").textContent = `tube ${t.name}: ` + STATES.map((k) => `${t.jobs[k]} ${k}`).join(", ");
+  $("#summary").className = "";
   const facts = [
     ["Owner", t.owner], ["Failover", t.failover.join(", ") || "—"],
     ["Puts go to", t.puts_go_to || "—"], ["Consumers watch", t.consumers.join(", ")],
