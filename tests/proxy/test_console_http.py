@@ -339,6 +339,12 @@ def test_actions_with_the_flag() -> None:
                 {"Content-Type": "application/json", "X-Beanrouter-Token": token},
             )  # fmt: skip
             assert status == 400
+            for body in (b"[" * 4000, b"\xff\xfe", b"x" * 5000):
+                status, _, _ = await env.http(
+                    "POST", "/api/action", body,
+                    {"Content-Type": "application/json", "X-Beanrouter-Token": token},
+                )  # fmt: skip
+                assert status in (400, 413), body[:10]
             bads: list[object] = [
                 [],
                 {"action": "explode"},

@@ -245,7 +245,7 @@ class Console:
             return error(413, f"action bodies are at most {MAX_ACTION} bytes")
         try:
             doc = json.loads(req.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
             return error(400, "the body is not JSON")
         if not isinstance(doc, dict):
             return error(400, "the body must be a JSON object")
