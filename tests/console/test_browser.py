@@ -173,6 +173,15 @@ def test_a_killed_shard_shows_down(procs: list[Proc], page: Page, tmp_path: Path
         expect(page.locator('#shards tr[data-shard="s1"]')).to_contain_text("refused")
         expect(page.locator('#shards tr[data-shard="s0"] .c-state')).to_contain_text("up")
         expect(page.locator("#summary")).to_contain_text("1/2 shards up")
+        # A put to a tube s1 owns fails over to s0: the job shows as away from its owner.
+        tube = next(
+            t for t in (f"t{i}" for i in range(100))
+            if http_json(f"{base}/route?tube={t}")["owner"] == "s1"
+        )  # fmt: skip
+        put_jobs(port, tube, [b"stray"])
+        row = page.locator(f'#tubes tr[data-tube="{tube}"]')
+        expect(row.locator(".c-away")).to_have_text("1")
+        expect(row).to_contain_text("s0: r1")
         screenshot(page, "down")
     finally:
         for s in shards:

@@ -100,6 +100,10 @@ def _ago(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _binlog(b: dict[str, Any]) -> str:
+    return f"{b['oldest-index']}..{b['current-index']} ({b['records-written']} rec)"
+
+
 def render(doc: dict[str, Any], now: float | None = None) -> str:
     """The overview as plain-text tables."""
     now = time.time() if now is None else now
@@ -131,7 +135,7 @@ def render(doc: dict[str, Any], now: float | None = None) -> str:
                 state,
                 *counts,
                 "-" if s["tubes"] is None else str(s["tubes"]),
-                "-" if not binlog else f"{binlog['oldest-index']}..{binlog['current-index']}",
+                "-" if not binlog else _binlog(binlog),
                 "" if not err else f"{err['message']} ({_ago(now - err['time'])} ago)",
             ]
         )
