@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from beanrouter.proxy.cluster import parse_cluster_args
 from tests.ports import free_port, free_port_run
 
 from .procs import REPO_ROOT, Proc, env, wait_for
@@ -153,3 +154,13 @@ def test_url_that_is_not_a_console() -> None:
         conn.close()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "HTTP 404" in err
+
+
+def test_http_admin_flag() -> None:
+    assert parse_cluster_args(["--http-admin"]).http_admin is True
+    assert parse_cluster_args([]).http_admin is False
+    done = subprocess.run(
+        [sys.executable, "-m", "beanrouter", "proxy", "--help"],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=env(None),
+    )  # fmt: skip
+    assert "--http-admin" in done.stdout

@@ -123,6 +123,7 @@ class Env:
         self.proxy_port = proxy_port
         self.shard_ports = shard_ports
         self.listeners: list[asyncio.Server] = []
+        self.proxy: ProxyServer | None = None
 
     async def http(
         self,
@@ -195,6 +196,7 @@ async def console(admin: bool) -> AsyncIterator[Env]:
     await http.start(hsock)
     env = Env(hsock.getsockname()[1], psock.getsockname()[1], ports)
     env.listeners = listeners
+    env.proxy = proxy
     try:
         yield env
     finally:
@@ -390,5 +392,19 @@ def test_a_stopped_shard_shows_down() -> None:
             s1 = doc["shards"][1]
             assert not s1["up"] and not s1["answers"] and s1["error"]["message"]
             assert doc["shards"][0]["up"] and doc["shards_up"] == 1
+
+    run(scenario)
+
+
+def test_a_reload_changes_the_shards_shown() -> None:
+    async def scenario() -> None:
+        async with console(admin=False) as env:
+            assert env.proxy is not None and env.proxy.config is not None
+            one = config_from_servers([f"127.0.0.1:{env.shard_ports[0]} s0 id=0"])
+            await env.proxy.backend.reload(one)
+            env.proxy.config = one  # (as ProxyServer.reload does once the backend took it)
+            status, doc = await env.json("/api/overview")
+            assert status == 200 and isinstance(doc, dict)
+            assert [s["name"] for s in doc["shards"]] == ["s0"]
 
     run(scenario)

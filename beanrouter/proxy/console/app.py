@@ -155,6 +155,8 @@ class Console:
 
     async def handle(self, req: Request) -> Response:
         """The response to a request for a console path (``owns``)."""
+        if self.proxy.config is not None and self.proxy.config is not self.view.config:
+            self.view.reconfigure(self.proxy.config)  # a reload (SIGHUP) changed the shards
         if not host_allowed(req.headers.get("host", "")):
             return error(403, "the console answers only requests to an IP address or localhost")
         if req.path == "/api/action":

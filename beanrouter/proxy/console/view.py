@@ -105,6 +105,11 @@ class ClusterView:
     def shard_by_id(self, shard_id: int) -> ShardConfig | None:
         return next((s for s in self.config.servers if s.id == shard_id), None)
 
+    def reconfigure(self, config: ClusterConfig) -> None:
+        """Look at the shards of ``config`` from now on."""
+        self.config = config
+        self._cached = None
+
     def invalidate(self) -> None:
         """The next ``overview`` asks the shards again (an action changed them)."""
         self._cached = None
