@@ -41,10 +41,10 @@ def beanstalk(port: int, script: bytes, until: bytes = b"\r\n") -> bytes:
         return talk(s, script, until)
 
 
-def put_jobs(port: int, tube: str, bodies: list[bytes]) -> list[int]:
+def put_jobs(port: int, tube: str, bodies: list[bytes], delay: int = 0) -> list[int]:
     script = b"use %b\r\n" % tube.encode()
     for body in bodies:
-        script += b"put 0 0 60 %d\r\n%b\r\n" % (len(body), body)
+        script += b"put 0 %d 60 %d\r\n%b\r\n" % (delay, len(body), body)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(script)
         out = b""
@@ -74,11 +74,13 @@ def test_overview_shows_the_cluster_and_follows_puts(procs: list[Proc], page: Pa
     # A worker woken by a put: the wake-up chart gets a line for the shard that delivered.
     got: list[bytes] = []
     with socket.create_connection(("127.0.0.1", port), timeout=30) as worker:
-        worker.sendall(b"watch wake\r\nignore default\r\nreserve-with-timeout 20\r\n")
+        # (It watches wake and default, which live on different shards: a cross-shard wait.)
+        worker.sendall(b"watch wake\r\nreserve-with-timeout 20\r\n")
         waiter = threading.Thread(target=lambda: got.append(_read_reserved(worker)))
         waiter.start()
         wait_for(lambda: http_json(base + "/api/overview")["proxy"]["waiting"] == 1, "a waiter")
-        put_jobs(port, "wake", [b"w"])
+        # Put with a delay: its acknowledgement is surely in before the job wakes the worker.
+        put_jobs(port, "wake", [b"w"], delay=1)
         waiter.join(30)
     assert got and got[0].startswith(b"WATCHING"), got
     expect(page.locator('#chart-wakeup path[data-series$="p50"]')).to_have_count(1)
