@@ -45,8 +45,10 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser per test module, closed after it: Playwright's synchronous API runs an event
+    loop in this thread while it is open, and later tests start their own (``asyncio.run``)."""
     if sync_playwright is None:
         _unavailable("Playwright is not installed (pip install -e '.[test]')")
     path = chromium()
