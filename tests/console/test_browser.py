@@ -188,3 +188,37 @@ def test_a_killed_shard_shows_down(procs: list[Proc], page: Page, tmp_path: Path
     finally:
         for s in shards:
             s.stop()
+
+
+def test_another_site_cannot_run_actions(procs: list[Proc], page: Page) -> None:
+    """A page from elsewhere, in the operator's browser, tries the actions of a console that
+    allows them: a JSON POST with a guessed token (stopped by the CORS preflight, or refused),
+    and a plain form-like POST (refused: foreign Origin, no token). Nothing is paused."""
+    port, base = start_cluster(procs, "--http-admin")
+    put_jobs(port, "emails", [b"x"])
+    page.route(
+        "http://evil.test/",
+        lambda route: route.fulfill(status=200, content_type="text/html", body="<p>hi</p>"),
+    )
+    page.goto("http://evil.test/")
+    outcome = page.evaluate(
+        """async (url) => {
+            const body = JSON.stringify({action: 'pause', tube: 'emails', delay: 600});
+            const out = [];
+            try {
+                const r = await fetch(url, {method: 'POST', body,
+                    headers: {'Content-Type': 'application/json', 'X-Beanrouter-Token': 'guess'}});
+                out.push('json ' + r.status);
+            } catch (e) { out.push('json blocked'); }
+            try {
+                await fetch(url, {method: 'POST', mode: 'no-cors', body,
+                                  headers: {'Content-Type': 'text/plain'}});
+                out.push('simple sent');
+            } catch (e) { out.push('simple blocked'); }
+            return out;
+        }""",
+        base + "/api/action",
+    )
+    assert outcome[0] in ("json blocked", "json 403"), outcome
+    tube = http_json(base + "/api/tube?name=emails")["tube"]
+    assert tube["paused"] is False, (outcome, tube)
