@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _click_main(args: list[str]) -> None:
+    import json
+    import time
+    from collections.abc import Callable
+    from typing import Any
+
     import click
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,8 +86,10 @@ def _click_main(args: list[str]) -> None:
     @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
                   help="Proxy processes sharing the port (SO_REUSEPORT).")  # fmt: skip
     @click.option("--http-port", type=click.IntRange(0, 65535), default=None,
-                  help="Serve /healthz, /metrics, /route here (worker i: +i).")  # fmt: skip
+                  help="Serve the console, /healthz, /metrics, /route (worker i: +i).")  # fmt: skip
     @click.option("--http-addr", default="127.0.0.1", show_default=True)
+    @click.option("--http-admin", is_flag=True,
+                  help="Allow the console's admin actions (kick, delete, pause).")  # fmt: skip
     @click.option("--reuse-port", is_flag=True,
                   help="Bind with SO_REUSEPORT (share the port with others).")  # fmt: skip
     @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0),
@@ -95,6 +102,7 @@ def _click_main(args: list[str]) -> None:
         workers: int,
         http_port: int | None,
         http_addr: str,
+        http_admin: bool,
         reuse_port: bool,
         grace: float,
     ) -> None:
@@ -109,6 +117,7 @@ def _click_main(args: list[str]) -> None:
                 args += ["-z", str(max_job_size), "--grace", str(grace), "--reuse-port"]
                 if http_port is not None:
                     args += ["--http-addr", http_addr, "--http-port", str(http_port + i)]
+                    args += ["--http-admin"] if http_admin else []
                 return args
 
             sys.exit(run_workers(workers, worker_args, grace=grace))
@@ -124,6 +133,7 @@ def _click_main(args: list[str]) -> None:
                 port,
                 http_addr=http_addr,
                 http_port=http_port,
+                http_admin=http_admin,
                 max_job_size=max_job_size,
                 reuse_port=reuse_port,
                 grace=grace,
@@ -147,5 +157,64 @@ def _click_main(args: list[str]) -> None:
             click.echo(check_config(file, ("default", *tubes)), nl=False)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
+
+    @cli.command()
+    @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+                  help="Ask the shards of this cluster configuration.")  # fmt: skip
+    @click.option("--url", help="Ask a running proxy's HTTP port (http://127.0.0.1:PORT).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON (one document a line).")
+    @click.option("--watch", is_flag=True, help="Refresh until ^C.")
+    @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1),
+                  help="Seconds between refreshes with --watch.")  # fmt: skip
+    def status(
+        config_path: str | None, url: str | None, as_json: bool, watch: bool, interval: float
+    ) -> None:
+        """Show the cluster: shards up or down, jobs by state, tubes and where they live."""
+        from .proxy.console.status import StatusError, from_config, from_url, render
+
+        if (config_path is None) == (url is None):
+            raise click.UsageError("give either --config FILE or --url http://HOST:PORT")
+        get: Callable[[], dict[str, Any]]
+        if config_path is not None:
+            from .router import ConfigError
+            from .router.config import load_config
+
+            try:
+                config = load_config(config_path)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+
+            def get() -> dict[str, Any]:
+                return from_config(config)
+        else:
+            assert url is not None
+
+            def get() -> dict[str, Any]:
+                return from_url(url)
+
+        def show() -> None:
+            doc = get()
+            if as_json:
+                click.echo(json.dumps(doc, separators=(",", ":") if watch else None))
+            else:
+                if watch and sys.stdout.isatty():
+                    click.echo("\x1b[H\x1b[2J", nl=False)
+                click.echo(render(doc), nl=False)
+
+        if not watch:
+            try:
+                show()
+            except StatusError as exc:
+                raise click.ClickException(str(exc)) from None
+            return
+        try:
+            while True:
+                try:
+                    show()
+                except StatusError as exc:
+                    click.echo(f"beanrouter status: {exc}", err=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
 
     cli.main(args=args, prog_name="beanrouter")

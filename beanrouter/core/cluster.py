@@ -118,6 +118,9 @@ class Metrics:
     job's hand-out."""
     on_wakeup: Callable[[float], None] | None = field(default=None, compare=False)
     """Called with each wake-up latency (the proxy feeds its histogram)."""
+    on_shard_wakeup: Callable[[str, float], None] | None = field(default=None, compare=False)
+    """Called with the name of the shard that delivered the job and each wake-up latency (the
+    proxy's per-shard histogram, which its console charts)."""
 
 
 class Cluster:

@@ -1028,6 +1028,8 @@ def observe_wakeup(s: Session, reply: Reply | None, begun: float) -> None:
     m.wakeup_seconds += latency
     if m.on_wakeup is not None:
         m.on_wakeup(latency)
+    if m.on_shard_wakeup is not None:
+        m.on_shard_wakeup(held.link.shard.name, latency)
 
 
 def _collect(

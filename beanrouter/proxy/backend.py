@@ -594,6 +594,12 @@ class CoreBackend:
             " job they got, plus its delay, to its hand-out.",
         )
         m.on_wakeup = wakeup.observe
+        by_shard = registry.histogram(
+            "reserve_wakeup_shard_seconds",
+            "reserve_wakeup_seconds by the shard that delivered the job.",
+            ["shard"],
+        )
+        m.on_shard_wakeup = lambda shard, seconds: by_shard.observe(seconds, (shard,))
 
     async def reload(self, config: ClusterConfig) -> None:
         self.cluster.reconfigure(config)
@@ -601,6 +607,10 @@ class CoreBackend:
             await self._stop_sentinels()
             for name in list(self.cluster.shards):
                 self._start_sentinel(name)
+
+    def shard_errors(self) -> dict[str, str]:
+        """The last link error the routing core saw on each shard ("" for none)."""
+        return {name: s.health.last_error for name, s in self.cluster.shards.items()}
 
     def shard_health(self) -> list[tuple[str, bool]]:
         now = self.cluster.clock()

@@ -93,6 +93,7 @@ async def serve(
     stats: ProxyStats,
     config_path: str | None = None,
     http_sock: socket.socket | None = None,
+    http_admin: bool = False,
     grace: float = DEFAULT_GRACE,
     ready: Callable[[ProxyServer], None] | None = None,
 ) -> None:
@@ -105,7 +106,7 @@ async def serve(
     try:
         await proxy.start(sock)
         if http_sock is not None:
-            http = HttpEndpoint(proxy)
+            http = HttpEndpoint(proxy, admin=http_admin)
             await http.start(http_sock)
         if ready is not None:
             ready(proxy)
@@ -132,6 +133,7 @@ def run_proxy(
     *,
     http_addr: str = "127.0.0.1",
     http_port: int | None = None,
+    http_admin: bool = False,
     max_job_size: int,
     reuse_port: bool = False,
     grace: float = DEFAULT_GRACE,
@@ -181,6 +183,7 @@ def run_proxy(
             stats=stats,
             config_path=config_path,
             http_sock=http_sock,
+            http_admin=http_admin,
             grace=grace,
             ready=ready,
         )

@@ -950,7 +950,9 @@ def _woken(reserves: int = 1, releases: int = 0, put_before_wait: bool = False) 
     1000.5, or before the wait with ``put_before_wait``) is delivered by s1 at 1000.8."""
     cluster, s, clock = three()
     observed: list[float] = []
+    by_shard: list[tuple[str, float]] = []
     cluster.metrics.on_wakeup = observed.append
+    cluster.metrics.on_shard_wakeup = lambda shard, seconds: by_shard.append((shard, seconds))
     if put_before_wait:
         clock.t = 999.0
         cluster.note_put(gid("s1", 7), 0)
@@ -969,6 +971,7 @@ def _woken(reserves: int = 1, releases: int = 0, put_before_wait: bool = False) 
     assert run.value() == Reserved(gid("s1", 7), b"job")
     m = cluster.metrics
     assert m.wakeups == len(observed) and sum(observed) == pytest.approx(m.wakeup_seconds)
+    assert by_shard == [("s1", seconds) for seconds in observed]  # the shard that delivered
     return cluster
 
 
