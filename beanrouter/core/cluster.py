@@ -173,6 +173,11 @@ class Cluster:
         puts of this process, while no client of it released or buried the job (which may
         change its priority): the cross-shard choice ranks such a job without reading its
         ``stats-job`` (``reserve._choose``)."""
+        self.early: dict[int, str] = {}
+        """Global id -> shard: jobs a blocked reserve handed out before this process had read
+        their put's acknowledgement (the shard answered the reserve first): the wake-up is
+        counted, with latency 0, when the acknowledgement is read (``note_put``). The
+        ``MAX_PUT_ACKED`` most recent."""
         self.unseen: UnseenLedger = BoundedUnseen() if unseen is None else unseen
         """Global id → the ``(reserves, releases, timeouts)`` the shard counted for this
         process's own handling of the job, unseen by any client: a blocking wait's reserve that
@@ -477,10 +482,33 @@ class Cluster:
             if len(meta) > MAX_PUT_META:
                 del meta[next(iter(meta))]
         if delay is not None:
+            shard = self.early.pop(job_id, None) if self.early and not delay else None
+            if shard is not None:  # handed out to a waiting reserve already
+                self.observe_wakeup(shard, 0.0)
+                return
             acked = self.put_acked
             acked[job_id] = self.clock() + delay
             if len(acked) > MAX_PUT_ACKED:
                 del acked[next(iter(acked))]
+
+    def observe_wakeup(self, shard: str, latency: float) -> None:
+        """A blocked reserve was handed a job that became ready while it waited, ``latency``
+        seconds after the put's acknowledgement (plus its delay), from ``shard``."""
+        m = self.metrics
+        m.wakeups += 1
+        m.wakeup_seconds += latency
+        if m.on_wakeup is not None:
+            m.on_wakeup(latency)
+        if m.on_shard_wakeup is not None:
+            m.on_shard_wakeup(shard, latency)
+
+    def delivered_early(self, job_id: int, shard: str) -> None:
+        """A blocked reserve was handed ``job_id`` while its put, if this process made it, was
+        not acknowledged yet (see ``early``)."""
+        early = self.early
+        early[job_id] = shard
+        if len(early) > MAX_PUT_ACKED:
+            del early[next(iter(early))]
 
     def note_unseen(
         self, job_id: int, reserves: int = 1, releases: int = 0, timeouts: int = 0

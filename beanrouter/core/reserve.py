@@ -1016,20 +1016,18 @@ def observe_wakeup(s: Session, reply: Reply | None, begun: float) -> None:
     """A blocked reserve handed out a job: when the job became ready while it waited (a fresh
     job this process put, ``Held.ready_at``), count the wake-up latency — from the put's
     acknowledgement (plus its delay) to now. Jobs from other clients of the shards, and jobs
-    ready before the wait began, have no such time and are not counted."""
+    ready before the wait began, have no such time and are not counted; a job handed out before
+    this process read its put's acknowledgement is counted when it does (``Cluster.early``)."""
     if not isinstance(reply, Reserved):
         return
     held = s.held.get(reply.id)
-    if held is None or held.ready_at is None or held.ready_at < begun:
+    if held is None:
         return
-    latency = max(0.0, s.cluster.clock() - held.ready_at)
-    m = s.cluster.metrics
-    m.wakeups += 1
-    m.wakeup_seconds += latency
-    if m.on_wakeup is not None:
-        m.on_wakeup(latency)
-    if m.on_shard_wakeup is not None:
-        m.on_shard_wakeup(held.link.shard.name, latency)
+    if held.ready_at is None:  # not put by this process, or its put's answer not read yet
+        s.cluster.delivered_early(reply.id, held.link.shard.name)
+        return
+    if held.ready_at >= begun:
+        s.cluster.observe_wakeup(held.link.shard.name, max(0.0, s.cluster.clock() - held.ready_at))
 
 
 def _collect(

@@ -985,6 +985,26 @@ def test_a_job_ready_before_the_wait_or_not_fresh_is_no_wake_up() -> None:
     assert _woken(reserves=2, releases=1).metrics.wakeups == 0
 
 
+def test_a_job_handed_out_before_its_put_is_acknowledged_is_a_wake_up_of_latency_0() -> None:
+    # The shard answered the waiting reserve before this process read the put's INSERTED (two
+    # links, either order): the wake-up is counted when the acknowledgement is read.
+    cluster, s, clock = three()
+    observed: list[tuple[str, float]] = []
+    cluster.metrics.on_shard_wakeup = lambda shard, seconds: observed.append((shard, seconds))
+    run = Script(s.reserve(None))
+    answer_sweep(run, {})
+    links = {n: send.link for n, send in run.sends().items()}
+    clock.t = 1000.8
+    run.reply({links["s1"]: [Reserved(7, b"job")]})
+    run.reply({links["s0"]: [], links["s2"]: []})  # the cancel step
+    run.auto(s1=[job_stats(7, "t1", 5, state="reserved", reserves=1)])
+    assert run.value() == Reserved(gid("s1", 7), b"job")
+    assert cluster.metrics.wakeups == 0 and cluster.early == {gid("s1", 7): "s1"}
+    cluster.note_put(gid("s1", 7), 0)
+    assert cluster.metrics.wakeups == 1 and observed == [("s1", 0.0)]
+    assert not cluster.early and gid("s1", 7) not in cluster.put_acked
+
+
 # ---- the choice's cheaper rounds: peeks ahead, priorities known from puts ---------------------
 
 
