@@ -148,4 +148,54 @@ def _click_main(args: list[str]) -> None:
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
 
+    @cli.command()
+    @click.option(
+        "-c", "--config", "config_path", required=True,
+        type=click.Path(dir_okay=False), help="The cluster configuration (docs/config.md).",
+    )  # fmt: skip
+    @click.option("--drain", "drain", multiple=True, metavar="NAME",
+                  help="Empty this shard too, as if it were marked 'drain: true'.")  # fmt: skip
+    @click.option("--dry-run", is_flag=True, help="Report what would move; move nothing.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @click.option(
+        "--journal", "journal_path", type=click.Path(dir_okay=False), default=None,
+        help="The journal of moves (default: one per configuration file under "
+        "$XDG_STATE_HOME/beanrouter).",
+    )  # fmt: skip
+    def rebalance(
+        config_path: str,
+        drain: tuple[str, ...],
+        dry_run: bool,
+        as_json: bool,
+        journal_path: str | None,
+    ) -> None:
+        """Move jobs to their tube's owner after a configuration change (docs/rebalance.md).
+
+        Exit status: 0 all moved, 1 some left (reserved...), 2 configuration or usage error,
+        3 a shard did not answer.
+        """
+        import json
+
+        from .core.rebalance import EXIT_USAGE
+        from .router import ConfigError, load_config
+        from .router.rebalance import JournalBusy, default_journal_path
+        from .router.rebalance import rebalance as run_rebalance
+
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        journal = journal_path if journal_path is not None else default_journal_path(config_path)
+        try:
+            report = run_rebalance(config, drain=drain, dry_run=dry_run, journal_path=journal)
+        except (ValueError, JournalBusy, OSError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        if as_json:
+            click.echo(json.dumps(report.to_json(), indent=2))
+        else:
+            click.echo(report.render(), nl=False)
+        sys.exit(report.exit_code())
+
     cli.main(args=args, prog_name="beanrouter")
