@@ -202,7 +202,10 @@ class JournalEntry:
         tube, target: the tube and the shard the copy goes to.
         state: the original's state when the move began (``ready``, ``delayed``, ``buried``).
         priority: the original's priority (the copy's, and a buried copy's bury priority).
-        digest: SHA-256 of the body (hex), to recognise the original after a restart.
+        digest: SHA-256 of the body (hex), to recognise the original after a restart and find a
+            copy whose id the journal missed.
+        floor: the highest id known on ``target`` before the put: a copy whose put was not
+            acknowledged before the mover died has a higher id (ids only grow).
         new: the copy's id on ``target`` once the put was acknowledged (None before).
         done: the original is deleted (and a buried copy buried).
     """
@@ -214,6 +217,7 @@ class JournalEntry:
     state: str
     priority: int
     digest: str = ""
+    floor: int = 0
     new: int | None = None
     done: bool = False
 
@@ -271,6 +275,7 @@ def pending_entries(lines: Iterable[str]) -> list[JournalEntry]:
                     source=key[0], job=key[1], tube=str(record["tube"]),
                     target=str(record["dst"]), state=str(record["state"]),
                     priority=int(record["pri"]), digest=str(record.get("sha256", "")),
+                    floor=int(record.get("floor", 0)),
                 )  # fmt: skip
             elif op == "put" and key in open_moves:
                 open_moves[key].new = int(record["new"])

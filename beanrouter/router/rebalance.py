@@ -90,6 +90,10 @@ __all__ = [
     "rebalance",
 ]
 
+_PROBE_TUBE = "beanrouter-rebalance"
+"""Tube of the empty job put and deleted at once on each shard to learn its highest id."""
+_SCAN_LIMIT = 100_000
+"""Ids above an open move's floor searched for a copy whose put was not acknowledged."""
 _ROUNDS = 5
 """Passes over one (shard, tube) pair while delayed jobs become ready during the move."""
 
@@ -250,6 +254,13 @@ class Link:
             return TubeCounts.from_stats(parse_mapping(reply.body))
         return TubeCounts()  # NOT_FOUND: the tube went away (no job, no watcher)
 
+    def top_id(self) -> int:
+        """The shard's highest job id now (an empty job put in a tube of its own and deleted)."""
+        self.use(_PROBE_TUBE)
+        job_id, _ = self.put(0, 0, 1, b"")
+        self.delete(job_id)
+        return job_id
+
     def stats_job(self, job_id: int) -> dict[str, StatValue] | None:
         reply = self.call(StatsJob(job_id))
         return parse_mapping(reply.body) if isinstance(reply, Ok) else None
@@ -296,16 +307,20 @@ class Mover:
         self.sleep = sleep
         self.links: dict[str, Link] = {}
         self.open: dict[tuple[str, int], JournalEntry] = {}
+        self.top: dict[str, int] = {}
+        """Shard -> the highest job id known there (a floor for the ids of later puts)."""
         """Moves begun and not done by this run (kept in the journal at the end)."""
 
     # ---- links ---------------------------------------------------------------------------
 
-    def connect(self) -> None:
+    def connect(self, probe: bool) -> None:
         for shard in self.config.servers:
             try:
-                self.links[shard.name] = Link(shard, self.config)
-            except ConnectionFailure as exc:
-                self.report.unreachable[shard.name] = str(exc)
+                link = self.links[shard.name] = Link(shard, self.config)
+                if probe:
+                    self.top[shard.name] = link.top_id()
+            except (ConnectionFailure, MoveFailed) as exc:
+                self.lost(shard.name, exc)
 
     def lost(self, name: str, exc: Exception) -> None:
         self.report.unreachable.setdefault(name, str(exc))
@@ -337,11 +352,13 @@ class Mover:
         self.journal.write(text)
 
     def begin(self, entry: JournalEntry) -> None:
+        entry.floor = self.top.get(entry.target, 0)
         self.open[entry.key] = entry
         self._write(entry.begin_line())
 
     def put_done(self, entry: JournalEntry, new: int) -> None:
         entry.new = new
+        self.top[entry.target] = max(self.top.get(entry.target, 0), new)
         self._write(entry.put_line())
 
     def done(self, entry: JournalEntry) -> None:
@@ -372,10 +389,16 @@ class Mover:
             found = src.call(Peek(e.job))
             matches = isinstance(found, Found) and (not e.digest or _digest(found.body) == e.digest)
         copy: JobState | None = None
+        what = f"job {e.job} of tube {e.tube!r} from {e.source} to {e.target}"
+        if e.new is None and dst is not None and source is not None and matches:
+            e.new, complete = self._find_copy(dst, e)
+            if e.new is None and complete:
+                self._recovered(e, "nothing", f"{what}: its copy's put had not landed")
+                self._write(e.done_line())
+                return
         if e.new is not None and dst is not None:
             copy = _job_state(dst.stats_job(e.new))
         action = recovery_action(e, source, matches, copy)
-        what = f"job {e.job} of tube {e.tube!r} from {e.source} to {e.target}"
         if action == "maybe_duplicate":
             self.report.duplicates += 1
             self._recovered(e, action, f"{what}: the put's answer never came; a copy may also be "
@@ -396,6 +419,22 @@ class Mover:
                     raise MoveFailed(f"reserve-job {e.new} answered {replies[0]!r}")
             self._recovered(e, action, f"{what}: completed (copy {e.new}; {action})")
         self._write(e.done_line())
+
+    def _find_copy(self, dst: Link, e: JournalEntry) -> tuple[int | None, bool]:
+        """The copy of an open move whose put was not acknowledged: a job of the tube with the
+        same body above the move's floor on the target, and whether the search was complete
+        (it gives up after ``_SCAN_LIMIT`` ids)."""
+        known = self.top.get(dst.name, 0)
+        top = min(known, e.floor + _SCAN_LIMIT)
+        batch = 100
+        for start in range(e.floor + 1, top + 1, batch):
+            ids = range(start, min(start + batch, top + 1))
+            for job_id, reply in zip(ids, dst.calls(*(Peek(i) for i in ids)), strict=True):
+                if isinstance(reply, Found) and _digest(reply.body) == e.digest:
+                    stats = dst.stats_job(job_id)
+                    if stats is not None and stats.get("tube") == e.tube:
+                        return job_id, True
+        return None, top == known
 
     def _recovered(self, e: JournalEntry, action: str, message: str) -> None:
         self.report.recovered.append(
@@ -564,7 +603,7 @@ def rebalance(
         journal = Journal(journal_path)
     mover = Mover(config, report, journal, progress)
     try:
-        mover.connect()
+        mover.connect(probe=not dry_run)
         if journal is not None:
             mover.recover(journal.pending())
         plan = plan_moves(mover.census(), placement, tuple(report.unreachable))

@@ -128,7 +128,7 @@ def test_moved_tubes() -> None:
 
 
 def entry(state: str = "ready", new: int | None = 7) -> JournalEntry:
-    return JournalEntry("b", 3, "t", "a", state, 10, "d", new)
+    return JournalEntry("b", 3, "t", "a", state, 10, "d", new=new)
 
 
 def test_pending_entries_reads_open_moves() -> None:
