@@ -139,7 +139,15 @@ def _click_main(args: list[str]) -> None:
         callback=tube_names,
         help="Also show where this tube goes.",
     )
-    def check_config_cmd(file: str, tubes: tuple[str, ...]) -> None:
+    @click.option(
+        "--against", "old_file", type=click.Path(dir_okay=False), default=None,
+        help="The configuration in use now: say which tubes FILE moves, and how many jobs sit "
+        "away from their owner under FILE (asks the shards unless --offline).",
+    )  # fmt: skip
+    @click.option("--offline", is_flag=True, help="With --against: do not ask the shards.")
+    def check_config_cmd(
+        file: str, tubes: tuple[str, ...], old_file: str | None, offline: bool
+    ) -> None:
         """Validate a cluster configuration and print where tubes go."""
         from .router import ConfigError, check_config
 
@@ -147,6 +155,18 @@ def _click_main(args: list[str]) -> None:
             click.echo(check_config(file, ("default", *tubes)), nl=False)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
+        if old_file is None:
+            return
+        from .core.rebalance import compare_text
+        from .router import load_config
+        from .router.rebalance import survey
+
+        try:
+            old, new = load_config(old_file), load_config(file)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        plan, found = (None, frozenset[str]()) if offline else survey(new)
+        click.echo(compare_text(old, new, {"default", *tubes, *found}, plan), nl=False)
 
     @cli.command()
     @click.option(

@@ -40,6 +40,8 @@ __all__ = [
     "Report",
     "TubeCounts",
     "TubeMove",
+    "away_by_tube",
+    "compare_text",
     "moved_tubes",
     "pending_entries",
     "plan_moves",
@@ -188,6 +190,49 @@ def moved_tubes(old: Placement, new: Placement, tubes: Iterable[str]) -> list[tu
         if before != after:
             changed.append((tube, before, after))
     return changed
+
+
+def away_by_tube(plan: Plan) -> dict[str, list[tuple[str, str, int]]]:
+    """Tube -> ``(shard, owner, jobs)`` for every shard holding jobs of it away from home
+    (blocked pairs included)."""
+    result: dict[str, list[tuple[str, str, int]]] = {}
+    for m in (*plan.moves, *plan.blocked):
+        result.setdefault(m.tube, []).append((m.source, m.target, m.counts.total))
+    return dict(sorted(result.items()))
+
+
+def compare_text(
+    old: ClusterConfig,
+    new: ClusterConfig,
+    tubes: Iterable[str],
+    plan: Plan | None = None,
+) -> str:
+    """What ``check-config NEW --against OLD`` adds: the tubes whose owner changes, and, with a
+    ``plan`` made from the shards' census under NEW, the jobs away from home per tube."""
+    before, after = Placement.from_config(old), Placement.from_config(new)
+    names = sorted(set(tubes))
+    changed = moved_tubes(before, after, names)
+    old_name = old.source or "the old configuration"
+    lines = [f"against {old_name}: {len(changed)} of {len(names)} tube(s) change owner"]
+    lines += [f"  tube {t!r}: {a} -> {b}" for t, a, b in changed]
+    old_shards = {s.name for s in old.servers}
+    new_shards = {s.name for s in new.servers}
+    for name in sorted(new_shards - old_shards):
+        lines.append(f"  shard {name} is new")
+    for name in sorted(old_shards - new_shards):
+        lines.append(f"  shard {name} is gone: empty it first (drain: true, then rebalance)")
+    if plan is not None:
+        away = away_by_tube(plan)
+        total = sum(n for rows in away.values() for _s, _o, n in rows)
+        lines.append(f"jobs away from their owner under the new configuration: {total}")
+        for tube, rows in away.items():
+            where = ", ".join(f"{n} on {shard}" for shard, _owner, n in rows)
+            lines.append(f"  tube {tube!r} (owner {rows[0][1]}): {where}")
+        for name in plan.unreachable:
+            lines.append(f"  shard {name} did not answer: its jobs are not counted")
+        if total:
+            lines.append("run 'beanrouter rebalance --config NEW' to move them")
+    return "\n".join(lines) + "\n"
 
 
 # ---- the journal ------------------------------------------------------------------------------

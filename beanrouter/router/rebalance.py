@@ -88,6 +88,7 @@ __all__ = [
     "Progress",
     "default_journal_path",
     "rebalance",
+    "survey",
 ]
 
 _PROBE_TUBE = "beanrouter-rebalance"
@@ -255,8 +256,14 @@ class Link:
         return TubeCounts()  # NOT_FOUND: the tube went away (no job, no watcher)
 
     def top_id(self) -> int:
-        """The shard's highest job id now (an empty job put in a tube of its own and deleted)."""
+        """The shard's highest job id now (an empty job put in a tube of its own and deleted;
+        probes a killed run left there are deleted first)."""
         self.use(_PROBE_TUBE)
+        for _ in range(100):
+            left = self.call(PeekReady())
+            if not isinstance(left, Found):
+                break
+            self.delete(left.id)
         job_id, _ = self.put(0, 0, 1, b"")
         self.delete(job_id)
         return job_id
@@ -339,7 +346,8 @@ class Mover:
         result: dict[str, dict[str, TubeCounts]] = {}
         for name, link in list(self.links.items()):
             try:
-                result[name] = {tube: link.stats_tube(tube) for tube in link.list_tubes()}
+                tubes = [t for t in link.list_tubes() if t != _PROBE_TUBE]
+                result[name] = {tube: link.stats_tube(tube) for tube in tubes}
             except (ConnectionFailure, MoveFailed) as exc:
                 self.lost(name, exc)
         return result
@@ -567,6 +575,21 @@ class Mover:
     def _moved(self, move: TubeMove, state: str) -> None:
         self.report.record_move(move.source, move.tube, move.target, state)
         self.progress.step()
+
+
+def survey(config: ClusterConfig, drain: Iterable[str] = ()) -> tuple[Plan, frozenset[str]]:
+    """The plan a rebalance would follow now, and every tube the shards list (connects to
+    every shard; moves nothing)."""
+    placement = rebalance_placement(config, drain)
+    report = Report(dry_run=True)
+    mover = Mover(config, report, None, Progress())
+    try:
+        mover.connect(probe=False)
+        census = mover.census()
+        tubes = frozenset(t for by_tube in census.values() for t in by_tube)
+        return plan_moves(census, placement, tuple(report.unreachable)), tubes
+    finally:
+        mover.close()
 
 
 def rebalance(

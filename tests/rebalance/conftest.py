@@ -42,22 +42,36 @@ class Env:
     shards: dict[str, Shard]
     tmp: Path
 
-    def config(self, *, drain: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> Path:
+    def config(
+        self,
+        *,
+        drain: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
+        only: tuple[str, ...] = NAMES,
+    ) -> Path:
         lines = ["servers:"]
         for i, (name, shard) in enumerate(self.shards.items()):
+            if name not in only:
+                continue
             flag = " drain=true" if name in drain else ""
             lines.append(f"  - {shard.address} {name} id={i}{flag}")
         lines += [f"  - {line}" for line in extra]
         lines.append("timeout: 10")
-        path = self.tmp / f"cluster-{'-'.join(drain) or 'all'}-{len(extra)}.yaml"
+        path = self.tmp / f"cluster-{'-'.join(drain) or 'all'}-{len(extra)}-{''.join(only)}.yaml"
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def placement(self, drain: tuple[str, ...] = ()) -> Placement:
-        return Placement([(n, 1) for n in self.shards], 1, drain)
+    def placement(self, drain: tuple[str, ...] = (), only: tuple[str, ...] = NAMES) -> Placement:
+        return Placement([(n, 1) for n in only], 1, drain)
 
-    def tube_on(self, owner: str, prefix: str = "t", drain: tuple[str, ...] = ()) -> str:
-        placement = self.placement(drain)
+    def tube_on(
+        self,
+        owner: str,
+        prefix: str = "t",
+        drain: tuple[str, ...] = (),
+        only: tuple[str, ...] = NAMES,
+    ) -> str:
+        placement = self.placement(drain, only)
         for i in range(10_000):
             if placement.owner(f"{prefix}{i}") == owner:
                 return f"{prefix}{i}"
@@ -103,9 +117,12 @@ class Env:
 
     def run(self, *args: str, journal: str | None = None) -> tuple[int, str, str]:
         """``beanrouter rebalance ARGS`` -> (exit status, stdout, stderr)."""
+        return self.command("rebalance", *args, "--journal", journal or str(self.tmp / "journal"))
+
+    def command(self, *args: str) -> tuple[int, str, str]:
+        """``beanrouter ARGS`` -> (exit status, stdout, stderr)."""
         proc = subprocess.run(
-            [sys.executable, "-m", "beanrouter", "rebalance", *args,
-             "--journal", journal or str(self.tmp / "journal")],
+            [sys.executable, "-m", "beanrouter", *args],
             cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         return proc.returncode, proc.stdout, proc.stderr

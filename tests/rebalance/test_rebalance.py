@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import greenstalk
 
+from beanrouter.router.ring import Placement
 from tests.ports import free_port
 
 from .conftest import Env
@@ -134,18 +135,72 @@ def test_usage_errors_exit_2(cluster: Env) -> None:
 
 
 def test_unreachable_shard_exit_3(cluster: Env) -> None:
-    tube = cluster.tube_on("s0")
-    with cluster.client("s1", tube) as c:
+    with_dead = Placement([(n, 1) for n in (*cluster.shards, "dead")])
+    movable = next(f"m{i}" for i in range(1000) if with_dead.owner(f"m{i}") == "s0")
+    blocked = next(f"b{i}" for i in range(1000) if with_dead.owner(f"b{i}") == "dead")
+    with cluster.client("s1", movable) as c:
         c.put(b"movable")
+        c.use(blocked)
+        c.put(b"its owner is down")
     dead = f"127.0.0.1:{free_port()} dead id=9"
     config = str(cluster.config(extra=(dead,)))
     code, report = cluster.run_json("--config", config)
     assert code == 3
     assert "dead" in report["unreachable"]
-    # what could be moved was moved (unless the tube now belongs to the dead shard)
-    placement = cluster.placement()
-    del placement
-    assert report["exit_code"] == 3
+    assert report["moved_total"] == 1  # what could be moved was moved
+    assert cluster.counts("s0", movable)["ready"] == 1
+    assert report["left"] == [
+        {"shard": "s1", "tube": blocked, "jobs": 1, "reasons": {"owner-unreachable": 1}}
+    ]
+
+
+def test_short_delays_are_moved_once_ready(cluster: Env) -> None:
+    tube = cluster.tube_on("s0")
+    with cluster.client("s1", tube) as c:
+        c.put(b"soon", delay=1, priority=9, ttr=33)
+    code, report = cluster.run_json("--config", str(cluster.config()))
+    assert code == 0, report
+    (job,) = cluster.jobs("s0", tube)
+    assert (job.body, job.state, job.pri, job.ttr) == (b"soon", "ready", 9, 33)
+
+
+def test_paused_tube_is_moved(cluster: Env) -> None:
+    tube = cluster.tube_on("s0")
+    with cluster.client("s1", tube) as c:
+        c.put(b"paused")
+        c.pause_tube(tube, 3600)
+    code, report = cluster.run_json("--config", str(cluster.config()))
+    assert (code, report["moved_total"]) == (0, 1), report
+    assert cluster.counts("s1", tube)["ready"] == 0
+
+
+def test_check_config_against(cluster: Env) -> None:
+    old_shards = ("s0", "s1")
+    old = cluster.config(only=old_shards)
+    new = cluster.config()
+    old_place, new_place = cluster.placement(only=old_shards), cluster.placement()
+    moving = next(f"q{i}" for i in range(1000) if new_place.owner(f"q{i}") == "s2")
+    staying = next(
+        f"k{i}" for i in range(1000)
+        if old_place.owner(f"k{i}") == new_place.owner(f"k{i}")
+    )  # fmt: skip
+    with cluster.client(old_place.owner(moving), moving) as c:
+        for _ in range(3):
+            c.put(b"x")
+    with cluster.client(new_place.owner(staying), staying) as c:
+        c.put(b"y")
+    code, out, err = cluster.command("check-config", str(new), "--against", str(old))
+    assert code == 0, err
+    assert f"tube {moving!r}: {old_place.owner(moving)} -> s2" in out
+    assert f"tube {staying!r}" not in out.split("against", 1)[1]
+    assert f"tube {moving!r} (owner s2): 3 on {old_place.owner(moving)}" in out
+    assert "shard s2 is new" in out
+    code, out, _ = cluster.command(
+        "check-config", str(new), "--against", str(old), "--offline", "--tube", moving
+    )
+    assert code == 0
+    assert f"tube {moving!r}: {old_place.owner(moving)} -> s2" in out
+    assert "jobs away" not in out
 
 
 def test_journal_is_exclusive(cluster: Env) -> None:
