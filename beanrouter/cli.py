@@ -212,6 +212,11 @@ def _click_main(args: list[str]) -> None:
         except (ValueError, JournalBusy, OSError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo(
+                "\ninterrupted: the journal keeps any open move; run again to finish", err=True
+            )
+            sys.exit(130)
         if as_json:
             click.echo(json.dumps(report.to_json(), indent=2))
         else:

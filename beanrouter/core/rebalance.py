@@ -379,8 +379,8 @@ class Report:
     moved: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)
     """(source, tube, target) -> state -> jobs moved."""
     left: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    """(shard, tube) -> reason -> jobs left away (``reserved``, ``arrived``: put there during
-    the run or raced, ``owner-unreachable``)."""
+    """(shard, tube) -> reason -> jobs left away (``reserved``; ``remaining``: put there
+    during the run, or not moved for a reason in ``notes``; ``owner-unreachable``)."""
     unreachable: dict[str, str] = field(default_factory=dict)
     """Shard -> why it did not answer."""
     recovered: list[dict[str, Any]] = field(default_factory=list)
@@ -496,6 +496,6 @@ class Report:
 
 _REASONS = {
     "reserved": "left because reserved",
-    "arrived": "arrived during the run",
+    "remaining": "still there (put during the run, or see the notes)",
     "owner-unreachable": "left: owner unreachable",
 }

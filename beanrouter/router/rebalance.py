@@ -66,6 +66,7 @@ from ..protocol import (
     PeekDelayed,
     PeekReady,
     Put,
+    Release,
     Reply,
     Reserved,
     ReserveJob,
@@ -326,8 +327,10 @@ class Mover:
                 link = self.links[shard.name] = Link(shard, self.config)
                 if probe:
                     self.top[shard.name] = link.top_id()
-            except (ConnectionFailure, MoveFailed) as exc:
+            except ConnectionFailure as exc:
                 self.lost(shard.name, exc)
+            except MoveFailed as exc:  # it refuses puts (draining): it can still be a source
+                self.report.notes.append(f"note: {exc}")
 
     def lost(self, name: str, exc: Exception) -> None:
         self.report.unreachable.setdefault(name, str(exc))
@@ -418,13 +421,14 @@ class Mover:
         elif action == "nothing":
             self._recovered(e, action, f"{what}: already complete (copy {e.new})")
         else:
-            if action in ("delete_source", "delete_source_bury_copy"):
-                src.delete(e.job)
+            # The copy is buried before the original goes: a failure in between leaves both.
             if action in ("bury_copy", "delete_source_bury_copy") and dst is not None:
                 assert e.new is not None
                 replies = dst.calls(ReserveJob(e.new), Bury(e.new, e.priority))
                 if not isinstance(replies[0], Reserved):
                     raise MoveFailed(f"reserve-job {e.new} answered {replies[0]!r}")
+            if action in ("delete_source", "delete_source_bury_copy"):
+                src.delete(e.job)
             self._recovered(e, action, f"{what}: completed (copy {e.new}; {action})")
         self._write(e.done_line())
 
@@ -432,7 +436,9 @@ class Mover:
         """The copy of an open move whose put was not acknowledged: a job of the tube with the
         same body above the move's floor on the target, and whether the search was complete
         (it gives up after ``_SCAN_LIMIT`` ids)."""
-        known = self.top.get(dst.name, 0)
+        known = self.top.get(dst.name)
+        if known is None:
+            return None, False  # its highest id is not known: the search cannot be complete
         top = min(known, e.floor + _SCAN_LIMIT)
         batch = 100
         for start in range(e.floor + 1, top + 1, batch):
@@ -501,8 +507,7 @@ class Mover:
         entry = JournalEntry(move.source, job_id, move.tube, move.target, "ready",
                              _int(stats, "pri"), _digest(body))  # fmt: skip
         self.begin(entry)
-        new, buried = dst.put(entry.priority, 0, ttr, body)
-        self.put_done(entry, new)
+        new, buried = self._put(entry, dst, 0, ttr, body, src)
         if buried:
             dst.call(KickJob(new))  # the owner buried it for lack of memory: make it ready
         if src.delete(job_id):
@@ -532,8 +537,7 @@ class Mover:
         entry = JournalEntry(move.source, peek.id, move.tube, move.target, "delayed",
                              _int(stats, "pri"), _digest(peek.body))  # fmt: skip
         self.begin(entry)
-        new, buried = dst.put(entry.priority, left, _int(stats, "ttr"), peek.body)
-        self.put_done(entry, new)
+        new, buried = self._put(entry, dst, left, _int(stats, "ttr"), peek.body)
         if buried:
             dst.call(KickJob(new))
         if src.delete(peek.id):
@@ -557,8 +561,7 @@ class Mover:
         entry = JournalEntry(move.source, peek.id, move.tube, move.target, "buried",
                              _int(stats, "pri"), _digest(peek.body))  # fmt: skip
         self.begin(entry)
-        new, buried = dst.put(entry.priority, BURIED_HOLD, _int(stats, "ttr"), peek.body)
-        self.put_done(entry, new)
+        new, buried = self._put(entry, dst, BURIED_HOLD, _int(stats, "ttr"), peek.body)
         if not buried:
             # Sent together: a mover killed after this send still has both run by the shard.
             reserved, bury = dst.calls(ReserveJob(new), Bury(new, entry.priority))
@@ -571,6 +574,28 @@ class Mover:
         dst.delete(new)  # the original was kicked and reserved, or deleted: the copy goes
         self.done(entry)
         return "raced"
+
+    def _put(
+        self,
+        entry: JournalEntry,
+        dst: Link,
+        delay: int,
+        ttr: int,
+        body: bytes,
+        held: Link | None = None,
+    ) -> tuple[int, bool]:
+        """Put the copy (journalled). A put the owner refused (``DRAINING``, ``JOB_TOO_BIG``...)
+        stored nothing: the move is closed as not done, and an original this run reserved on
+        ``held`` is released."""
+        try:
+            new, buried = dst.put(entry.priority, delay, ttr, body)
+        except MoveFailed:
+            self.done(entry)
+            if held is not None:
+                held.call(Release(entry.job, entry.priority, 0))
+            raise
+        self.put_done(entry, new)
+        return new, buried
 
     def _moved(self, move: TubeMove, state: str) -> None:
         self.report.record_move(move.source, move.tube, move.target, state)
@@ -665,5 +690,5 @@ def _final_census(mover: Mover, plan: Plan, report: Report) -> None:
             mover.lost(m.source, exc)
             continue
         report.record_left(m.source, m.tube, "reserved", counts.reserved)
-        why = "owner-unreachable" if m.target in report.unreachable else "arrived"
+        why = "owner-unreachable" if m.target in report.unreachable else "remaining"
         report.record_left(m.source, m.tube, why, counts.movable)

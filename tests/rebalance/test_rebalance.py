@@ -4,6 +4,9 @@ their state, priority, TTR, body and remaining delay; reserved jobs are left and
 
 from __future__ import annotations
 
+import signal
+import time
+
 import greenstalk
 
 from beanrouter.router.ring import Placement
@@ -231,3 +234,29 @@ def test_moved_job_is_a_new_job(cluster: Env) -> None:
         st = c.stats_job(moved.id)
     assert (st["reserves"], st["releases"]) == (0, 0)
     assert greenstalk  # imported for the fixtures' client type
+
+
+def test_owner_refusing_puts_leaves_the_job(cluster: Env) -> None:
+    """An owner in beanstalkd's drain mode answers puts DRAINING: nothing is copied, the original
+    stays ready where it is, and no move is left open."""
+    tube = cluster.tube_on("s0")
+    with cluster.client("s1", tube) as c:
+        c.put(b"stays", priority=4)
+    proc = cluster.shards["s0"].proc
+    assert proc is not None
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with cluster.client("s0") as c:
+            if c.stats()["draining"] == "true":
+                break
+        time.sleep(0.02)
+    code, report = cluster.run_json("--config", str(cluster.config()))
+    assert code == 1, report
+    assert report["moved_total"] == 0
+    assert any("DRAINING" in note for note in report["notes"]), report["notes"]
+    assert report["left"] == [{"shard": "s1", "tube": tube, "jobs": 1, "reasons": {"remaining": 1}}]
+    (job,) = cluster.jobs("s1", tube)
+    assert (job.body, job.state, job.pri) == (b"stays", "ready", 4)
+    code, report = cluster.run_json("--config", str(cluster.config()))
+    assert report["recovered"] == []  # the refused move was closed in the journal

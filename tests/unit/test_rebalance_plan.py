@@ -3,6 +3,8 @@ scripted census, the journal's open moves, recovery decisions and the report."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from beanrouter.core.rebalance import (
@@ -188,3 +190,32 @@ def test_report_json_and_exit_codes() -> None:
     dry = Report(dry_run=True)
     dry.record_move("b", "t", "a", "ready")
     assert dry.exit_code() == EXIT_LEFT and "would move 1 job" in dry.render()
+
+
+class FakeTerminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    from beanrouter.router.rebalance import Progress
+
+    quiet = FakeTerminal(tty=False)
+    p = Progress(quiet)
+    p.start(3)
+    p.step()
+    p.finish()
+    assert quiet.getvalue() == ""
+    tty = FakeTerminal(tty=True)
+    p = Progress(tty)
+    p.start(2)
+    p.step()
+    p.step()
+    p.finish()
+    out = tty.getvalue()
+    assert out.startswith("\rrebalance [")
+    assert "2/2 jobs" in out and out.endswith("\n")
