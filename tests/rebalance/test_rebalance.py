@@ -53,6 +53,9 @@ def test_moves_every_state_and_leaves_reserved(cluster: Env) -> None:
         assert report["by_shard"] == {"s0": {"in": 7, "out": 0}, "s1": {"in": 0, "out": 7}}
         moved = {j.body: j for j in cluster.jobs("s0", tube)}
         assert set(moved) == set(expected)
+        with cluster.client("s0", tube) as c:  # documented: the mover reserved and buried it
+            st = c.stats_job(moved[b"buried-0"].id)
+            assert (st["reserves"], st["buries"]) == (1, 1)
         for body, (state, pri, ttr) in expected.items():
             job = moved[body]
             assert (job.state, job.pri, job.ttr) == (state, pri, ttr), body
