@@ -77,6 +77,54 @@ def test_killed_mid_move_then_run_again(cluster: Env) -> None:
     assert (code, report["moved_total"], report["recovered"]) == (0, 0, [])
 
 
+def kill_when(cluster: Env, config: str, tube: str, threshold: int) -> bool:
+    """Run a rebalance and SIGKILL it once the owner s0 has ``threshold`` jobs of ``tube``."""
+    proc = cluster.spawn("--config", config)
+    killed = False
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if moved_count(cluster, "s0", tube) >= threshold:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.003)
+    proc.wait(timeout=60)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    proc.stderr.close()
+    return killed
+
+
+def test_killed_while_moving_buried_and_delayed(cluster: Env) -> None:
+    tube = cluster.tube_on("s0")
+    delayed = [b"d%04d" % i for i in range(400)]
+    buried = [b"b%04d" % i for i in range(400)]
+    put_many(cluster, "s1", tube, delayed, delay=600, priority=3)
+    with cluster.client("s1", tube) as c:
+        for body in buried:
+            c.bury(c.reserve_job(c.put(body, priority=1)), priority=2)
+    originals = set(delayed) | set(buried)
+    config = str(cluster.config())
+    kills = 0
+    for threshold in (50, 250, 450, 650):
+        kills += kill_when(cluster, config, tube, threshold)
+        live = live_bodies(cluster, tube)
+        assert set(live) == originals, "a job was lost"
+        assert sum(live.values()) <= len(originals) + 1
+        # nothing buried or delayed became ready anywhere
+        for name in cluster.shards:
+            assert cluster.counts(name, tube)["ready"] == 0
+    assert kills >= 1
+    code, report = cluster.run_json("--config", config)
+    assert code == 0, report
+    jobs = cluster.jobs("s0", tube)
+    assert sorted(j.body for j in jobs) == sorted(originals)
+    for job in jobs:
+        expected = ("delayed", 3) if job.body.startswith(b"d") else ("buried", 2)
+        assert (job.state, job.pri) == expected, job
+    assert all(j.time_left > 500 for j in jobs if j.state == "delayed")
+
+
 def test_under_producer_and_consumer_load(cluster: Env) -> None:
     tube = cluster.tube_on("s0")
     put_many(cluster, "s1", tube, [b"pre-%d" % i for i in range(500)])
