@@ -182,12 +182,17 @@ def _click_main(args: list[str]) -> None:
         help="The journal of moves (default: one per configuration file under "
         "$XDG_STATE_HOME/beanrouter).",
     )  # fmt: skip
+    @click.option(
+        "--metrics-file", "metrics_path", type=click.Path(dir_okay=False), default=None,
+        help="Also write the report in Prometheus' text format here (node_exporter textfile).",
+    )  # fmt: skip
     def rebalance(
         config_path: str,
         drain: tuple[str, ...],
         dry_run: bool,
         as_json: bool,
         journal_path: str | None,
+        metrics_path: str | None,
     ) -> None:
         """Move jobs to their tube's owner after a configuration change (docs/rebalance.md).
 
@@ -217,6 +222,17 @@ def _click_main(args: list[str]) -> None:
                 "\ninterrupted: the journal keeps any open move; run again to finish", err=True
             )
             sys.exit(130)
+        if metrics_path is not None and not dry_run:
+            import os
+            import time
+
+            tmp = f"{metrics_path}.{os.getpid()}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(report.prometheus(time.time()))
+                os.replace(tmp, metrics_path)
+            except OSError as exc:
+                click.echo(f"warning: cannot write {metrics_path}: {exc}", err=True)
         if as_json:
             click.echo(json.dumps(report.to_json(), indent=2))
         else:

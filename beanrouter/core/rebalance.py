@@ -462,6 +462,47 @@ class Report:
             "exit_code": self.exit_code(),
         }
 
+    def prometheus(self, now: float) -> str:
+        """The report in Prometheus' text format (for node_exporter's textfile collector):
+        ``beanrouter_rebalance_jobs_moved_total`` by source, target, tube and state, the jobs
+        left by shard, tube and reason, the duplicates, the exit status and the run's time."""
+
+        def labels(**kv: str) -> str:
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in kv.items())
+            return "{" + inner + "}"
+
+        lines = [
+            "# HELP beanrouter_rebalance_jobs_moved_total Jobs the last rebalance moved to their"
+            " tube's owner.",
+            "# TYPE beanrouter_rebalance_jobs_moved_total counter",
+        ]
+        for (src, tube, dst), counts in sorted(self.moved.items()):
+            for state, n in sorted(counts.items()):
+                lab = labels(source=src, target=dst, tube=tube, state=state)
+                lines.append(f"beanrouter_rebalance_jobs_moved_total{lab} {n}")
+        lines += [
+            "# HELP beanrouter_rebalance_jobs_left Jobs the last rebalance left away from their"
+            " tube's owner.",
+            "# TYPE beanrouter_rebalance_jobs_left gauge",
+        ]
+        for (shard, tube), counts in sorted(self.left.items()):
+            for reason, n in sorted(counts.items()):
+                lab = labels(shard=shard, tube=tube, reason=reason)
+                lines.append(f"beanrouter_rebalance_jobs_left{lab} {n}")
+        lines += [
+            "# HELP beanrouter_rebalance_duplicates Jobs possibly live twice after an"
+            " interrupted move.",
+            "# TYPE beanrouter_rebalance_duplicates gauge",
+            f"beanrouter_rebalance_duplicates {self.duplicates}",
+            "# HELP beanrouter_rebalance_exit_code Exit status of the last rebalance.",
+            "# TYPE beanrouter_rebalance_exit_code gauge",
+            f"beanrouter_rebalance_exit_code {self.exit_code()}",
+            "# HELP beanrouter_rebalance_last_run_timestamp_seconds When the last rebalance ended.",
+            "# TYPE beanrouter_rebalance_last_run_timestamp_seconds gauge",
+            f"beanrouter_rebalance_last_run_timestamp_seconds {now:.3f}",
+        ]
+        return "\n".join(lines) + "\n"
+
     def render(self) -> str:
         """The summary for people."""
         verb = "would move" if self.dry_run else "moved"
@@ -492,6 +533,10 @@ class Report:
             )
         lines.append(f"exit status {self.exit_code()}")
         return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 _REASONS = {

@@ -96,6 +96,7 @@ _PROBE_TUBE = "beanrouter-rebalance"
 """Tube of the empty job put and deleted at once on each shard to learn its highest id."""
 _SCAN_LIMIT = 100_000
 """Ids above an open move's floor searched for a copy whose put was not acknowledged."""
+_COMPACT_EVERY = 10_000
 _ROUNDS = 5
 """Passes over one (shard, tube) pair while delayed jobs become ready during the move."""
 
@@ -315,6 +316,8 @@ class Mover:
         self.sleep = sleep
         self.links: dict[str, Link] = {}
         self.open: dict[tuple[str, int], JournalEntry] = {}
+        self.closed = 0
+        """Moves closed by this run (the journal is cut down every ``_COMPACT_EVERY``)."""
         self.top: dict[str, int] = {}
         """Shard -> the highest job id known there (a floor for the ids of later puts)."""
         """Moves begun and not done by this run (kept in the journal at the end)."""
@@ -375,6 +378,9 @@ class Mover:
     def done(self, entry: JournalEntry) -> None:
         self._write(entry.done_line())
         self.open.pop(entry.key, None)
+        self.closed += 1
+        if self.closed % _COMPACT_EVERY == 0 and not self.open and self.journal is not None:
+            self.journal.rewrite(())  # nothing is open: no line worth keeping
 
     # ---- recovery ------------------------------------------------------------------------------
 

@@ -75,6 +75,19 @@ def test_moves_every_state_and_leaves_reserved(cluster: Env) -> None:
     assert (code, report["moved_total"], report["left"]) == (0, 0, [])
 
 
+def test_metrics_file(cluster: Env) -> None:
+    tube = cluster.tube_on("s0")
+    with cluster.client("s1", tube) as c:
+        c.put(b"m")
+    path = cluster.tmp / "rebalance.prom"
+    code, _, err = cluster.run("--config", str(cluster.config()), "--metrics-file", str(path))
+    assert code == 0, err
+    text = path.read_text()
+    label = f'{{source="s1",target="s0",tube="{tube}",state="ready"}}'
+    assert f"beanrouter_rebalance_jobs_moved_total{label} 1" in text
+    assert "beanrouter_rebalance_exit_code 0" in text
+
+
 def test_dry_run_moves_nothing(cluster: Env) -> None:
     tube = cluster.tube_on("s2")
     expected = setup_away_jobs(cluster, tube, "s0")

@@ -219,3 +219,16 @@ def test_progress_bar_only_on_a_terminal() -> None:
     out = tty.getvalue()
     assert out.startswith("\rrebalance [")
     assert "2/2 jobs" in out and out.endswith("\n")
+
+
+def test_report_prometheus_text() -> None:
+    report = Report()
+    report.record_move("b", 'we"ird', "a", "ready", 3)
+    report.record_left("b", "t", "reserved", 1)
+    text = report.prometheus(1700000000.0)
+    labels = '{source="b",target="a",tube="we\\"ird",state="ready"}'
+    assert f"beanrouter_rebalance_jobs_moved_total{labels} 3" in text
+    assert 'beanrouter_rebalance_jobs_left{shard="b",tube="t",reason="reserved"} 1' in text
+    assert "beanrouter_rebalance_exit_code 1" in text
+    assert "beanrouter_rebalance_last_run_timestamp_seconds 1700000000.000" in text
+    assert text.endswith("\n")
