@@ -380,7 +380,8 @@ class Report:
     """(source, tube, target) -> state -> jobs moved."""
     left: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     """(shard, tube) -> reason -> jobs left away (``reserved``; ``remaining``: put there
-    during the run, or not moved for a reason in ``notes``; ``owner-unreachable``)."""
+    during the run, or not moved for a reason in ``notes``; ``owner-unreachable``;
+    ``open-move``: a move an interrupted run left open could not be closed yet)."""
     unreachable: dict[str, str] = field(default_factory=dict)
     """Shard -> why it did not answer."""
     recovered: list[dict[str, Any]] = field(default_factory=list)
@@ -543,4 +544,5 @@ _REASONS = {
     "reserved": "left because reserved",
     "remaining": "still there (put during the run, or see the notes)",
     "owner-unreachable": "left: owner unreachable",
+    "open-move": "left: an interrupted move of it is not closed yet",
 }

@@ -388,7 +388,7 @@ class Mover:
         """Close the moves a killed run left open (see ``core.rebalance.recovery_action``)."""
         for e in entries:
             src, dst = self.links.get(e.source), self.links.get(e.target)
-            if src is None or (e.new is not None and dst is None):
+            if src is None or dst is None:
                 self.open[e.key] = e  # kept for a run that reaches both shards
                 self._recovered(e, "kept", "a shard of the move does not answer; kept")
                 continue
@@ -398,7 +398,7 @@ class Mover:
                 self.open[e.key] = e
                 self._recovered(e, "kept", f"could not close it ({exc}); kept for the next run")
 
-    def _recover_one(self, e: JournalEntry, src: Link, dst: Link | None) -> None:
+    def _recover_one(self, e: JournalEntry, src: Link, dst: Link) -> None:
         source_stats = src.stats_job(e.job)
         source = _job_state(source_stats)
         matches = False
@@ -407,13 +407,13 @@ class Mover:
             matches = isinstance(found, Found) and (not e.digest or _digest(found.body) == e.digest)
         copy: JobState | None = None
         what = f"job {e.job} of tube {e.tube!r} from {e.source} to {e.target}"
-        if e.new is None and dst is not None and source is not None and matches:
+        if e.new is None and source is not None and matches:
             e.new, complete = self._find_copy(dst, e)
             if e.new is None and complete:
                 self._recovered(e, "nothing", f"{what}: its copy's put had not landed")
                 self._write(e.done_line())
                 return
-        if e.new is not None and dst is not None:
+        if e.new is not None:
             copy = _job_state(dst.stats_job(e.new))
         action = recovery_action(e, source, matches, copy)
         if action == "maybe_duplicate":
@@ -424,11 +424,13 @@ class Mover:
             self.report.duplicates += 1
             self._recovered(e, action, f"{what}: copy {e.new} on {e.target} and the original, "
                             "reserved by a consumer, are both live")  # fmt: skip
+        elif action == "nothing" and source is not None and not matches:
+            self._recovered(e, action, f"{what}: its id now names another job, left alone")
         elif action == "nothing":
             self._recovered(e, action, f"{what}: already complete (copy {e.new})")
         else:
             # The copy is buried before the original goes: a failure in between leaves both.
-            if action in ("bury_copy", "delete_source_bury_copy") and dst is not None:
+            if action in ("bury_copy", "delete_source_bury_copy"):
                 assert e.new is not None
                 replies = dst.calls(ReserveJob(e.new), Bury(e.new, e.priority))
                 if not isinstance(replies[0], Reserved):
@@ -671,11 +673,18 @@ def rebalance(
                         report.record_move(m.source, m.tube, m.target, state, n)
                 report.record_left(m.source, m.tube, "reserved", m.counts.reserved)
             return report
-        progress.start(plan.movable)
+        # A pair with a move still open (a shard of it did not answer) waits for that move to
+        # be closed: its original must not be moved again meanwhile.
+        unresolved = {(e.source, e.tube) for e in mover.open.values()}
+        moves = [m for m in plan.moves if (m.source, m.tube) not in unresolved]
         for m in plan.moves:
+            if (m.source, m.tube) in unresolved:
+                report.record_left(m.source, m.tube, "open-move", m.counts.total)
+        progress.start(sum(m.counts.movable for m in moves))
+        for m in moves:
             mover.move(m)
         progress.finish()
-        _final_census(mover, plan, report)
+        _final_census(mover, moves, report)
     finally:
         mover.close()
         if journal is not None:
@@ -684,9 +693,9 @@ def rebalance(
     return report
 
 
-def _final_census(mover: Mover, plan: Plan, report: Report) -> None:
-    """What is still away on the pairs the plan moved: reserved jobs, and jobs that arrived."""
-    for m in plan.moves:
+def _final_census(mover: Mover, moves: Iterable[TubeMove], report: Report) -> None:
+    """What is still away on the pairs moved: reserved jobs, and jobs that arrived."""
+    for m in moves:
         link = mover.links.get(m.source)
         if link is None:
             continue  # unreachable (reported): what is left there is not known

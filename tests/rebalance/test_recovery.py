@@ -142,3 +142,25 @@ def test_id_taken_by_another_job_is_not_deleted(cluster: Env) -> None:
         (b"a different job", "ready"),
         (b"the journal's job", "ready"),
     ]
+
+
+def test_open_move_kept_while_its_owner_is_unreachable(cluster: Env) -> None:
+    from beanrouter.core.rebalance import pending_entries
+    from tests.ports import free_port
+
+    tube = cluster.tube_on("s0")
+    with cluster.client("s1", tube) as c:
+        job_id = c.put(b"six")
+    entry = JournalEntry("s1", job_id, tube, "dead", "ready", 1, hashlib.sha256(b"six").hexdigest())
+    journal = cluster.tmp / "j"
+    write_journal(journal, entry)
+    config = str(cluster.config(extra=(f"127.0.0.1:{free_port()} dead id=9",)))
+    code, report = cluster.run_json("--config", config, journal=str(journal))
+    assert code == 3, report
+    assert report["recovered"][0]["action"] == "kept"
+    # the original is not moved again while its earlier move is open
+    assert bodies(cluster, "s1", tube) == [(b"six", "ready")]
+    if report["left"]:
+        assert report["left"][0]["reasons"] == {"open-move": 1}
+    (kept,) = pending_entries(journal.read_text().splitlines())
+    assert (kept.source, kept.job, kept.target) == ("s1", job_id, "dead")
