@@ -10,6 +10,8 @@ import time
 
 import greenstalk
 
+from beanrouter.router import Router
+
 from .conftest import Env
 
 N_READY = 2000
@@ -188,3 +190,70 @@ def test_under_producer_and_consumer_load(cluster: Env) -> None:
     assert acked <= set(consumed), f"{len(acked - set(consumed))} acknowledged jobs never consumed"
     twice = [b for b, n in consumed.items() if n > 1]
     assert len(twice) <= 1, twice
+
+
+def test_router_consumers_on_the_new_configuration(cluster: Env) -> None:
+    """Library consumers on the new configuration (owner s0 and its successor) do not look at
+    the old owner: the jobs left there reach them once a rebalance moves them, each once."""
+    new_place = cluster.placement()
+    tube = next(
+        f"r{i}" for i in range(5000)
+        if new_place.owner(f"r{i}") == "s0" and "s1" not in new_place.preference(f"r{i}")
+    )  # fmt: skip
+    config = cluster.config()
+    acked = {b"stranded-%d" % i for i in range(300)}
+    put_many(cluster, "s1", tube, sorted(acked))
+    consumed: collections.Counter[bytes] = collections.Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            with Router.from_config(config) as r:
+                r.watch(tube)
+                r.ignore("default")
+                while True:
+                    job = r.reserve(timeout=0.5)
+                    if job is None:
+                        if stop.is_set():
+                            return
+                        continue
+                    with lock:
+                        consumed[job.body] += 1
+                    job.delete()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def produce() -> None:
+        try:
+            with Router.from_config(config) as r:
+                r.use(tube)
+                for i in range(200):
+                    body = b"new-%d" % i
+                    r.put(body)
+                    with lock:
+                        acked.add(body)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume) for _ in range(2)]
+    threads.append(threading.Thread(target=produce))
+    for t in threads:
+        t.start()
+    code, report = cluster.run_json("--config", str(config))
+    assert code in (0, 1), report
+    threads[-1].join(timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with lock:
+            if acked <= set(consumed):
+                break
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+    assert acked <= set(consumed)
+    assert all(n == 1 for n in consumed.values())
+    assert cluster.counts("s1", tube) == {"ready": 0, "delayed": 0, "buried": 0, "reserved": 0}
