@@ -299,10 +299,10 @@ def _line(record: Mapping[str, Any]) -> str:
 def pending_entries(lines: Iterable[str]) -> list[JournalEntry]:
     """The moves a journal leaves open (begun, not done), in the order they began.
 
-    A torn last line (the writer was killed mid-write) and lines that do not parse are skipped:
-    a ``begin`` is written whole before its put is sent, so a torn line is never the only
-    record of a put that reached a shard... except a torn ``put`` line, whose move then reads as
-    begun without a known copy (reported as a possible duplicate).
+    Lines that do not parse (a torn last line: the writer died mid-write) are skipped. A
+    ``begin`` is written whole before its put is sent, so no put can reach a shard without its
+    ``begin`` on file; a lost ``put`` line only makes the move read as begun without a known
+    copy, which the shell then searches for (``Mover._find_copy``).
     """
     open_moves: dict[tuple[str, int], JournalEntry] = {}
     for text in lines:
