@@ -149,7 +149,15 @@ def _click_main(args: list[str]) -> None:
         callback=tube_names,
         help="Also show where this tube goes.",
     )
-    def check_config_cmd(file: str, tubes: tuple[str, ...]) -> None:
+    @click.option(
+        "--against", "old_file", type=click.Path(dir_okay=False), default=None,
+        help="The configuration in use now: say which tubes FILE moves, and how many jobs sit "
+        "away from their owner under FILE (asks the shards unless --offline).",
+    )  # fmt: skip
+    @click.option("--offline", is_flag=True, help="With --against: do not ask the shards.")
+    def check_config_cmd(
+        file: str, tubes: tuple[str, ...], old_file: str | None, offline: bool
+    ) -> None:
         """Validate a cluster configuration and print where tubes go."""
         from .router import ConfigError, check_config
 
@@ -157,6 +165,89 @@ def _click_main(args: list[str]) -> None:
             click.echo(check_config(file, ("default", *tubes)), nl=False)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
+        if old_file is None:
+            return
+        from .core.rebalance import compare_text
+        from .router import load_config
+        from .router.rebalance import survey
+
+        try:
+            old, new = load_config(old_file), load_config(file)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        plan, found = (None, frozenset[str]()) if offline else survey(new)
+        click.echo(compare_text(old, new, {"default", *tubes, *found}, plan), nl=False)
+
+    @cli.command()
+    @click.option(
+        "-c", "--config", "config_path", required=True,
+        type=click.Path(dir_okay=False), help="The cluster configuration (docs/config.md).",
+    )  # fmt: skip
+    @click.option("--drain", "drain", multiple=True, metavar="NAME",
+                  help="Empty this shard too, as if it were marked 'drain: true'.")  # fmt: skip
+    @click.option("--dry-run", is_flag=True, help="Report what would move; move nothing.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @click.option(
+        "--journal", "journal_path", type=click.Path(dir_okay=False), default=None,
+        help="The journal of moves (default: one per configuration file under "
+        "$XDG_STATE_HOME/beanrouter).",
+    )  # fmt: skip
+    @click.option(
+        "--metrics-file", "metrics_path", type=click.Path(dir_okay=False), default=None,
+        help="Also write the report in Prometheus' text format here (node_exporter textfile).",
+    )  # fmt: skip
+    def rebalance(
+        config_path: str,
+        drain: tuple[str, ...],
+        dry_run: bool,
+        as_json: bool,
+        journal_path: str | None,
+        metrics_path: str | None,
+    ) -> None:
+        """Move jobs to their tube's owner after a configuration change (docs/rebalance.md).
+
+        Exit status: 0 all moved, 1 some left (reserved...), 2 configuration or usage error,
+        3 a shard did not answer.
+        """
+        import json
+
+        from .core.rebalance import EXIT_USAGE
+        from .router import ConfigError, load_config
+        from .router.rebalance import JournalBusy, default_journal_path
+        from .router.rebalance import rebalance as run_rebalance
+
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        journal = journal_path if journal_path is not None else default_journal_path(config_path)
+        try:
+            report = run_rebalance(config, drain=drain, dry_run=dry_run, journal_path=journal)
+        except (ValueError, JournalBusy, OSError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo(
+                "\ninterrupted: the journal keeps any open move; run again to finish", err=True
+            )
+            sys.exit(130)
+        if metrics_path is not None and not dry_run:
+            import os
+            import time
+
+            tmp = f"{metrics_path}.{os.getpid()}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(report.prometheus(time.time()))
+                os.replace(tmp, metrics_path)
+            except OSError as exc:
+                click.echo(f"warning: cannot write {metrics_path}: {exc}", err=True)
+        if as_json:
+            click.echo(json.dumps(report.to_json(), indent=2))
+        else:
+            click.echo(report.render(), nl=False)
+        sys.exit(report.exit_code())
 
     @cli.command()
     @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
