@@ -152,10 +152,7 @@ class Cluster:
         self.by_id: dict[int, ShardState] = {}
         self.config = config
         self._failover = failover
-        self.placement = Placement(
-            [(s.name, s.weight) for s in config.servers],
-            failover=config.failover if failover is None else failover,
-        )
+        self.placement = Placement.from_config(config, failover)
         for sc in config.servers:
             shard = ShardState(sc, self._health())
             self.shards[sc.name] = shard
@@ -343,10 +340,7 @@ class Cluster:
         self._old_placements.append(self.placement)
         del self._old_placements[:-4]
         self.config = config
-        self.placement = Placement(
-            [(s.name, s.weight) for s in config.servers],
-            failover=config.failover if self._failover is None else self._failover,
-        )
+        self.placement = Placement.from_config(config, self._failover)
         for sc in config.servers:
             old = self.shards.get(sc.name)
             if old is not None and old.config == sc:
@@ -388,14 +382,15 @@ class Cluster:
         return placed + tuple(n for n in extra if n not in placed)
 
     def placed(self, tube: str) -> tuple[str, ...]:
-        """``tube``'s preference now and under the earlier configurations this process knows
-        (a reload that moved the tube strands nothing)."""
-        pref = self.placement.preference(tube)
+        """``tube``'s consumer shards by placement: its preference, the shards a draining shard
+        took it from (``Placement.consumers``), and the same under the earlier configurations
+        this process knows (a reload that moved the tube strands nothing)."""
+        pref = self.placement.consumers(tube)
         if not self._old_placements:
             return pref
         names = list(pref)
         for old in self._old_placements:
-            for name in old.preference(tube):
+            for name in old.consumers(tube):
                 if name not in names and name in self.shards:
                     names.append(name)
         return tuple(names)

@@ -204,3 +204,17 @@ def test_a_reserve_waiting_when_a_tube_is_found_looks_again_with_that_shard() ->
     run.reply({})
     assert not run.done and send.link.closed
     assert far in run.data()  # it looks again, there too
+
+
+def test_a_draining_shard_takes_no_puts_and_its_tubes_consumers_still_look_there() -> None:
+    from beanrouter.router.config import config_from_servers
+
+    lines = [f"127.0.0.1:{11300 + i} s{i} id={i}" for i in range(3)]
+    full = Cluster(config_from_servers(lines, failover=1))
+    tube = next(t for t in (f"t{i}" for i in range(1000)) if full.owner(t) == "s1")
+    drained = Cluster(config_from_servers([*lines[:1], lines[1] + " drain=true", lines[2]]))
+    assert "s1" not in drained.preference(tube)
+    target = drained.put_target(tube)
+    assert target is not None and target.name != "s1"
+    assert "s1" in drained.placed(tube) and "s1" in drained.consumer_shards(tube)
+    assert drained.scan_candidates("s1", [tube]) == []  # (not away: placed there)
