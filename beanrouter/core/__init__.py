@@ -7,9 +7,6 @@ are generators of ``Round``s (see ``rounds``) that a shell runs: the blocking ``
 cluster's injected clock. See docs/architecture.md.
 """
 
-# The pure modules the core shares with the library (config, ids, ring, health, errors, merge)
-# live in ``beanrouter.router``, whose package imports the core back: load it first.
-from .. import router as _router  # noqa: F401  (import order)
 from .cluster import Cluster, Metrics, ShardState
 from .links import Link
 from .rounds import Failure, FailureKind, Op, Outcome, Round, Send

@@ -101,6 +101,8 @@ class Metrics:
     give-back): kept off the jobs' ``stats-job`` (``Cluster.unseen``)."""
     strays_found: int = 0
     """Jobs a sentinel caught on a shard away from their tube's owner (``core/sentinel.py``)."""
+    scans: int = 0
+    """Scans for jobs away from their consumer shards (``core/scan.py``)."""
     sweep_retries: int = 0
     """Reserves on the chosen shard that found the job taken by someone else (then retried)."""
     failovers: int = 0
@@ -116,6 +118,9 @@ class Metrics:
     job's hand-out."""
     on_wakeup: Callable[[float], None] | None = field(default=None, compare=False)
     """Called with each wake-up latency (the proxy feeds its histogram)."""
+    on_shard_wakeup: Callable[[str, float], None] | None = field(default=None, compare=False)
+    """Called with the name of the shard that delivered the job and each wake-up latency (the
+    proxy's per-shard histogram, which its console charts)."""
 
 
 class Cluster:
@@ -147,10 +152,7 @@ class Cluster:
         self.by_id: dict[int, ShardState] = {}
         self.config = config
         self._failover = failover
-        self.placement = Placement(
-            [(s.name, s.weight) for s in config.servers],
-            failover=config.failover if failover is None else failover,
-        )
+        self.placement = Placement.from_config(config, failover)
         for sc in config.servers:
             shard = ShardState(sc, self._health())
             self.shards[sc.name] = shard
@@ -168,6 +170,11 @@ class Cluster:
         puts of this process, while no client of it released or buried the job (which may
         change its priority): the cross-shard choice ranks such a job without reading its
         ``stats-job`` (``reserve._choose``)."""
+        self.early: dict[int, str] = {}
+        """Global id -> shard: jobs a blocked reserve handed out before this process had read
+        their put's acknowledgement (the shard answered the reserve first): the wake-up is
+        counted, with latency 0, when the acknowledgement is read (``note_put``). The
+        ``MAX_PUT_ACKED`` most recent."""
         self.unseen: UnseenLedger = BoundedUnseen() if unseen is None else unseen
         """Global id → the ``(reserves, releases, timeouts)`` the shard counted for this
         process's own handling of the job, unseen by any client: a blocking wait's reserve that
@@ -179,11 +186,31 @@ class Cluster:
         unseen through one worker and then delivered through another."""
         self._put_seq = 0
         self.generation = 0
-        """Raised by ``reconfigure``: sessions rebuild their cached maps."""
+        """Raised when a tube's consumer shards may have changed (``reconfigure``, a scan that
+        found jobs away or saw them gone, ``note_scan``): sessions rebuild their cached maps."""
         self.previous: dict[str, tuple[str, ...]] = {}
         """After a reconfiguration: a tube's preference list before it (so consumers keep
         draining the tube's earlier owners)."""
         self._old_placements: list[Placement] = []
+        # ---- jobs away from their consumer shards (``Session.scan``) -------------------------
+        self.found: dict[str, dict[str, int]] = {}
+        """Shard -> ``{tube: jobs}`` for tubes with jobs on a shard that is not one of their
+        consumer shards by placement (``placed``): left there under an earlier configuration,
+        by a process that had an older one, or before a restart that forgot a reload. As
+        found by the last scan of that shard; such a shard is a consumer shard of the tube
+        (``consumer_shards``) until a scan sees no job of the tube there. Nothing is stranded
+        whatever the history of the processes: the shards themselves are asked."""
+        self._found_by_tube: dict[str, tuple[str, ...]] = {}
+        self.scanner = False
+        """Set by a shell that scans in the background (the proxy): sessions then never scan
+        inline, except before the first scan has ended (``scan_due``)."""
+        self.scanned = False
+        """A scan has ended (whatever the shards answered)."""
+        self.scanning = False
+        self.scan_next = 0.0
+        """When the next scan is due (core clock)."""
+        self.on_scan_due: Callable[[], None] | None = None
+        """Shell hook: a scan is due now (a shard came back up, a reconfiguration)."""
         # ---- away coverage (``sentinel``): see the module ``core/sentinel.py`` ---------------
         self.sentinels = False
         """Set by a shell that runs a sentinel per shard (``sentinel.sentinel``): sessions then
@@ -313,10 +340,7 @@ class Cluster:
         self._old_placements.append(self.placement)
         del self._old_placements[:-4]
         self.config = config
-        self.placement = Placement(
-            [(s.name, s.weight) for s in config.servers],
-            failover=config.failover if self._failover is None else self._failover,
-        )
+        self.placement = Placement.from_config(config, self._failover)
         for sc in config.servers:
             old = self.shards.get(sc.name)
             if old is not None and old.config == sc:
@@ -325,6 +349,7 @@ class Cluster:
             self.shards[sc.name] = shard
             self.by_id[sc.id] = shard
         self.generation += 1
+        self._scan_soon()
 
     def preference(self, tube: str) -> tuple[str, ...]:
         """Where puts to ``tube`` go: its owner, then its failover successors."""
@@ -348,17 +373,82 @@ class Cluster:
         )
 
     def consumer_shards(self, tube: str) -> tuple[str, ...]:
-        """Where consumers of ``tube`` look: its preference now and under earlier configurations
-        (a reload that moved the tube strands nothing)."""
-        pref = self.placement.preference(tube)
+        """Where consumers of ``tube`` look: its placed shards (``placed``), then the shards a
+        scan found its jobs on (``found``): nothing is stranded."""
+        placed = self.placed(tube)
+        extra = self._found_by_tube.get(tube)
+        if extra is None:
+            return placed
+        return placed + tuple(n for n in extra if n not in placed)
+
+    def placed(self, tube: str) -> tuple[str, ...]:
+        """``tube``'s consumer shards by placement: its preference, the shards a draining shard
+        took it from (``Placement.consumers``), and the same under the earlier configurations
+        this process knows (a reload that moved the tube strands nothing)."""
+        pref = self.placement.consumers(tube)
         if not self._old_placements:
             return pref
         names = list(pref)
         for old in self._old_placements:
-            for name in old.preference(tube):
+            for name in old.consumers(tube):
                 if name not in names and name in self.shards:
                     names.append(name)
         return tuple(names)
+
+    # ---- jobs away from their consumer shards -------------------------------------------------
+
+    def scan_due(self) -> bool:
+        """Whether a session should scan before it looks for a tube's jobs: before the first
+        scan has ended, and then when one is due, unless a shell scans in the background."""
+        if not self.scanned:
+            return True
+        return not self.scanner and not self.scanning and self.scan_next <= self.clock()
+
+    def scan_candidates(self, shard: str, tubes: list[str]) -> list[str]:
+        """Of the tubes ``shard`` lists, those whose jobs there a scan must count: the shard is
+        not one of their placed shards."""
+        return [t for t in tubes if shard not in self.placed(t)]
+
+    def note_scan(self, shard: str, jobs: dict[str, int]) -> None:
+        """A scan counted ``jobs`` (tube -> jobs in any state) on ``shard`` for every tube of
+        it that is not placed there. Tubes newly found make the shard one of their consumer
+        shards: sessions waiting on them look again (``on_uncovered``), and the shard's
+        sentinel covers them; tubes no longer found there are dropped."""
+        old = self.found.get(shard, {})
+        new = {tube: n for tube, n in jobs.items() if n > 0}
+        if new:
+            self.found[shard] = new
+        else:
+            self.found.pop(shard, None)
+        if new.keys() == old.keys():
+            return
+        by_tube: dict[str, list[str]] = {}
+        for name in self.shards:  # (configuration order)
+            for tube in self.found.get(name, ()):
+                by_tube.setdefault(tube, []).append(name)
+        self._found_by_tube = {tube: tuple(names) for tube, names in by_tube.items()}
+        self.generation += 1
+        self.coverage_gen += 1
+        self._wanted_changed((shard,))
+        if self.on_uncovered is not None:
+            for tube in new.keys() - old.keys():
+                self.on_uncovered(shard, tube)
+
+    def scan_ended(self) -> None:
+        """A scan ended: the next is due ``stray_scan_interval`` seconds from now."""
+        self.scanned = True
+        self.scanning = False
+        self.scan_next = self.clock() + self.config.stray_scan_interval
+
+    def away_jobs(self) -> int:
+        """Jobs the last scans found away from their consumer shards."""
+        return sum(sum(tubes.values()) for tubes in self.found.values())
+
+    def _scan_soon(self) -> None:
+        """A scan is due now (a shard came back up, a reconfiguration)."""
+        self.scan_next = min(self.scan_next, self.clock())
+        if self.on_scan_due is not None:
+            self.on_scan_due()
 
     def shard_of(self, job_id: int) -> tuple[ShardState, int]:
         """The shard and local id of a global job id.
@@ -387,10 +477,33 @@ class Cluster:
             if len(meta) > MAX_PUT_META:
                 del meta[next(iter(meta))]
         if delay is not None:
+            shard = self.early.pop(job_id, None) if self.early and not delay else None
+            if shard is not None:  # handed out to a waiting reserve already
+                self.observe_wakeup(shard, 0.0)
+                return
             acked = self.put_acked
             acked[job_id] = self.clock() + delay
             if len(acked) > MAX_PUT_ACKED:
                 del acked[next(iter(acked))]
+
+    def observe_wakeup(self, shard: str, latency: float) -> None:
+        """A blocked reserve was handed a job that became ready while it waited, ``latency``
+        seconds after the put's acknowledgement (plus its delay), from ``shard``."""
+        m = self.metrics
+        m.wakeups += 1
+        m.wakeup_seconds += latency
+        if m.on_wakeup is not None:
+            m.on_wakeup(latency)
+        if m.on_shard_wakeup is not None:
+            m.on_shard_wakeup(shard, latency)
+
+    def delivered_early(self, job_id: int, shard: str) -> None:
+        """A blocked reserve was handed ``job_id`` while its put, if this process made it, was
+        not acknowledged yet (see ``early``)."""
+        early = self.early
+        early[job_id] = shard
+        if len(early) > MAX_PUT_ACKED:
+            del early[next(iter(early))]
 
     def note_unseen(
         self, job_id: int, reserves: int = 1, releases: int = 0, timeouts: int = 0
@@ -412,11 +525,12 @@ class Cluster:
         self.note_success(shard)
 
     def note_success(self, shard: ShardState) -> None:
-        """``shard`` answered: it is up (again)."""
+        """``shard`` answered: it is up (again); a scan looks at it soon."""
         down = shard.health.down
         shard.health.success()
         if down:
             self._health_changed()
+            self._scan_soon()
 
     def note_failure(self, shard: ShardState, reason: str) -> None:
         down = shard.health.down

@@ -69,6 +69,7 @@ from ..router.errors import ShardUnavailable
 from .cluster import Cluster, ShardState
 from .links import Link
 from .rounds import Failure, Op, Round, Send
+from .scan import scan
 from .session import DEFAULT_PRIORITY, Held, Session
 
 __all__ = [
@@ -223,6 +224,8 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
         ShardUnavailable: no shard that holds a watched tube can be reached.
     """
     cl = s.cluster
+    if cl.scan_due():  # jobs away from their tube's placed shards (``core/scan.py``)
+        yield from scan(s)
     start = cl.clock()
     if timeout is not None and not timeout < math.inf:
         timeout = None if timeout == math.inf else 0.0  # inf waits forever; NaN does not
@@ -238,7 +241,7 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
             # the link failed or answered nonsense: the usual path, on a new link
     yield from expire(s, start)
     wmap = s.watch_map()
-    if len(wmap) > 1 or len(s.held) >= HELD_FAST_MAX or (s.partial and s.held):
+    if s.held and (len(wmap) > 1 or len(s.held) >= HELD_FAST_MAX or s.partial or s.cancellable):
         # DEADLINE_SOON over several shards (or beside the main link) needs every held TTR
         yield from learn(s)
     adopted = yield from _resume_lingering(s, wmap)
@@ -329,6 +332,8 @@ def _exact_shard(s: Session, now: float) -> ShardState | None:
     a proxy session, nothing prefetched or lingering, fewer than ``HELD_FAST_MAX`` held jobs,
     the shard up."""
     if s.cancellable or s.prefetched or s.lingering or len(s.held) >= HELD_FAST_MAX:
+        return None
+    if s.cluster.scan_due():  # (``reserve`` scans first)
         return None
     wmap = s.watch_map()
     if len(wmap) != 1:
@@ -435,9 +440,11 @@ def exact_now_done(s: Session, link: Link, result: list[Reply] | Failure | None)
 
 
 def hold(s: Session, link: Link, reply: Reserved) -> Reserved:
-    """Hand out a job the proxy's exact one-shard reserve got on ``link``, without reading its
-    ``stats-job``: its TTR matters only to DEADLINE_SOON over several shards and to forgetting it
-    when it runs out, so it is read when one of those needs it (``learn``). The shard's own
+    """Hand out a job a reserve got alone on ``link`` (``Session.lazy_hold``), without reading
+    its ``stats-job``: its TTR matters only to DEADLINE_SOON and to forgetting it when it runs
+    out, its priority only to a ``release``/``bury`` without one, so they are read when needed
+    (``learn``: a reserve while the session holds it beside the wait's link, or over several
+    shards; ``Session._own_priority``). On the proxy's exact one-shard link the shard's own
     DEADLINE_SOON covers it meanwhile."""
     gid = ids.encode(link.shard.id, reply.id)
     old = s.held.pop(gid, None)
@@ -559,7 +566,7 @@ def _sweep(
             same = ids.encode(shard.id, last.id) == best.job_id
             known = best.stats if same and best.stats else None
             # The proxy hands the job out at once, its TTR read only when needed (``hold``).
-            got = yield from _settle_winners(s, [(link, last)], known, lazy=not s.cancellable)
+            got = yield from _settle_winners(s, [(link, last)], known, lazy=s.lazy_hold)
             if got is not None:
                 return got
             continue
@@ -859,10 +866,9 @@ def _settle_winners(
     lazy: bool = False,
 ) -> Op[Reply | None]:
     """Jobs just reserved on the session's behalf: hand out the most urgent, keep the others as
-    prefetched. None: every winner vanished (its link failed). ``lazy``: the proxy's exact
-    one-shard wait, whose single job is handed out at once, its TTR read only when needed
-    (``hold``)."""
-    if lazy and len(winners) == 1:
+    prefetched. None: every winner vanished (its link failed). ``lazy``: a single job whose
+    stats are not ``known`` is handed out at once, its TTR read only when needed (``hold``)."""
+    if lazy and len(winners) == 1 and known is None:
         link, reply = winners[0]
         return hold(s, link, reply)
     kept = yield from _adopt(s, winners, known)
@@ -901,9 +907,11 @@ def _wait(
     idle_seen: set[str] = set()
     pending = list(relevant)
     exact = len(relevant) == 1 and not s.cancellable and not s.partial
+    lazy = exact or s.lazy_hold  # (a job that wins alone: ``hold``)
     # Shards left out because sentinels cover them: when one is uncovered (a job arrived
     # there), the shell ends the round early and the waits are cancelled to look again.
-    covering = cl.sentinels and s.partial
+    # (A scan that finds a watched tube's jobs on a new shard ends the round the same way.)
+    covering = cl.sentinels
     gen = cl.coverage_gen
     try:
         while True:
@@ -966,7 +974,7 @@ def _wait(
                 # docstring); the other waits linger or are cancelled.
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 if winners:  # a job and a shard's DEADLINE_SOON at once: the job wins
-                    got = yield from _settle_winners(s, winners, lazy=exact)
+                    got = yield from _settle_winners(s, winners, lazy=lazy)
                     observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
@@ -986,7 +994,7 @@ def _wait(
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
                 if winners:
-                    got = yield from _settle_winners(s, winners, lazy=exact)
+                    got = yield from _settle_winners(s, winners, lazy=lazy)
                     observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
@@ -1008,18 +1016,18 @@ def observe_wakeup(s: Session, reply: Reply | None, begun: float) -> None:
     """A blocked reserve handed out a job: when the job became ready while it waited (a fresh
     job this process put, ``Held.ready_at``), count the wake-up latency — from the put's
     acknowledgement (plus its delay) to now. Jobs from other clients of the shards, and jobs
-    ready before the wait began, have no such time and are not counted."""
+    ready before the wait began, have no such time and are not counted; a job handed out before
+    this process read its put's acknowledgement is counted when it does (``Cluster.early``)."""
     if not isinstance(reply, Reserved):
         return
     held = s.held.get(reply.id)
-    if held is None or held.ready_at is None or held.ready_at < begun:
+    if held is None:
         return
-    latency = max(0.0, s.cluster.clock() - held.ready_at)
-    m = s.cluster.metrics
-    m.wakeups += 1
-    m.wakeup_seconds += latency
-    if m.on_wakeup is not None:
-        m.on_wakeup(latency)
+    if held.ready_at is None:  # not put by this process, or its put's answer not read yet
+        s.cluster.delivered_early(reply.id, held.link.shard.name)
+        return
+    if held.ready_at >= begun:
+        s.cluster.observe_wakeup(held.link.shard.name, max(0.0, s.cluster.clock() - held.ready_at))
 
 
 def _collect(
@@ -1236,7 +1244,7 @@ def _time_out(
     yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
     yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
     if winners:
-        got = yield from _settle_winners(s, winners, lazy=len(relevant) == 1 and not s.cancellable)
+        got = yield from _settle_winners(s, winners, lazy=s.lazy_hold)
         return got if got is not None else TIMED_OUT
     if not cancelled and idle_seen == {sh.name for sh in relevant}:
         s.idle_at = cl.clock()

@@ -172,6 +172,11 @@ class Session:
         wait round early when one of them is uncovered (``Cluster.on_uncovered``)."""
         self.counted = counted
         """Its watch list counts in ``Cluster.watchers`` (not a sentinel's own session)."""
+        self.lazy_hold = not cancellable
+        """A job a reserve got alone is handed out without its ``stats-job`` (``reserve.hold``):
+        its TTR, priority and tube are read when needed (``reserve.learn``: DEADLINE_SOON, a
+        ``release``/``bury`` without a priority). The proxy's clients never need them; the
+        blocking ``Router`` sets it too (its ``Job`` reads them when asked)."""
         if counted:
             cluster.watched("default", 1)
         self.rr = 0
@@ -692,8 +697,7 @@ class Session:
         """``release`` (``priority`` None: the job's own): ``RELEASED``/``BURIED``/``NOT_FOUND``."""
         _, local = self.cluster.shard_of(job_id)
         if priority is None:
-            held = self.held.get(job_id)
-            priority = held.priority if held is not None else DEFAULT_PRIORITY
+            priority = yield from self._own_priority(job_id)
         data = Release(local, priority, delay).encode()
         reply = yield from self._job_command(job_id, data, "release", True)
         self._unhold(job_id)
@@ -705,14 +709,24 @@ class Session:
         """``bury`` (``priority`` None: the job's own): ``BURIED`` or ``NOT_FOUND``."""
         _, local = self.cluster.shard_of(job_id)
         if priority is None:
-            held = self.held.get(job_id)
-            priority = held.priority if held is not None else DEFAULT_PRIORITY
+            priority = yield from self._own_priority(job_id)
         data = Bury(local, priority).encode()
         reply = yield from self._job_command(job_id, data, "bury", True)
         self._unhold(job_id)
         if isinstance(reply, BuriedReply):
             return BuriedReply()
         return reply
+
+    def _own_priority(self, job_id: int) -> Op[int]:
+        """The priority of a job the session holds (read first when it was handed out without
+        it: ``lazy_hold``), else ``DEFAULT_PRIORITY``."""
+        held = self.held.get(job_id)
+        if held is not None and not held.ttr:
+            from .reserve import learn
+
+            yield from learn(self)
+            held = self.held.get(job_id)
+        return held.priority if held is not None else DEFAULT_PRIORITY
 
     def touch(self, job_id: int) -> Op[Reply]:
         """``touch``: ``TOUCHED`` or ``NOT_FOUND``."""
@@ -773,7 +787,12 @@ class Session:
 
     # ---- the used tube over its shards ------------------------------------------------------
 
-    def _tube_shards(self, tube: str) -> list[ShardState]:
+    def _tube_shards(self, tube: str) -> Op[list[ShardState]]:
+        """The consumer shards of ``tube``, after a scan when one is due (``core/scan.py``)."""
+        if self.cluster.scan_due():
+            from .scan import scan
+
+            yield from scan(self)
         return [self.cluster.shards[n] for n in self.cluster.consumer_shards(tube)]
 
     def peek_state(self, state: str) -> Op[tuple[Reply, dict[str, StatValue] | None]]:
@@ -785,7 +804,8 @@ class Session:
         """
         command = {"ready": PeekReady(), "delayed": PeekDelayed(), "buried": PeekBuried()}[state]
         tube = self.using
-        results = yield from self.broadcast(self._tube_shards(tube), command.encode(), 1, use=tube)
+        shards = yield from self._tube_shards(tube)
+        results = yield from self.broadcast(shards, command.encode(), 1, use=tube)
         found: list[tuple[ShardState, Found]] = []
         for shard, replies, _ in results:
             if replies is None:
@@ -826,7 +846,7 @@ class Session:
         Kick(bound)
         tube = self.using
         total = 0
-        for shard in self._tube_shards(tube):
+        for shard in (yield from self._tube_shards(tube)):
             if total >= bound:
                 break
             results = yield from self.broadcast([shard], Kick(bound - total).encode(), 1, use=tube)

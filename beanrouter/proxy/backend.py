@@ -27,6 +27,7 @@ from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, extend, extendable, plan
 from ..core.cluster import ShardState, UnseenLedger
 from ..core.reserve import stream_link
+from ..core.scan import scan
 from ..core.sentinel import sentinel
 from ..router.aio_driver import AsyncDriver, LinkPool, Posted, answers
 from ..router.errors import RouterError
@@ -392,6 +393,8 @@ class CoreBackend:
         """Tries the shards marked down in the background (``_probe_down_shards``)."""
         self._sentinels: dict[str, tuple[AsyncDriver, asyncio.Task[None]]] = {}
         """Per shard: the sentinel's driver and task (``core/sentinel.py``)."""
+        self._scanner: tuple[AsyncDriver, asyncio.Task[None]] | None = None
+        """The background scan for jobs away from their consumer shards (``core/scan.py``)."""
 
     def tube_clients(self, tube: str) -> dict[str, StatValue]:
         """``current-using``, ``current-watching``, ``current-waiting`` of ``tube``: clients."""
@@ -410,6 +413,7 @@ class CoreBackend:
             self._prober = asyncio.get_running_loop().create_task(self._probe_down_shards())
             self.cluster.probing = True
             self._start_sentinels()
+            self._start_scanner()
         return CoreSession(self, counters)  # it joins ``sessions`` until it closes
 
     def _start_sentinels(self) -> None:
@@ -457,6 +461,36 @@ class CoreBackend:
             except Exception:  # a bug: logged, and the sentinel starts again
                 log.exception("the sentinel of shard %s failed", name)
             await asyncio.sleep(max(0.05, cluster.config.server_retry_timeout))
+
+    def _start_scanner(self) -> None:
+        """Scan now (the sessions that look for jobs before it ends scan themselves), then
+        every ``stray_scan_interval`` seconds, and at once when a shard comes back up or the
+        configuration is reloaded (``Cluster.on_scan_due``)."""
+        cluster = self.cluster
+        cluster.scanner = True
+        wake = asyncio.Event()
+        cluster.on_scan_due = wake.set
+        session = Session(cluster, counted=False)
+        config = cluster.config
+        driver = AsyncDriver(session, config.connect_timeout, config.timeout, cluster.clock)
+        task = asyncio.get_running_loop().create_task(self._run_scanner(driver, wake))
+        self._scanner = (driver, task)
+
+    async def _run_scanner(self, driver: AsyncDriver, wake: asyncio.Event) -> None:
+        cluster = self.cluster
+        while True:
+            wake.clear()  # (set again while it scans: it scans again)
+            try:
+                await driver.run(scan(driver.session))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: logged, and the next scan is on time
+                log.exception("the scan for jobs away from their shards failed")
+                cluster.scan_ended()
+            await asyncio.sleep(0.05)  # (a shard that flaps does not make it spin)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, cluster.scan_next - cluster.clock())):
+                    await wake.wait()
 
     async def _stop_sentinels(self) -> None:
         for driver, task in self._sentinels.values():
@@ -524,6 +558,11 @@ class CoreBackend:
                 "Jobs a sentinel found on a shard away from their tube's owner.",
                 "strays_found",
             ),
+            (
+                "stray_scans_total",
+                "Scans of the shards for jobs away from their tube's placed shards.",
+                "scans",
+            ),
             ("failovers_total", "Puts stored on a shard other than the tube's owner.", "failovers"),
             ("put_uncertain_total", "Puts whose reply was lost (fate unknown).", "put_uncertain"),
         ]
@@ -531,12 +570,22 @@ class CoreBackend:
         link_failures = registry.counter(
             "shard_link_failures_total", "Shard connections that failed, by shard.", ["shard"]
         )
+        away = registry.gauge(
+            "jobs_away",
+            "Jobs the last scan found on a shard where no placement puts their tube, by shard"
+            " (consumers look there until they are gone; beanrouter rebalance moves them home).",
+            ["shard"],
+        )
+        cluster = self.cluster
 
         def collect() -> None:
             for family, attr in families:
                 family.set_total((), float(getattr(m, attr)))
             for shard, count in m.link_failures.items():
                 link_failures.set_total((shard,), float(count))
+            away.clear()
+            for sc in cluster.config.servers:
+                away.set(float(sum(cluster.found.get(sc.name, {}).values())), (sc.name,))
 
         registry.add_collector(collect)
         wakeup = registry.histogram(
@@ -545,6 +594,12 @@ class CoreBackend:
             " job they got, plus its delay, to its hand-out.",
         )
         m.on_wakeup = wakeup.observe
+        by_shard = registry.histogram(
+            "reserve_wakeup_shard_seconds",
+            "reserve_wakeup_seconds by the shard that delivered the job.",
+            ["shard"],
+        )
+        m.on_shard_wakeup = lambda shard, seconds: by_shard.observe(seconds, (shard,))
 
     async def reload(self, config: ClusterConfig) -> None:
         self.cluster.reconfigure(config)
@@ -552,6 +607,10 @@ class CoreBackend:
             await self._stop_sentinels()
             for name in list(self.cluster.shards):
                 self._start_sentinel(name)
+
+    def shard_errors(self) -> dict[str, str]:
+        """The last link error the routing core saw on each shard ("" for none)."""
+        return {name: s.health.last_error for name, s in self.cluster.shards.items()}
 
     def shard_health(self) -> list[tuple[str, bool]]:
         now = self.cluster.clock()
@@ -572,6 +631,9 @@ class CoreBackend:
             "preference": list(pref),
             "puts_go_to": takes,
             "consumers_watch": list(self.cluster.consumer_shards(tube)),
+            "jobs_away": {
+                name: jobs[tube] for name, jobs in self.cluster.found.items() if tube in jobs
+            },
             "shards": {
                 n: {
                     "id": self.cluster.shards[n].id,
@@ -589,6 +651,13 @@ class CoreBackend:
                 await self._prober
             self._prober = None
         await self._stop_sentinels()
+        if self._scanner is not None:
+            driver, task = self._scanner
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            driver.close()
+            self._scanner = None
         self.pool.close()
 
 

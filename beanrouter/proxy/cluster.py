@@ -59,7 +59,8 @@ DEFAULT_SHARDS: Final = 3
 MAX_SHARDS: Final = 256
 EXTRA_USAGE: Final = (
     f" --shards N      number of bundled shards (default is {DEFAULT_SHARDS})\n"
-    " --http-port P   serve /healthz, /metrics and /route on port P (default: off)\n"
+    " --http-port P   serve the console, /healthz, /metrics and /route on port P (default: off)\n"
+    " --http-admin    allow the console's admin actions (kick, delete, pause; default: read-only)\n"
     " --http-addr A   address of the HTTP port (default is 127.0.0.1)\n"
     " --help          show this help (as -h)\n"
 )
@@ -68,13 +69,14 @@ EXTRA_USAGE: Final = (
 class ClusterOptions:
     """What ``beanrouter cluster``'s command line asked for."""
 
-    __slots__ = ("http_addr", "http_port", "server", "shards")
+    __slots__ = ("http_addr", "http_admin", "http_port", "server", "shards")
 
     def __init__(self, server: ServerOptions) -> None:
         self.server = server
         self.shards = DEFAULT_SHARDS
         self.http_addr = "127.0.0.1"
         self.http_port: int | None = None
+        self.http_admin = False
 
 
 def _usage_error(progname: str, message: str) -> UsageExit:
@@ -93,6 +95,9 @@ def parse_cluster_args(argv: list[str], progname: str = "beanrouter cluster") ->
         i += 1
         if word == "--help":  # ours, unlike the server's parser (beanstalkd: "unknown flag")
             rest.append("-h")
+            continue
+        if word == "--http-admin":
+            longs[word] = ""
             continue
         name, eq, value = word.partition("=")
         if name in ("--shards", "--http-port", "--http-addr"):
@@ -121,6 +126,7 @@ def parse_cluster_args(argv: list[str], progname: str = "beanrouter cluster") ->
         if not text.isdigit() or int(text) > 65535:
             raise _usage_error(progname, f"invalid port: {text}")
         opts.http_port = int(text)
+    opts.http_admin = "--http-admin" in longs
     if "--http-addr" in longs:
         opts.http_addr = longs["--http-addr"]
     return opts

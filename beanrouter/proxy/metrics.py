@@ -241,6 +241,16 @@ class Registry:
         assert isinstance(family, Histogram)
         return family
 
+    def find(self, name: str) -> Counter | Gauge | Histogram | None:
+        """The family ``beanrouter_<name>`` if registered (values as of the last ``collect``)."""
+        family = self._families.get(name if name.startswith(PREFIX) else PREFIX + name)
+        return family if isinstance(family, Counter | Gauge | Histogram) else None
+
+    def collect(self) -> None:
+        """Run the collectors (copy the live values in), as ``render`` does."""
+        for collect in self._collectors:
+            collect()
+
     def add_collector(self, collect: Callable[[], None]) -> None:
         """Run ``collect`` before every render (to copy live values into families)."""
         self._collectors.append(collect)

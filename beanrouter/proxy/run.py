@@ -19,16 +19,18 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from ..router.config import ClusterConfig, load_config
 from ..router.errors import ConfigError
 from ..server.listen import ListenError, bind, inherited_socket
 from .app import DEFAULT_GRACE, ProxyServer
-from .http import HttpEndpoint
 from .seam import BackendFactory
 from .stats import ProxyStats
 from .workers import DRAIN_ENV
+
+if TYPE_CHECKING:
+    from .http import HttpEndpoint
 
 __all__ = [
     "BACKEND_ENV",
@@ -93,6 +95,7 @@ async def serve(
     stats: ProxyStats,
     config_path: str | None = None,
     http_sock: socket.socket | None = None,
+    http_admin: bool = False,
     grace: float = DEFAULT_GRACE,
     ready: Callable[[ProxyServer], None] | None = None,
 ) -> None:
@@ -105,7 +108,11 @@ async def serve(
     try:
         await proxy.start(sock)
         if http_sock is not None:
-            http = HttpEndpoint(proxy)
+            # Imported here: the HTTP port (and its console, with hmac, OpenSSL's libcrypto,
+            # ipaddress, urllib.parse) is off by default, and costs start-up time.
+            from .http import HttpEndpoint
+
+            http = HttpEndpoint(proxy, admin=http_admin)
             await http.start(http_sock)
         if ready is not None:
             ready(proxy)
@@ -132,6 +139,7 @@ def run_proxy(
     *,
     http_addr: str = "127.0.0.1",
     http_port: int | None = None,
+    http_admin: bool = False,
     max_job_size: int,
     reuse_port: bool = False,
     grace: float = DEFAULT_GRACE,
@@ -181,6 +189,7 @@ def run_proxy(
             stats=stats,
             config_path=config_path,
             http_sock=http_sock,
+            http_admin=http_admin,
             grace=grace,
             ready=ready,
         )

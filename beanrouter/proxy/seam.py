@@ -24,16 +24,16 @@ it takes (``counted``) just before running it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ..protocol import Command
+    from ..protocol import Command, StatValue
     from ..router.config import ClusterConfig
     from .stats import ProxyStats
 
-__all__ = ["Backend", "BackendFactory", "ClientSession"]
+__all__ = ["Backend", "BackendFactory", "ClientSession", "Introspective"]
 
 
 class ClientSession(Protocol):
@@ -149,6 +149,19 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """The proxy is stopping; every session has been closed already."""
+        ...
+
+
+@runtime_checkable
+class Introspective(Protocol):
+    """What a backend may also tell the console (``proxy/console``); optional."""
+
+    def tube_clients(self, tube: str) -> dict[str, StatValue]:
+        """``current-using``, ``current-watching``, ``current-waiting``: the proxy's clients."""
+        ...
+
+    def shard_errors(self) -> dict[str, str]:
+        """The last error the backend saw on each shard ("" for none)."""
         ...
 
 

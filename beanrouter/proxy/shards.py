@@ -399,7 +399,15 @@ async def _serve(
             )
 
     try:
-        await serve(sock, config, factory, stats=stats, http_sock=http_sock, ready=ready)
+        await serve(
+            sock,
+            config,
+            factory,
+            stats=stats,
+            http_sock=http_sock,
+            http_admin=opts.http_admin,
+            ready=ready,
+        )
     finally:
         keeper.cancel()
         loop.remove_signal_handler(signal.SIGCHLD)

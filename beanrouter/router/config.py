@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _DEFAULT_RETRY = 0.5
 _DEFAULT_RETRY_MAX = 5.0
 
@@ -59,6 +60,10 @@ class ShardConfig:
         id: stable numeric id in 0..32767, encoded in global job ids.
         id_derived: True when ``id`` was derived from ``name`` rather than given.
         line: 1-based line of the entry in the configuration file; None for Python values.
+        drain: True when the shard is being emptied: it is left off the ring (it takes no new
+            puts, and tubes it owned go to the owners the ring without it gives), but consumers
+            still look at it for the tubes it held until ``beanrouter rebalance`` has emptied it
+            (``Placement.consumers``).
     """
 
     name: str
@@ -68,6 +73,7 @@ class ShardConfig:
     id: int = 0
     id_derived: bool = False
     line: int | None = None
+    drain: bool = False
 
     @property
     def address(self) -> str:
@@ -91,6 +97,8 @@ class ClusterConfig:
             probe).
         server_retry_timeout_max: upper bound of the probe interval.
         server_retry_jitter: probe intervals are multiplied by a random factor in 1 +/- jitter.
+        stray_scan_interval: seconds between two looks for jobs on shards outside their tube's
+            consumer shards (``Session.scan``).
         hash: the key hash (only ``md5``, ketama's).
         distribution: the placement (only ``ketama``).
         source: the file the configuration came from, if any.
@@ -104,9 +112,15 @@ class ClusterConfig:
     server_retry_timeout: float = _DEFAULT_RETRY
     server_retry_timeout_max: float = _DEFAULT_RETRY_MAX
     server_retry_jitter: float = 0.2
+    stray_scan_interval: float = 30.0
     hash: str = "md5"
     distribution: str = "ketama"
     source: str | None = field(default=None, compare=False)
+
+    @property
+    def draining(self) -> tuple[str, ...]:
+        """Names of the shards marked ``drain: true`` (off the ring, still read by consumers)."""
+        return tuple(s.name for s in self.servers if s.drain)
 
 
 _TOP_FIELDS = (
@@ -118,10 +132,11 @@ _TOP_FIELDS = (
     "server_retry_timeout",
     "server_retry_timeout_max",
     "server_retry_jitter",
+    "stray_scan_interval",
     "hash",
     "distribution",
 )
-_SERVER_FIELDS = ("address", "host", "port", "weight", "name", "id")
+_SERVER_FIELDS = ("address", "host", "port", "weight", "name", "id", "drain")
 
 
 class _Ctx:
@@ -184,6 +199,12 @@ class _Ctx:
         if not text or any(c.isspace() for c in text):
             raise self.error(f"must be a non-empty word without spaces, got {text!r}", node, field)
         return text
+
+    def boolean(self, node: Node, field: str) -> bool:
+        value = self.scalar(node, field)
+        if not isinstance(value, bool):
+            raise self.error(f"must be true or false, got {value!r}", node, field)
+        return value
 
     def string_line(self, node: Node, field: str) -> str:
         value = self.scalar(node, field)
@@ -271,8 +292,17 @@ def _server_line(ctx: _Ctx, text: str, node: Node, field: str) -> ShardConfig:
         weight = int(weight_text)
     name: str | None = None
     shard_id: int | None = None
+    drain: bool | None = None
     for token in tokens[1:]:
-        if token.startswith("id="):
+        if token.startswith("drain="):
+            if drain is not None:
+                raise ctx.error("drain given twice", node, field + ".drain")
+            value = token[6:].lower()
+            if value not in _BOOL_WORDS:
+                raise ctx.error(f"drain must be true or false, got {token[6:]!r}", node,
+                                field + ".drain")  # fmt: skip
+            drain = _BOOL_WORDS[value]
+        elif token.startswith("id="):
             if shard_id is not None:
                 raise ctx.error("id given twice", node, field + ".id")
             digits = token[3:]
@@ -285,11 +315,17 @@ def _server_line(ctx: _Ctx, text: str, node: Node, field: str) -> ShardConfig:
             name = token
         else:
             raise ctx.error(f"unexpected word {token!r} after the name", node, field)
-    return _shard(host, port, weight, name, shard_id, ctx.line(node))
+    return _shard(host, port, weight, name, shard_id, ctx.line(node), bool(drain))
 
 
 def _shard(
-    host: str, port: int, weight: int, name: str | None, shard_id: int | None, line: int | None
+    host: str,
+    port: int,
+    weight: int,
+    name: str | None,
+    shard_id: int | None,
+    line: int | None,
+    drain: bool = False,
 ) -> ShardConfig:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     name = name if name is not None else address
@@ -302,6 +338,7 @@ def _shard(
         id=derive_shard_id(name) if shard_id is None else shard_id,
         id_derived=derived,
         line=line,
+        drain=drain,
     )
 
 
@@ -328,7 +365,8 @@ def _server_mapping(ctx: _Ctx, node: Node, field: str) -> ShardConfig:
         weight = ctx.integer(fields["weight"], field + ".weight", 1)
     name = ctx.string(fields["name"], field + ".name") if "name" in fields else None
     shard_id = ctx.integer(fields["id"], field + ".id", 0, MAX_SHARD_ID) if "id" in fields else None
-    return _shard(host, port, weight, name, shard_id, ctx.line(node))
+    drain = ctx.boolean(fields["drain"], field + ".drain") if "drain" in fields else False
+    return _shard(host, port, weight, name, shard_id, ctx.line(node), drain)
 
 
 def _check_unique(ctx: _Ctx, shards: Sequence[ShardConfig], nodes: Sequence[Node]) -> None:
@@ -387,10 +425,19 @@ def _build(ctx: _Ctx, root: Node | None) -> ClusterConfig:
         else:
             raise ctx.error("must be a server line or a mapping", item, f)
     _check_unique(ctx, shards, snode.value)
+    if all(s.drain for s in shards):
+        raise ctx.error("every shard is marked drain: at least one must take puts", snode,
+                        "servers")  # fmt: skip
     kwargs: dict[str, Any] = {}
     if "failover" in fields:
         kwargs["failover"] = ctx.integer(fields["failover"], "failover", 0)
-    for key in ("connect_timeout", "timeout", "server_retry_timeout", "server_retry_timeout_max"):
+    for key in (
+        "connect_timeout",
+        "timeout",
+        "server_retry_timeout",
+        "server_retry_timeout_max",
+        "stray_scan_interval",
+    ):
         if key in fields:
             kwargs[key] = ctx.seconds(fields[key], key)
     if "server_failure_limit" in fields:

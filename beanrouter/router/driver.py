@@ -2,22 +2,22 @@
 
 ``Driver.run(op)`` performs each ``Round`` the operation yields: connects links on first use
 (``Connection``), sends, and reads the replies (one link: plain blocking reads bounded by the
-reply timeout; several: ``selectors``; a *wait*: ``selectors`` until one link completes or the
+reply timeout; several: ``poll``; a *wait*: ``poll`` until one link completes or the
 round's deadline). It makes no routing decision: what to send where, and what the replies mean,
 is the core's.
 
 Threads: a ``Driver`` is used by one thread, with one exception: ``close()`` may be called from
 another thread or from a signal handler while ``run`` waits. It then only marks the driver closed
 and wakes the wait (through a socket pair); the running thread raises ``RouterError`` and closes
-every link as ``run`` returns: closing a socket another thread waits on would silently drop it
-from that thread's epoll set and leave it blocked forever.
+every link as ``run`` returns: closing a socket another thread waits on would leave that thread
+polling a closed (or reused) file descriptor.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import selectors
+import select
 import socket
 import threading
 import time
@@ -37,7 +37,15 @@ __all__ = ["Driver"]
 T = TypeVar("T")
 
 _MAX_SELECT = 3600.0
-"""Longest single ``select`` (epoll refuses timeouts past ~24 days; waking early sends nothing)."""
+"""Longest single ``poll`` (waking early sends nothing)."""
+_READABLE = select.POLLIN | select.POLLPRI
+
+
+def _ms(seconds: float) -> int:
+    """A ``poll`` timeout: whole milliseconds, rounded up (never a busy loop on a sub-ms wait)."""
+    return math.ceil(seconds * 1000)
+
+
 CANCEL_READ = 0.5
 """Seconds a cancelled wait's last replies are waited for (``Driver._read_out``): a healthy
 shard answers a half-closed reserve at once; the caller waits meanwhile."""
@@ -69,6 +77,7 @@ class Driver:
         self._lock = threading.RLock()
         self._busy = False
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._poller: select.poll | None = None
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -270,73 +279,98 @@ class Driver:
         """Read every reply owed on several links concurrently (bounded by the reply timeout)."""
         deadline = time.monotonic() + self.timeout
         got: dict[Link, list[Reply]] = {link: [] for link in links}
-        with selectors.DefaultSelector() as sel:
+        poller = self._poll()
+        fds: dict[int, Link] = {}
+        try:
             for link in links:
                 conn = link.io
                 assert isinstance(conn, Connection)
                 if self._drain_buffered(link, conn, got[link], outcome):
                     del got[link]
                     continue
-                sel.register(conn.sock, selectors.EVENT_READ, link)
+                fd = conn.sock.fileno()
+                poller.register(fd, _READABLE)
+                fds[fd] = link
             while got:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     for link in got:
                         self._fail_lost(link, "no reply in time", outcome, timed_out=True)
                     return
-                for key, _ in sel.select(min(remaining, _MAX_SELECT)):
-                    link = key.data
-                    if self._pump(link, got[link], outcome):
-                        sel.unregister(key.fileobj)
-                        del got[link]
+                for fd, _ in poller.poll(_ms(remaining)):
+                    ready = fds.get(fd)  # (not the wake-up socket: it is not registered here)
+                    if ready is not None and self._pump(ready, got[ready], outcome):
+                        poller.unregister(fd)
+                        del fds[fd], got[ready]
+        finally:
+            for fd in fds:
+                poller.unregister(fd)
 
     def _wait(self, links: list[Link], until: float | None, outcome: Outcome) -> None:
         """Read until one link has every reply it owes (or failed), or ``until`` passes; one
         non-blocking pass when it has passed already. Partial replies are reported too."""
         got: dict[Link, list[Reply]] = {link: [] for link in links}
         done = False
-        with selectors.DefaultSelector() as sel:
-            with self._lock:
-                if self.closed:
-                    raise RouterError("reserve: the router was closed")
-                if self._wake is None:
-                    pair = socket.socketpair()
-                    for sock in pair:
-                        sock.setblocking(False)
-                    self._wake = pair
-                sel.register(self._wake[0], selectors.EVENT_READ, None)
+        with self._lock:
+            if self.closed:
+                raise RouterError("reserve: the router was closed")
+            if self._wake is None:
+                pair = socket.socketpair()
+                for sock in pair:
+                    sock.setblocking(False)
+                self._wake = pair
+            wake = self._wake[0].fileno()
+        poller = self._poll()
+        poller.register(wake, _READABLE)
+        fds: dict[int, Link] = {}
+        try:
             for link in links:
                 conn = link.io
                 assert isinstance(conn, Connection)
                 if self._drain_buffered(link, conn, got[link], outcome):
                     done = True
                     continue
-                sel.register(conn.sock, selectors.EVENT_READ, link)
+                fd = conn.sock.fileno()
+                poller.register(fd, _READABLE)
+                fds[fd] = link
             first = True
             while not done:
                 if until is None:
-                    timeout: float | None = _MAX_SELECT
+                    timeout = _MAX_SELECT
                 else:
                     timeout = max(0.0, until - self.clock())
                     if timeout == 0.0 and not first:
                         break
                     timeout = min(timeout, _MAX_SELECT)
                 first = False
-                events = sel.select(timeout)
+                events = poller.poll(_ms(timeout))
                 if self.closed:
                     raise RouterError("reserve: the router was closed")
-                for key, _ in events:
-                    link = key.data
-                    if link is None:
+                for fd, _ in events:
+                    ready = fds.get(fd)
+                    if ready is None:
                         continue
-                    if self._pump(link, got[link], outcome):
-                        sel.unregister(key.fileobj)
+                    if self._pump(ready, got[ready], outcome):
+                        poller.unregister(fd)
+                        del fds[fd]
                         done = True
                 if until is not None and until - self.clock() <= 0 and not events:
                     break
+        finally:
+            poller.unregister(wake)
+            for fd in fds:
+                poller.unregister(fd)
         for link, replies in got.items():
             if link not in outcome:
                 outcome[link] = replies
+
+    def _poll(self) -> select.poll:
+        """The driver's ``poll`` object (registering with it makes no system call; one ``poll``
+        per look, where a selector costs an ``epoll`` of its own and a call per socket)."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+        return poller
 
     def _drain_buffered(
         self, link: Link, conn: Connection, replies: list[Reply], outcome: Outcome

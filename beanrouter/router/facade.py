@@ -125,9 +125,12 @@ class Facade:
         """The watched tubes, in the order beanstalkd lists them."""
         return list(self._session.watching)
 
-    def _held(self, job_id: int) -> tuple[str, int]:
-        """``(tube, priority)`` of a job this router holds."""
+    def _held(self, job_id: int) -> tuple[str | None, int | None]:
+        """``(tube, priority)`` of a job this router holds (None, None: not read yet, see
+        ``reserve.hold``)."""
         held = self._session.held[job_id]
+        if not held.ttr:
+            return None, None
         return held.tube, held.priority
 
 

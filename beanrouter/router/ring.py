@@ -22,10 +22,13 @@ import hashlib
 import math
 import struct
 from bisect import bisect_left
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from uhashring import HashRing  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:
+    from .config import ClusterConfig
 
 __all__ = ["POINTS_PER_SERVER", "Placement", "Ring", "ketama_digests", "key_hash"]
 
@@ -143,19 +146,46 @@ class Placement:
         shards: ``(name, weight)`` pairs.
         failover: successors after the owner that take puts when the owner is down and that
             consumers also watch (0 disables failover).
+        draining: names of shards being emptied (``drain: true``): they are left off the ring
+            that places puts, but stay where consumers look for the tubes the full ring (with
+            them) placed there (``consumers``).
     """
 
-    __slots__ = ("_cache", "failover", "ring")
+    __slots__ = ("_cache", "_consumers", "draining", "failover", "full", "ring")
 
-    def __init__(self, shards: Sequence[tuple[str, int]], failover: int = 1) -> None:
+    def __init__(
+        self, shards: Sequence[tuple[str, int]], failover: int = 1, draining: Iterable[str] = ()
+    ) -> None:
         if failover < 0:
             raise ValueError("failover must be >= 0")
-        self.ring = Ring(shards)
+        drained = frozenset(draining)
+        names = {name for name, _ in shards}
+        if not drained <= names:
+            raise ValueError(f"draining shards not in the ring: {sorted(drained - names)}")
+        live = [(name, weight) for name, weight in shards if name not in drained]
+        if not live:
+            raise ValueError("every shard is draining: at least one must take puts")
+        self.ring = Ring(live)
+        self.full: Ring | None = Ring(shards) if drained else None
+        """The ring with the draining shards (None when none drains)."""
+        self.draining = drained
         self.failover = failover
         self._cache: dict[str, tuple[str, ...]] = {}
+        self._consumers: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def from_config(cls, config: ClusterConfig, failover: int | None = None) -> Placement:
+        """The placement of ``config`` (its weights, failover and draining shards); ``failover``
+        overrides ``config.failover``."""
+        return cls(
+            [(s.name, s.weight) for s in config.servers],
+            config.failover if failover is None else failover,
+            config.draining,
+        )
 
     def preference(self, tube: str) -> tuple[str, ...]:
-        """The tube's owner then its first ``failover`` successors (cached)."""
+        """The tube's owner then its first ``failover`` successors (cached); never a draining
+        shard."""
         pref = self._cache.get(tube)
         if pref is None:
             pref = self.ring.successors(tube, self.failover + 1)
@@ -166,3 +196,20 @@ class Placement:
     def owner(self, tube: str) -> str:
         """The ring owner of ``tube``."""
         return self.preference(tube)[0]
+
+    def consumers(self, tube: str) -> tuple[str, ...]:
+        """Where consumers of ``tube`` look: ``preference(tube)``, then, while shards drain, the
+        shards of its preference on the ring with them (where its jobs were put before the
+        drain). Equal to ``preference`` when nothing drains."""
+        if self.full is None:
+            return self.preference(tube)
+        found = self._consumers.get(tube)
+        if found is None:
+            names = list(self.preference(tube))
+            for name in self.full.successors(tube, self.failover + 1):
+                if name not in names:
+                    names.append(name)
+            found = tuple(names)
+            if len(self._consumers) < 100_000:
+                self._consumers[tube] = found
+        return found

@@ -78,6 +78,9 @@ class Router(Facade):
         self._calls = threading.RLock()
         """Held by every call, and by the timer thread's maintenance (see ``timers``)."""
         self._timer_due: float | None = None
+        # A job a reserve got alone comes without its stats-job: ``Job`` reads its tube and
+        # priority when asked (``Job._learn``), the core its TTR when needed (``reserve.hold``).
+        self._session.lazy_hold = True
         self._driver = Driver(self._session, self._connect_timeout, self._timeout, self._clock)
 
     @classmethod

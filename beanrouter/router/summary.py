@@ -43,21 +43,30 @@ def placement_summary(config: ClusterConfig, tubes: Sequence[str] = _SAMPLE_TUBE
         InvalidArgument: a tube name is not valid.
     """
     tubes = check_tube_names(tubes)
-    placement = Placement([(s.name, s.weight) for s in config.servers], config.failover)
+    placement = Placement.from_config(config)
     ring = placement.ring
     points = ring.point_counts()
     shares = ring.shares()
     source = config.source or "configuration"
     n = len(config.servers)
-    depth = min(config.failover, n - 1)
+    drains = len(config.draining)
+    depth = min(config.failover, n - drains - 1)
     lines = [
         f"{source}: OK, {n} shard{'s' if n != 1 else ''}, ketama/md5, {ring.points} points,"
         f" failover {config.failover}"
-        + (f" (effective {depth}: only {n} shards)" if depth < config.failover else ""),
+        + (
+            f" (effective {depth}: only {n - drains} shards take puts)"
+            if depth < config.failover
+            else ""
+        )
+        + (f", {drains} draining" if drains else ""),
     ]
     rows = [("shard", "id", "address", "weight", "points", "share")]
     for s in config.servers:
         shard_id = f"{s.id}" + (" (derived)" if s.id_derived else "")
+        if s.drain:
+            rows.append((s.name, shard_id, s.address, str(s.weight), "-", "draining"))
+            continue
         rows.append((s.name, shard_id, s.address, str(s.weight), str(points[s.name]),
                      f"{shares[s.name] * 100:.1f}%"))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -72,6 +81,9 @@ def placement_summary(config: ClusterConfig, tubes: Sequence[str] = _SAMPLE_TUBE
     for tube in tubes:
         pref = placement.preference(tube)
         rest = f" (fails over to {', '.join(pref[1:])})" if len(pref) > 1 else ""
+        drained = placement.consumers(tube)[len(pref) :]
+        if drained:
+            rest += f"; consumers also read {', '.join(drained)} until drained"
         lines.append(f"tube {tube!r} -> {pref[0]}{rest}")
     return "\n".join(lines) + "\n"
 

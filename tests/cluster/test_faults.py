@@ -14,15 +14,20 @@ through ``beanrouter proxy`` in a container with a raw-protocol client.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import docker
 import pytest
 
 from . import scenario
 from .conftest import make_cluster, record
-from .docker_cluster import DockerCluster, wait_answers
+from .docker_cluster import CONFIG_TAIL, DockerCluster, wait_answers
 from .scenario import CONSUMERS, Fault
 from .workload import Ledger
 
@@ -155,3 +160,95 @@ def test_proxy_sighup_adds_shard(proxy_cluster: DockerCluster) -> None:
 
     # "recovered" here means: an acknowledged put was stored on s4 after the SIGHUP.
     record(scenario.run(proxy_cluster, scenario="SIGHUP +1 shard", via="proxy", fault=fault))
+
+
+def test_two_shards_added_then_the_proxy_restarted(proxy_cluster: DockerCluster) -> None:
+    """Two more shards and the new configuration, then the proxy *restarted* (a deploy, not a
+    SIGHUP): the new process never knew the old placement, and still finds the jobs left on
+    the old owners of the tubes that moved, delayed ones included, by asking the shards
+    (``core/scan.py``): nothing stranded."""
+
+    def fault(_: Ledger) -> Fault:
+        added = [proxy_cluster.add_shard("s4", 4), proxy_cluster.add_shard("s5", 5)]
+        for shard in added:
+            wait_answers(shard.port, f"new shard {shard.name}")
+        start = time.monotonic()
+        names = ["s1", "s2", "s3", "s4", "s5"]
+        proxy_cluster.write_proxy_config(proxy_cluster.config_yaml(internal=True, names=names))
+        proxy_cluster.restart_proxy()
+        wait_answers(proxy_cluster.proxy_port, "the restarted proxy")
+        took = round(time.monotonic() - start, 1)
+        return Fault(
+            start, None, extra={"added": "s4, s5", "restart_s": took}, sessions_closed=CONSUMERS
+        )
+
+    record(scenario.run(proxy_cluster, scenario="+2 shards, proxy restart", via="proxy",
+                        fault=fault))  # fmt: skip
+
+
+def _config(cluster: DockerCluster, names: Sequence[str], drain: str, *, internal: bool) -> str:
+    """The cluster file of shards ``names``, ``drain`` (if any) marked ``drain: true``."""
+    lines = "".join(
+        f"  - {cluster.shards[n].line(internal=internal)}{' drain=true' if n == drain else ''}\n"
+        for n in names
+    )
+    return "servers:\n" + lines + CONFIG_TAIL
+
+
+def _rebalance(cluster: DockerCluster, names: Sequence[str], tmp: Path, drain: str = "") -> int:
+    """``beanrouter rebalance`` from the host (the shards' published ports) until it exits 0
+    (1: jobs a consumer held were left; the next run moves them once released). Jobs moved."""
+    path = tmp / "host.yaml"
+    path.write_text(_config(cluster, names, drain, internal=False))
+    args = [sys.executable, "-m", "beanrouter", "rebalance", "--config", str(path), "--json"]
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp))
+    moved = 0
+    for _ in range(20):
+        done = subprocess.run(
+            [*args, *(["--drain", drain] if drain else [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]
+        report = json.loads(done.stdout)
+        assert report["duplicates"] == 0, report
+        moved += int(report["moved_total"])
+        if done.returncode == 0:
+            return moved
+        time.sleep(0.5)
+    raise AssertionError(f"rebalance still leaves jobs after 20 runs: {done.stdout[-2000:]}")
+
+
+def test_grow_rebalance_drain_and_remove_under_load(
+    proxy_cluster: DockerCluster, tmp_path: Path
+) -> None:
+    """The whole life of a growing cluster under load: two shards added and the proxy restarted
+    with the new file; ``beanrouter rebalance`` moves the jobs of the tubes that moved home; then
+    one shard is drained (``drain: true``, the proxy restarted, ``rebalance --drain``) and
+    removed from the file (the proxy restarted again): 0 acknowledged jobs lost, every shard
+    empty at the end (docs/operations.md, *Growing and shrinking*)."""
+    cluster = proxy_cluster
+    five = ["s1", "s2", "s3", "s4", "s5"]
+
+    def restart(names: Sequence[str], drain: str = "") -> None:
+        cluster.write_proxy_config(_config(cluster, names, drain, internal=True))
+        cluster.restart_proxy()
+        wait_answers(cluster.proxy_port, "the restarted proxy")
+
+    def fault(_: Ledger) -> Fault:
+        for shard in (cluster.add_shard("s4", 4), cluster.add_shard("s5", 5)):
+            wait_answers(shard.port, f"new shard {shard.name}")
+        start = time.monotonic()
+        restart(five)
+        moved = _rebalance(cluster, five, tmp_path)
+        restart(five, drain="s5")
+        drained = _rebalance(cluster, five, tmp_path, drain="s5")
+        restart(five[:4])
+        took = round(time.monotonic() - start, 1)
+        extra: dict[str, object] = {"moved": moved, "drained_from_s5": drained, "steps_s": took}
+        return Fault(start, None, extra=extra, sessions_closed=3 * CONSUMERS)
+
+    record(scenario.run(cluster, scenario="+2 shards, rebalance, drain -1", via="proxy",
+                        fault=fault))  # fmt: skip

@@ -78,6 +78,15 @@ def _until(check: Callable[[], bool], timeout: float = 3.0) -> bool:
     return check()
 
 
+def _answers(r: Any, job_id: int) -> bool:
+    """Whether the shard of ``job_id`` is taking requests (not marked down)."""
+    try:
+        r.stats_job(job_id)
+    except ShardUnavailable:
+        return False
+    return True
+
+
 class Interrupt(Exception):
     """Stands for KeyboardInterrupt (or any exception a signal handler raises)."""
 
@@ -194,6 +203,10 @@ def test_lost_reservation_is_reported_not_acted_on_elsewhere(bk: Cluster) -> Non
         assert info.value.shard == name and "back to ready" in str(info.value)
         with pytest.raises(ReservationLost):
             j2.release()
+        # (The frozen shard failed twice in a row when the reserve read the held jobs' TTR
+        # first, on the holding connection, then looked on a new one: it is marked down until
+        # its retry; the job is there all along.)
+        assert _until(lambda: _answers(r, first))
         assert r.stats_job(first)["state"] == "ready"  # not deleted behind the caller's back
         again = r.reserve(timeout=0)
         assert again is not None and again.id in (first, second)
@@ -219,12 +232,16 @@ def test_unusable_stats_job_reply_does_not_strand_the_job(
     with bk.router() as r:
         r.put(b"x")
         monkeypatch.setattr(Driver, "_execute", execute)
-        assert r.reserve(timeout=0) is None
+        got = r.reserve(timeout=0)
         monkeypatch.setattr(Driver, "_execute", original)
-        assert _until(lambda: _reserved(bk) == 0)
-        job = r.reserve(timeout=0)
-        assert job is not None and job.body == b"x"
-        job.delete()
+        if got is None:  # its stats-job was read (the async shell): given back, not stranded
+            assert _until(lambda: _reserved(bk) == 0)
+            got = r.reserve(timeout=0)
+        else:  # the blocking Router hands a job it got alone out without it (reserve.hold)
+            assert r.stats_job(got.id)["state"] == "reserved"
+        assert got is not None and got.body == b"x"
+        got.delete()
+        assert _reserved(bk) == 0
 
 
 @pytest.mark.parametrize("timeout", [float("inf"), 2.0**40])

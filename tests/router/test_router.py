@@ -461,3 +461,31 @@ def test_draining_shard_is_skipped_by_puts(cluster: Cluster) -> None:
         jid = r.put(b"not lost")
         successor_id = next(s.id for s in r.config.servers if s.name == successor)
         assert ids.decode(jid)[0] == successor_id
+
+
+def test_a_job_reserved_alone_costs_no_stats_job_until_its_fields_are_asked(
+    cluster: Cluster, router: Router
+) -> None:
+    # The blocking Router hands out a job its reserve got alone without reading its stats-job
+    # (reserve + delete: two round trips, as with one beanstalkd client); ``tube`` and
+    # ``priority`` are read when asked, and ``release()`` keeps the job's own priority.
+    tube = cluster.tube_on("s0", "lazy")
+    router.use(tube)
+    router.watch(tube)
+    router.ignore("default")
+    router.reserve(timeout=0)  # (the first reserve also scans the shards)
+    for pri in (7, 9):
+        router.put(b"x", priority=pri)
+    before = _total(cluster, "cmd-stats-job")
+    first = router.reserve(timeout=0)
+    assert first is not None
+    first.delete()
+    lazy = isinstance(router, Router)
+    assert _total(cluster, "cmd-stats-job") == before + (0 if lazy else 1)
+    job = router.reserve(timeout=0)
+    assert job is not None and job.tube == tube and job.priority == 9
+    job.release()
+    job = router.reserve(timeout=0)
+    assert job is not None and router.stats_job(job.id)["pri"] == 9
+    job.bury()
+    assert router.stats_job(job.id)["pri"] == 9 and router.stats_job(job.id)["state"] == "buried"

@@ -33,6 +33,7 @@ def make(n: int = 3, failover: int = 0, cancellable: bool = True) -> tuple[Clust
     lines = [f"127.0.0.1:{11300 + i} s{i} id={i}" for i in range(n)]
     clock = Clock()
     cluster = Cluster(config_from_servers(lines), clock=clock, rng=lambda: 0.5, failover=failover)
+    cluster.scanner = cluster.scanned = True  # (sessions never scan: test_core_scan.py does)
     return cluster, Session(cluster, cancellable=cancellable), clock
 
 

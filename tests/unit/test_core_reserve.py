@@ -950,7 +950,9 @@ def _woken(reserves: int = 1, releases: int = 0, put_before_wait: bool = False) 
     1000.5, or before the wait with ``put_before_wait``) is delivered by s1 at 1000.8."""
     cluster, s, clock = three()
     observed: list[float] = []
+    by_shard: list[tuple[str, float]] = []
     cluster.metrics.on_wakeup = observed.append
+    cluster.metrics.on_shard_wakeup = lambda shard, seconds: by_shard.append((shard, seconds))
     if put_before_wait:
         clock.t = 999.0
         cluster.note_put(gid("s1", 7), 0)
@@ -969,6 +971,7 @@ def _woken(reserves: int = 1, releases: int = 0, put_before_wait: bool = False) 
     assert run.value() == Reserved(gid("s1", 7), b"job")
     m = cluster.metrics
     assert m.wakeups == len(observed) and sum(observed) == pytest.approx(m.wakeup_seconds)
+    assert by_shard == [("s1", seconds) for seconds in observed]  # the shard that delivered
     return cluster
 
 
@@ -980,6 +983,26 @@ def test_a_blocked_reserve_counts_its_wake_up_latency_from_the_put() -> None:
 def test_a_job_ready_before_the_wait_or_not_fresh_is_no_wake_up() -> None:
     assert _woken(put_before_wait=True).metrics.wakeups == 0
     assert _woken(reserves=2, releases=1).metrics.wakeups == 0
+
+
+def test_a_job_handed_out_before_its_put_is_acknowledged_is_a_wake_up_of_latency_0() -> None:
+    # The shard answered the waiting reserve before this process read the put's INSERTED (two
+    # links, either order): the wake-up is counted when the acknowledgement is read.
+    cluster, s, clock = three()
+    observed: list[tuple[str, float]] = []
+    cluster.metrics.on_shard_wakeup = lambda shard, seconds: observed.append((shard, seconds))
+    run = Script(s.reserve(None))
+    answer_sweep(run, {})
+    links = {n: send.link for n, send in run.sends().items()}
+    clock.t = 1000.8
+    run.reply({links["s1"]: [Reserved(7, b"job")]})
+    run.reply({links["s0"]: [], links["s2"]: []})  # the cancel step
+    run.auto(s1=[job_stats(7, "t1", 5, state="reserved", reserves=1)])
+    assert run.value() == Reserved(gid("s1", 7), b"job")
+    assert cluster.metrics.wakeups == 0 and cluster.early == {gid("s1", 7): "s1"}
+    cluster.note_put(gid("s1", 7), 0)
+    assert cluster.metrics.wakeups == 1 and observed == [("s1", 0.0)]
+    assert not cluster.early and gid("s1", 7) not in cluster.put_acked
 
 
 # ---- the choice's cheaper rounds: peeks ahead, priorities known from puts ---------------------
