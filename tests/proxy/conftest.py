@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.cli.procs import Proc
 from tests.router.cluster import Shard
 
 from .test_failures import Proxy
@@ -19,5 +20,9 @@ def cleanup() -> Iterator[list[object]]:
     for thing in reversed(started):
         if isinstance(thing, Proxy):
             thing.proc.close()
+        elif isinstance(thing, Proc):
+            thing.close()
         elif isinstance(thing, Shard):
             thing.stop()
+        else:  # a process left running would probe, and scan, the ports later tests take
+            raise AssertionError(f"cleanup does not know how to stop {thing!r}")
