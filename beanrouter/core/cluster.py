@@ -351,6 +351,14 @@ class Cluster:
         self.generation += 1
         self._scan_soon()
 
+    def owner_before_reload(self, tube: str) -> str | None:
+        """``tube``'s owner under the configuration the last reload replaced, when that reload
+        moved it (None: no reload, or the same owner)."""
+        if not self._old_placements:
+            return None
+        before = self._old_placements[-1].owner(tube)
+        return None if before == self.owner(tube) else before
+
     def preference(self, tube: str) -> tuple[str, ...]:
         """Where puts to ``tube`` go: its owner, then its failover successors."""
         return self.placement.preference(tube)

@@ -631,6 +631,7 @@ class CoreBackend:
             "preference": list(pref),
             "puts_go_to": takes,
             "consumers_watch": list(self.cluster.consumer_shards(tube)),
+            "moved_by_reload": self.cluster.owner_before_reload(tube),
             "jobs_away": {
                 name: jobs[tube] for name, jobs in self.cluster.found.items() if tube in jobs
             },

@@ -218,3 +218,24 @@ def test_a_draining_shard_takes_no_puts_and_its_tubes_consumers_still_look_there
     assert target is not None and target.name != "s1"
     assert "s1" in drained.placed(tube) and "s1" in drained.consumer_shards(tube)
     assert drained.scan_candidates("s1", [tube]) == []  # (not away: placed there)
+
+
+def test_route_says_which_owner_a_reload_moved_a_tube_from_and_where_jobs_sit_away() -> None:
+    from beanrouter.proxy.backend import CoreBackend
+    from beanrouter.router.config import config_from_servers
+
+    lines = [f"127.0.0.1:{11300 + i} s{i} id={i}" for i in range(4)]
+    backend = CoreBackend(config_from_servers(lines[:3]))
+    cluster = backend.cluster
+    tubes = [f"t{i}" for i in range(200)]
+    before = {t: cluster.owner(t) for t in tubes}
+    assert all(backend.route(t)["moved_by_reload"] is None for t in tubes)
+    cluster.reconfigure(config_from_servers(lines))
+    moved = [t for t in tubes if cluster.owner(t) != before[t]]
+    assert moved and all(cluster.owner(t) == "s3" for t in moved)
+    for t in tubes:
+        assert backend.route(t)["moved_by_reload"] == (before[t] if t in moved else None)
+    cluster.note_scan("s3", {moved[0]: 0})
+    far = next(n for n in cluster.shards if n not in cluster.placed(moved[0]))
+    cluster.note_scan(far, {moved[0]: 5})
+    assert backend.route(moved[0])["jobs_away"] == {far: 5}
