@@ -219,7 +219,11 @@ class Router(Facade):
         return watching_result(self._run(self._session.ignore(tube)), f"ignore {tube}")
 
     def _job(self, job_id: int, body: bytes) -> Job:
-        return Job(self, job_id, body, *self._held(job_id), True)
+        tube, priority = self._held(job_id)
+        watching = self._session.watching
+        if tube is None and len(watching) == 1:  # (handed out without its stats-job)
+            tube = watching[0]  # the only tube it can come from
+        return Job(self, job_id, body, tube, priority, True)
 
     def reserve(self, timeout: float | None = None) -> Job | None:
         """Reserve the most urgent ready job of the watched tubes across all shards.

@@ -483,7 +483,9 @@ def test_a_job_reserved_alone_costs_no_stats_job_until_its_fields_are_asked(
     lazy = isinstance(router, Router)
     assert _total(cluster, "cmd-stats-job") == before + (0 if lazy else 1)
     job = router.reserve(timeout=0)
-    assert job is not None and job.tube == tube and job.priority == 9
+    assert job is not None and job.tube == tube  # (one tube watched: known without a look)
+    assert _total(cluster, "cmd-stats-job") == before + (0 if lazy else 2)
+    assert job.priority == 9
     job.release()
     job = router.reserve(timeout=0)
     assert job is not None and router.stats_job(job.id)["pri"] == 9
