@@ -188,9 +188,6 @@ class Cluster:
         self.generation = 0
         """Raised when a tube's consumer shards may have changed (``reconfigure``, a scan that
         found jobs away or saw them gone, ``note_scan``): sessions rebuild their cached maps."""
-        self.previous: dict[str, tuple[str, ...]] = {}
-        """After a reconfiguration: a tube's preference list before it (so consumers keep
-        draining the tube's earlier owners)."""
         self._old_placements: list[Placement] = []
         # ---- jobs away from their consumer shards (``Session.scan``) -------------------------
         self.found: dict[str, dict[str, int]] = {}
@@ -447,10 +444,6 @@ class Cluster:
         self.scanned = True
         self.scanning = False
         self.scan_next = self.clock() + self.config.stray_scan_interval
-
-    def away_jobs(self) -> int:
-        """Jobs the last scans found away from their consumer shards."""
-        return sum(sum(tubes.values()) for tubes in self.found.values())
 
     def _scan_soon(self) -> None:
         """A scan is due now (a shard came back up, a reconfiguration)."""

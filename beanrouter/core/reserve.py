@@ -565,7 +565,7 @@ def _sweep(
         if isinstance(last, Reserved):
             same = ids.encode(shard.id, last.id) == best.job_id
             known = best.stats if same and best.stats else None
-            # The proxy hands the job out at once, its TTR read only when needed (``hold``).
+            # The proxy and Router hand the job out at once, its TTR read when needed (``hold``).
             got = yield from _settle_winners(s, [(link, last)], known, lazy=s.lazy_hold)
             if got is not None:
                 return got
@@ -907,7 +907,6 @@ def _wait(
     idle_seen: set[str] = set()
     pending = list(relevant)
     exact = len(relevant) == 1 and not s.cancellable and not s.partial
-    lazy = exact or s.lazy_hold  # (a job that wins alone: ``hold``)
     # Shards left out because sentinels cover them: when one is uncovered (a job arrived
     # there), the shell ends the round early and the waits are cancelled to look again.
     # (A scan that finds a watched tube's jobs on a new shard ends the round the same way.)
@@ -974,7 +973,7 @@ def _wait(
                 # docstring); the other waits linger or are cancelled.
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 if winners:  # a job and a shard's DEADLINE_SOON at once: the job wins
-                    got = yield from _settle_winners(s, winners, lazy=lazy)
+                    got = yield from _settle_winners(s, winners, lazy=s.lazy_hold)
                     observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
@@ -994,7 +993,7 @@ def _wait(
                 yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
                 yield from _cancel_or_await(s, waiters, winners, pending, idle_seen)
                 if winners:
-                    got = yield from _settle_winners(s, winners, lazy=lazy)
+                    got = yield from _settle_winners(s, winners, lazy=s.lazy_hold)
                     observe_wakeup(s, got, begun)
                     return got
                 return DEADLINE_SOON
