@@ -282,6 +282,7 @@ class JournalEntry:
                 "state": self.state,
                 "pri": self.priority,
                 "sha256": self.digest,
+                "floor": self.floor,
             }
         )
 

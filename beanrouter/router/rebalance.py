@@ -55,7 +55,6 @@ from ..protocol import (
     Bury,
     Command,
     Delete,
-    ErrorReply,
     Found,
     Inserted,
     KickJob,
@@ -413,7 +412,7 @@ class Mover:
                 self._recovered(e, "nothing", f"{what}: its copy's put had not landed")
                 self._write(e.done_line())
                 return
-        if e.new is not None:
+        if e.new is not None and self._is_copy(dst, e, e.new):
             copy = _job_state(dst.stats_job(e.new))
         action = recovery_action(e, source, matches, copy)
         if action == "maybe_duplicate":
@@ -433,30 +432,50 @@ class Mover:
             if action in ("bury_copy", "delete_source_bury_copy"):
                 assert e.new is not None
                 replies = dst.calls(ReserveJob(e.new), Bury(e.new, e.priority))
-                if not isinstance(replies[0], Reserved):
-                    raise MoveFailed(f"reserve-job {e.new} answered {replies[0]!r}")
+                if not isinstance(replies[0], Reserved) or not isinstance(replies[1], Buried):
+                    raise MoveFailed(f"burying copy {e.new}: {replies[0]!r}, {replies[1]!r}")
             if action in ("delete_source", "delete_source_bury_copy"):
                 src.delete(e.job)
             self._recovered(e, action, f"{what}: completed (copy {e.new}; {action})")
         self._write(e.done_line())
 
     def _find_copy(self, dst: Link, e: JournalEntry) -> tuple[int | None, bool]:
-        """The copy of an open move whose put was not acknowledged: a job of the tube with the
-        same body above the move's floor on the target, and whether the search was complete
-        (it gives up after ``_SCAN_LIMIT`` ids)."""
+        """The copy of an open move whose put was not acknowledged: the one job of the tube
+        with the same body and priority above the move's floor on the target, and whether the
+        search was conclusive (it gives up after ``_SCAN_LIMIT`` ids; two such jobs, a
+        producer's twin among them, cannot tell which is the copy: inconclusive, so the
+        original is never deleted on a guess)."""
         known = self.top.get(dst.name)
         if known is None:
             return None, False  # its highest id is not known: the search cannot be complete
         top = min(known, e.floor + _SCAN_LIMIT)
         batch = 100
+        found: list[int] = []
         for start in range(e.floor + 1, top + 1, batch):
             ids = range(start, min(start + batch, top + 1))
             for job_id, reply in zip(ids, dst.calls(*(Peek(i) for i in ids)), strict=True):
                 if isinstance(reply, Found) and _digest(reply.body) == e.digest:
                     stats = dst.stats_job(job_id)
-                    if stats is not None and stats.get("tube") == e.tube:
-                        return job_id, True
+                    if (
+                        stats is not None
+                        and stats.get("tube") == e.tube
+                        and stats.get("pri") == e.priority
+                    ):
+                        found.append(job_id)
+        if len(found) > 1:
+            return None, False
+        if found:
+            return found[0], True
         return None, top == known
+
+    def _is_copy(self, dst: Link, e: JournalEntry, job_id: int) -> bool:
+        """Whether ``job_id`` on the target is this move's copy (its tube and body): an id a
+        target restarted without its binlog gave to another job is not."""
+        stats = dst.stats_job(job_id)
+        if stats is None or stats.get("tube") != e.tube:
+            return False
+        found = dst.call(Peek(job_id))
+        return isinstance(found, Found) and _digest(found.body) == e.digest
 
     def _recovered(self, e: JournalEntry, action: str, message: str) -> None:
         self.report.recovered.append(
@@ -573,7 +592,7 @@ class Mover:
         if not buried:
             # Sent together: a mover killed after this send still has both run by the shard.
             reserved, bury = dst.calls(ReserveJob(new), Bury(new, entry.priority))
-            if not isinstance(reserved, Reserved) or isinstance(bury, ErrorReply):
+            if not isinstance(reserved, Reserved) or not isinstance(bury, Buried):
                 raise MoveFailed(f"burying copy {new} on {move.target}: {reserved!r}, {bury!r}")
         if src.delete(peek.id):
             self.done(entry)
@@ -688,7 +707,8 @@ def rebalance(
     finally:
         mover.close()
         if journal is not None:
-            journal.rewrite(mover.open.values())
+            if not mover.open:  # (never truncated while a move is open: a kill then loses it)
+                journal.rewrite(())
             journal.close()
     return report
 

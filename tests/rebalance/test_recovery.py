@@ -54,7 +54,7 @@ def test_put_landed_answer_lost(cluster: Env) -> None:
     tube = cluster.tube_on("s0")
     with cluster.client("s1", tube) as c:
         job_id = c.put(b"two")
-    entry = entry_for(cluster, tube, job_id, b"two", "ready", 2**31)
+    entry = entry_for(cluster, tube, job_id, b"two", "ready", 2**16)  # (greenstalk's default)
     with cluster.client("s0", tube) as c:  # the copy the killed run put, then others' jobs
         c.put(b"two")
         c.put(b"unrelated")

@@ -232,3 +232,13 @@ def test_report_prometheus_text() -> None:
     assert "beanrouter_rebalance_exit_code 1" in text
     assert "beanrouter_rebalance_last_run_timestamp_seconds 1700000000.000" in text
     assert text.endswith("\n")
+
+
+def test_a_begun_move_reads_back_whole_from_the_journal() -> None:
+    # The floor (the target's highest id before the put) bounds the search for a copy whose
+    # put was never acknowledged: it was read back as 0, so the search started at id 1.
+    from beanrouter.core.rebalance import JournalEntry, pending_entries
+
+    entry = JournalEntry("s1", 7, "t", "s0", "ready", 5, "ab" * 32, floor=123_456)
+    (back,) = pending_entries([entry.begin_line()])
+    assert back == entry
