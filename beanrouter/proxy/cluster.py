@@ -118,12 +118,12 @@ def parse_cluster_args(argv: list[str], progname: str = "beanrouter cluster") ->
     opts = ClusterOptions(server)
     if "--shards" in longs:
         text = longs["--shards"]
-        if not text.isdigit() or not 1 <= int(text) <= MAX_SHARDS:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_SHARDS:
             raise _usage_error(progname, f"invalid shard count: {text} (1..{MAX_SHARDS})")
         opts.shards = int(text)
     if "--http-port" in longs:
         text = longs["--http-port"]
-        if not text.isdigit() or int(text) > 65535:
+        if not (text.isascii() and text.isdigit()) or int(text) > 65535:
             raise _usage_error(progname, f"invalid port: {text}")
         opts.http_port = int(text)
     opts.http_admin = "--http-admin" in longs

@@ -183,8 +183,9 @@ class HttpEndpoint:
             except Exception:
                 log.exception("HTTP %s %s failed", req.method, req.path[:200])
                 writer.write(_response(500, "text/plain", b"internal error\n"))
-            await writer.drain()
-        except (ConnectionError, OSError):
+            async with asyncio.timeout(READ_TIMEOUT):  # (a client that never reads)
+                await writer.drain()
+        except (ConnectionError, OSError, TimeoutError):
             pass
         finally:
             writer.close()

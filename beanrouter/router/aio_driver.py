@@ -212,9 +212,13 @@ class Posted:
             return
         future = asyncio.get_running_loop().create_future()
         self._drained.append(future)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await future
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await future
+        finally:
+            if future in self._drained:  # (timed out or cancelled: not kept until drained)
+                self._drained.remove(future)
 
 
 class AsyncDriver:

@@ -70,7 +70,7 @@ def test_help_shows_beanstalkd_flags_and_shards(flag: str) -> None:
 
 
 def test_bad_flags_exit_5_with_usage() -> None:
-    for args in (["-x"], ["--shards", "0"], ["--shards=x"], ["--shards"]):
+    for args in (["-x"], ["--shards", "0"], ["--shards=x"], ["--shards"], ["--shards=²"]):
         done = run(*args)
         assert done.returncode == 5, args
         assert "Options:" in done.stderr and "--shards N" in done.stderr, args

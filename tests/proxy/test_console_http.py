@@ -269,6 +269,7 @@ BAD_GETS = [
     ("/api/job?id=123", 404),  # shard 0, no such job
     ("/api/series?seconds=x", 400),
     ("/api/series?seconds=5", 400),
+    ("/api/series?seconds=%C2%B2", 400),  # (a digit to str.isdigit, not to int)
     ("/api/nothing", 404),
     ("/console/other.js", 404),
 ]

@@ -55,3 +55,21 @@ def test_the_barrier_waits_for_posted_replies_and_no_longer() -> None:
         return order
 
     assert asyncio.run(main()) == ["reply", "observed", "timed out"]
+
+
+def test_a_drained_wait_that_times_out_leaves_nothing_behind() -> None:
+    # Each observer command waits for the posted replies, at most its timeout: one that gave
+    # up stayed in the list until every posted reply came (unbounded while a shard held back).
+    async def main() -> None:
+        posted = Posted()
+        posted.sent(1)
+        for _ in range(3):
+            await posted.drained(0.001)
+        assert posted._drained == []
+        waiter = asyncio.ensure_future(posted.drained(5))
+        await asyncio.sleep(0)
+        posted.arrived(1)
+        await asyncio.wait_for(waiter, 1)
+        assert posted._drained == [] and posted.pending == 0
+
+    asyncio.run(main())

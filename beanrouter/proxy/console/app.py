@@ -183,7 +183,7 @@ class Console:
             return json_response(200, await self.overview())
         if path == "/api/series":
             seconds = _one(req, "seconds", "300")
-            if not seconds.isdigit() or not 10 <= int(seconds) <= 600:
+            if not (seconds.isascii() and seconds.isdigit()) or not 10 <= int(seconds) <= 600:
                 return error(400, "seconds must be 10..600")
             return json_response(200, self.series.points(int(seconds)))
         if path == "/api/tube":

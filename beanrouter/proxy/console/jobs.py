@@ -149,7 +149,10 @@ async def delete(view: ClusterView, job_id: int) -> dict[str, object]:
     (stats,) = await _ask(view, shard, [p.StatsJob(local)])
     if not isinstance(stats, p.Ok):
         raise ActionError(404, f"job {job_id} not found on shard {shard.name}")
-    state = mapping(stats).get("state")
+    try:
+        state = mapping(stats).get("state")
+    except ShardError as exc:
+        raise ActionError(503, f"shard {shard.name}: {exc}") from None
     if state not in ("ready", "delayed", "buried"):
         raise ActionError(409, f"job {job_id} is {state}: only ready, delayed or buried jobs")
     (reply,) = await _ask(view, shard, [p.Delete(local)])
