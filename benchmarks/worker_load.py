@@ -177,8 +177,10 @@ def start_proxy(
     servers = [f"  - {HOST}:{p} {n} id={ids[n]}" for n, p in zip(names, shards, strict=True)]
     config.write_text("servers:\n" + "\n".join(servers) + "\n")
     port = free_port()
+    ep.http_port = free_port()
     py = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
     argv = [*py, "-m", "beanrouter", "proxy", "--config", str(config), "-l", HOST, "-p", str(port)]
+    argv += ["--http-port", str(ep.http_port)]
     proc = stack.enter_context(spawn(argv, port, "proxy", tmp, ep))
     ep.relay_pid = proc.pid
     return port
@@ -681,6 +683,31 @@ def placement_check(ep: Endpoint, owners: dict[str, str]) -> str | None:
     return "ok" if not wrong else "; ".join(wrong)
 
 
+ROUTING_COUNTERS = (
+    "deliveries_total", "looks_total", "looks_spared_total", "sweep_retries_total",
+    "wait_cancels_total", "phantom_releases_total",
+)  # fmt: skip
+"""The proxy's routing counters a run reports (per job delivered), from its ``/metrics``."""
+
+
+def routing_counters(ep: Endpoint) -> dict[str, float]:
+    """The proxy's ``ROUTING_COUNTERS`` now (empty for targets without an HTTP port)."""
+    if not ep.http_port:
+        return {}
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{ep.http_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        short = name.removeprefix("beanrouter_")
+        if short in ROUTING_COUNTERS:
+            out[short] = float(value)
+    return out
+
+
 def run_load(
     target: str, load: str, args: argparse.Namespace, tubes: list[str], owners: dict[str, str],
     profile: str | None = None,
@@ -726,9 +753,12 @@ def run_load(
             wait_until(t0)
             cpu0 = cpu_seconds(ep.relay_pid) if ep.relay_pid else 0.0
             busy0 = proc_stat_busy()
+            counters0 = routing_counters(ep)
             wait_until(t1)
             cpu1 = cpu_seconds(ep.relay_pid) if ep.relay_pid else 0.0
             busy1 = proc_stat_busy()
+            counters1 = routing_counters(ep)
+            res["routing"] = {k: v - counters0.get(k, 0.0) for k, v in counters1.items()}
             res["backlog"] = backlog(ep.stat_ports, tubes)
             while len(results) < len(procs):
                 msg = out.get(timeout=max(0.1, t1 + 30 - time.monotonic()))
@@ -816,6 +846,16 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         bases = [by.get(("beanstalkd", load)), by.get(("haproxy", load))]
         for r in rows:
             print(line_of(r, bases))
+        for r in rows:
+            routing = r.get("routing") or {}
+            jobs = routing.get("deliveries_total", 0.0)
+            if jobs:
+                per = ", ".join(
+                    f"{k.removesuffix('_total').replace('_', ' ')} {v / jobs:.2f}"
+                    for k, v in routing.items()
+                    if k != "deliveries_total"
+                )
+                print(f"\n{r['target']}: per job delivered: {per}")
     lhead = (
         "| client | jobs/s | / greenstalk | puts/s | put→reserve p50 / p99 ms | backlog "
         "| TIMED_OUT | relay CPU | machine busy |"

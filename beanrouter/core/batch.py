@@ -188,6 +188,8 @@ class _Step:
     """A wait that leaves out shards sentinels cover (``Session.partial``): the shards it
     waits on instead. It is the run's last step and its link holds no job, so when one of
     those shards is uncovered the run cancels it and the reserve looks again (``_rewait``)."""
+    tube: str | None = None
+    """A put's tube."""
 
 
 class Batch(NamedTuple):
@@ -324,7 +326,7 @@ class _Planner:
         use, n = link.use_delta(tube)
         data = encode_put(cmd.priority, cmd.delay, cmd.ttr, cmd.body)
         self._send(link, use + data if n else data, n + 1)
-        self.steps.append(_Step(cmd, n + 1, None, shard))
+        self.steps.append(_Step(cmd, n + 1, None, shard, tube=tube))
         self.put_shard = shard
         return True
 
@@ -350,6 +352,8 @@ class _Planner:
             return False
         # (as ``Release(local, ...).encode()`` and the others would: the client's command was
         # checked by the parser, ``local`` by ``shard_of``)
+        if t is not Delete and t is not Touch and t is not StatsJob:
+            s.cluster.readied(shard.name)  # release, bury, kick-job
         if t is Release:
             assert isinstance(cmd, Release)
             data = b"release %d %d %d\r\n" % (local, cmd.priority, cmd.delay)
@@ -642,7 +646,7 @@ def _one(s: Session, step: _Step, replies: list[Reply], link: Link | None) -> Op
             shard = step.shard
             assert shard is not None
             gid = shard.id_base | reply.id
-            s.cluster.note_put(gid, step.cmd.delay, step.cmd.priority)
+            s.cluster.note_put(gid, step.cmd.delay, step.cmd.priority, step.tube)
             return reply if not shard.id else Inserted(gid)
     if step.result is not None:
         if replies and not all(isinstance(r, Using) for r in replies):
@@ -689,7 +693,7 @@ def _finish(s: Session, step: _Step, replies: list[Reply], link: Link | None) ->
         if step.replies == 2 and not isinstance(replies[0], Using):
             s.drop(link)
             return UnexpectedReply(f"use {s.using}: unexpected reply {replies[0]!r}")
-        reply = s._put_reply(shard, 0, replies[-1], cmd.delay, cmd.priority)
+        reply = s._put_reply(shard, 0, replies[-1], cmd.delay, cmd.priority, step.tube)
         if isinstance(reply, str):  # refused (DRAINING, OUT_OF_MEMORY): the next shards
             try:
                 return (
@@ -716,7 +720,10 @@ def _finish(s: Session, step: _Step, replies: list[Reply], link: Link | None) ->
     if t is StatsJob:
         return global_stats_job(reply, shard, s.cluster, job_id)
     if t is KickJob:
+        s.cluster.readied(shard.name)
         return reply
+    if t is not Delete and t is not Touch:
+        s.cluster.readied(shard.name)  # release, bury
     if t is Touch:
         s.touched(job_id, step.start, reply)
         return reply

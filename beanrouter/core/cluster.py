@@ -21,6 +21,7 @@ from ..router.config import ClusterConfig, ShardConfig
 from ..router.errors import JobIdError
 from ..router.health import Health
 from ..router.ring import Placement
+from .heads import Heads
 
 __all__ = ["MAX_PUT_ORDER", "BoundedUnseen", "Cluster", "Metrics", "ShardState", "UnseenLedger"]
 
@@ -105,6 +106,10 @@ class Metrics:
     """Scans for jobs away from their consumer shards (``core/scan.py``)."""
     sweep_retries: int = 0
     """Reserves on the chosen shard that found the job taken by someone else (then retried)."""
+    looks: int = 0
+    """Shards asked for their heads by a cross-shard choice (``stats-tube``, ``peek-ready``)."""
+    looks_spared: int = 0
+    """Shards a cross-shard choice did not ask: their heads were known (``core/heads.py``)."""
     failovers: int = 0
     """Puts that went to a shard other than the tube's owner."""
     put_uncertain: int = 0
@@ -185,6 +190,9 @@ class Cluster:
         ledger between its workers (the ``unseen`` argument), since a job may be reserved
         unseen through one worker and then delivered through another."""
         self._put_seq = 0
+        self.heads: Heads | None = None
+        """The heads of the shards' tubes this process knows (``core/heads.py``): set by a shell
+        whose sessions carry all the clients' traffic (the proxy), None in the library."""
         self.generation = 0
         """Raised when a tube's consumer shards may have changed (``reconfigure``, a scan that
         found jobs away or saw them gone, ``note_scan``): sessions rebuild their cached maps."""
@@ -345,6 +353,8 @@ class Cluster:
             shard = ShardState(sc, old.health if old is not None else self._health())
             self.shards[sc.name] = shard
             self.by_id[sc.id] = shard
+        if self.heads is not None:
+            self.heads = Heads(self.clock)  # (shards renamed, readdressed: start over)
         self.generation += 1
         self._scan_soon()
 
@@ -463,15 +473,30 @@ class Cluster:
             raise JobIdError(f"job id {job_id} names shard id {shard_id}, not in this cluster")
         return shard, local
 
-    def note_put(self, job_id: int, delay: int | None = None, priority: int | None = None) -> None:
-        """A put this process stored as ``job_id`` (see ``put_order``), with ``delay`` seconds
-        (None: not known here; its ready time is then not kept, see ``put_acked``) and
-        ``priority`` (None: not known here; see ``put_meta``)."""
+    def note_put(
+        self,
+        job_id: int,
+        delay: int | None = None,
+        priority: int | None = None,
+        tube: str | None = None,
+    ) -> None:
+        """A put this process stored as ``job_id`` (see ``put_order``) in ``tube``, with
+        ``delay`` seconds (None: not known here; its ready time is then not kept, see
+        ``put_acked``) and ``priority`` (None: not known here; see ``put_meta``)."""
         self._put_seq += 1
         order = self.put_order
         order[job_id] = self._put_seq
         if len(order) > MAX_PUT_ORDER:
             del order[next(iter(order))]
+        heads = self.heads
+        if heads is not None:
+            shard_id, local = ids.decode(job_id)
+            where = self.by_id.get(shard_id)
+            if where is not None:
+                if tube is None or priority is None or delay is None:
+                    heads.changed(where.name, tube)
+                else:
+                    heads.put(where.name, tube, local, priority, delay, self._put_seq)
         if priority is not None:
             meta = self.put_meta
             meta[job_id] = (priority, self.clock())
@@ -486,6 +511,13 @@ class Cluster:
             acked[job_id] = self.clock() + delay
             if len(acked) > MAX_PUT_ACKED:
                 del acked[next(iter(acked))]
+
+    def readied(self, shard: str, tube: str | None = None) -> None:
+        """Something this process sends or was answered may make a job ready on ``shard`` (in
+        ``tube``; None: any) or change a pause: the heads recorded there are forgotten
+        (``core/heads.py``). Called when it is sent and again when it is answered."""
+        if self.heads is not None:
+            self.heads.changed(shard, tube)
 
     def observe_wakeup(self, shard: str, latency: float) -> None:
         """A blocked reserve was handed a job that became ready while it waited, ``latency``

@@ -67,6 +67,7 @@ from ..protocol import Buried as BuriedReply
 from ..router import ids
 from ..router.errors import ShardUnavailable
 from .cluster import Cluster, ShardState
+from .heads import FRESH, Head
 from .links import Link
 from .rounds import Failure, Op, Round, Send
 from .scan import scan
@@ -195,8 +196,11 @@ def expire(s: Session, now: float) -> Op[None]:
                 rest.append((send, job_id))
             else:
                 batch[send.link] = (send, job_id)
+        for link in batch:
+            cl.readied(link.shard.name)
         outcome = yield from s.request([send for send, _ in batch.values()])
         for link, result in outcome.items():
+            cl.readied(link.shard.name)
             job_id = batch[link][1]
             first = result[0] if isinstance(result, list) else None
             word = first.word if isinstance(first, Word) else None
@@ -447,6 +451,8 @@ def hold(s: Session, link: Link, reply: Reserved) -> Reserved:
     shards; ``Session._own_priority``). On the proxy's exact one-shard link the shard's own
     DEADLINE_SOON covers it meanwhile."""
     gid = ids.encode(link.shard.id, reply.id)
+    if s.cluster.heads is not None:
+        s.cluster.heads.reserved(link.shard.name, reply.id)
     old = s.held.pop(gid, None)
     if old is not None:  # its TTR ran out unseen and the shard gave it to us again
         old.link.held -= 1
@@ -530,6 +536,8 @@ class _Candidate:
     shard: ShardState | None
     job_id: int
     stats: dict[str, StatValue] = field(default_factory=dict)
+    tube: str = ""
+    """The job's tube, where it was peeked or recorded (``core/heads.py``)."""
 
 
 def _sweep(
@@ -552,6 +560,11 @@ def _sweep(
             return Reserved(best.job_id, held.body)
         shard = best.shard
         link = s.main(shard)
+        if s.cluster.heads is not None and best.tube and best.job_id >= 0:
+            got = yield from _take(s, shard, link, best)
+            if got is not None:
+                return got
+            continue
         data, n = link.watch_delta(wmap[shard.name])
         link.reserving = True
         outcome = yield from s.request([Send(link, data + ReserveWithTimeout(0).encode(), n + 1)])
@@ -575,6 +588,71 @@ def _sweep(
             s.drop(link)
         s.cluster.metrics.sweep_retries += 1
     return None
+
+
+def _take(s: Session, shard: ShardState, link: Link, best: _Candidate) -> Op[Reply | None]:
+    """Reserve the chosen job itself (``reserve-job``: ``NOT_FOUND``, with nothing changed,
+    when another client took it meanwhile) and, in the same round, look at its tube there again
+    for the next reserve (``core/heads.py``). None: not reserved; choose again."""
+    heads = s.cluster.heads
+    assert heads is not None
+    _, local = ids.decode(best.job_id)
+    heads.take(shard.name, best.tube)
+    seq = heads.seq(shard.name)
+    look, count, uses = _peeks(link, [best.tube], stats=True)
+    link.reserving = True
+    outcome = yield from s.request([Send(link, ReserveJob(local).encode() + look, count + 1)])
+    result = outcome[link]
+    if isinstance(result, Failure):
+        return None  # the shard is marked; the next choice goes without it
+    first = result[0]
+    _looked_again(s, shard, link, best.tube, result[1:], uses[0], seq)
+    if isinstance(first, Reserved) and first.id == local:
+        known = best.stats or None
+        return (yield from _settle_winners(s, [(link, first)], known, lazy=s.lazy_hold))
+    link.reserving = False
+    if not (isinstance(first, Word) and first.word == "NOT_FOUND"):
+        s.drop(link)
+    s.cluster.metrics.sweep_retries += 1
+    return None
+
+
+def _looked_again(
+    s: Session,
+    shard: ShardState,
+    link: Link,
+    tube: str,
+    replies: Sequence[Reply],
+    uses: int,
+    seq: tuple[int, int],
+) -> None:
+    """Record what ``_take``'s look at ``tube`` found (``stats-tube``, ``use``, ``peek-ready``,
+    ``use`` back), sent at ``seq``."""
+    heads = s.cluster.heads
+    assert heads is not None
+    if link.closed:
+        return
+    stats, peeked = replies[0], replies[1 + uses]
+    if not all(isinstance(r, Using) for r in (*replies[1 : 1 + uses], *replies[2 + uses :])):
+        s.drop(link)
+        return
+    now = s.cluster.clock()
+    head: Head | None = None
+    if isinstance(stats, Ok):
+        body = stats.body
+        if _paused(body) or _stat_int(body, b"current-jobs-delayed"):
+            head = None
+        elif not _stat_int(body, b"current-jobs-ready"):
+            head = Head(0, 0, now, -1, now + FRESH)
+        elif isinstance(peeked, Found):
+            gid = ids.encode(shard.id, peeked.id)
+            meta = s.cluster.put_meta.get(gid)
+            if meta is not None and (meta[0] < URGENT) == (
+                _stat_int(body, b"current-jobs-urgent") > 0
+            ):
+                order = s.cluster.put_order.get(gid, -1)
+                head = Head(peeked.id, meta[0], meta[1], order, now + FRESH)
+    heads.record(shard.name, tube, head, seq)
 
 
 def _usable(s: Session, held: Held, now: float) -> bool:
@@ -606,35 +684,83 @@ def _paused(body: bytes) -> bool:
 
 
 def _choose(
-    s: Session, shards: Sequence[ShardState], wmap: Mapping[str, list[str]]
+    s: Session,
+    shards: Sequence[ShardState],
+    wmap: Mapping[str, list[str]],
+    use_heads: bool = True,
+    taken_ok: bool = True,
 ) -> Op[_Candidate | None]:
     """The most urgent ready job over ``shards`` and the session's prefetched jobs (None: none).
 
     Round 1 asks ``stats-tube`` of every watched tube on every shard; when one shard alone has
     ready jobs in unpaused tubes (and no job is prefetched), that shard is the answer. Otherwise
-    the most urgent job of each ready tube is peeked (``use`` + ``peek-ready``): in round 1
+    the most urgent job of each ready tube is peeked (``use`` + ``peek-ready``: in round 1
     itself when the session's last choice found several shards with ready jobs and small ones
-    (``Session.peek_ahead``: a backlog), else in a round 2. A peeked job this process put, and
+    (``Session.peek_ahead``: a backlog), else in a round 2). A peeked job this process put, and
     whose priority no client of it may have changed since (``Cluster.put_meta``), is ranked
-    from what the put said; the others by their ``stats-job`` (one more round)."""
+    from what the put said; the others by their ``stats-job`` (one more round).
+
+    With the process's record of heads (``Cluster.heads``, the proxy: ``core/heads.py``), a
+    shard whose watched tubes all have a trusted record is not asked at all; the others are
+    looked at (``stats-tube`` and the peeks in one round) and what they show is recorded. A
+    choice that finds nothing ready with records trusted looks everywhere again, so that no
+    "nothing ready" rests on a record. A tube whose head another reserve is taking (``taken_ok``:
+    until that reserve's look records the next) may be passed over for a job at least as urgent
+    as that head: its next job can be no more urgent; for a less urgent one it is looked at."""
     cl = s.cluster
-    ahead = s.peek_ahead
+    heads = cl.heads if use_heads else None
+    cached: list[_Candidate] = []
+    order = {name: i for i, name in enumerate(cl.shards)}
+    n = max(1, len(cl.shards))
+    trusted = False
+    floor = math.inf  # the most urgent head being taken by another reserve (``Head.taken``)
+    everywhere = shards
+    if heads is not None:
+        now = cl.clock()
+        look: list[ShardState] = []
+        for shard in shards:
+            if not shard.health.available(now):
+                continue
+            tubes = wmap[shard.name]
+            known = [heads.get(shard.name, tube, now) for tube in tubes]
+            if not all(h is not None and (taken_ok or not h.taken) for h in known):
+                look.append(shard)
+                continue
+            trusted = True
+            cl.metrics.looks_spared += 1
+            for tube, h in zip(tubes, known, strict=True):
+                assert h is not None
+                if h.taken:
+                    floor = min(floor, h.priority)
+                elif h.local:
+                    rank = (order[shard.name] - s.rr) % n
+                    age = max(0, int(now - h.born))
+                    key = (float(h.priority), -float(age), float(h.order), float(rank),
+                           float(h.local))  # fmt: skip
+                    cached.append(_Candidate(key, shard, ids.encode(shard.id, h.local), tube=tube))
+        shards = look
+    ahead = s.peek_ahead or heads is not None
     sends: list[tuple[ShardState, Send, list[str], list[int] | None]] = []
+    seqs: dict[str, tuple[int, int]] = {}
     for shard in shards:
         if not shard.health.available(cl.clock()):
             continue
         link = s.main(shard)
         tubes = wmap[shard.name]
+        if heads is not None:
+            seqs[shard.name] = heads.seq(shard.name)
         if ahead:
             data, count, before = _peeks(link, tubes, stats=True)
             sends.append((shard, Send(link, data, count), tubes, before))
         else:
             data = b"".join(StatsTube(tube).encode() for tube in tubes)
             sends.append((shard, Send(link, data, len(tubes)), tubes, None))
-    outcome = yield from s.request([send for _, send, _, _ in sends])
+    cl.metrics.looks += len(sends)
+    outcome = yield from s.request([send for _, send, _, _ in sends]) if sends else _nothing()
     ready: list[tuple[ShardState, Link, list[str]]] = []  # shards with ready, unpaused tubes
     found: list[tuple[ShardState, Link, str, int]] = []  # (shard, link, tube, local id)
     urgent: dict[tuple[str, str], bool] = {}  # (shard, tube): a ready job with priority < 1024
+    seen: dict[tuple[str, str], bool] = {}  # (shard, tube) -> recordable (no pause, no delayed)
     size = 0
     for shard, send, tubes, uses in sends:
         result = outcome.get(send.link)
@@ -650,6 +776,13 @@ def _choose(
                 if not all(isinstance(next(replies), Using) for _ in range(uses[i])):
                     usable = False
                 peeked.append((tube, next(replies)))
+            if heads is not None:
+                if isinstance(reply, Ok):
+                    seen[shard.name, tube] = not (
+                        _paused(reply.body) or _stat_int(reply.body, b"current-jobs-delayed")
+                    )
+                else:
+                    seen[shard.name, tube] = isinstance(reply, Word) and reply.word == "NOT_FOUND"
             if not isinstance(reply, Ok) or not _stat_int(reply.body, b"current-jobs-ready"):
                 if cl.strays:
                     cl.saw_empty(shard.name, tube)  # NOT_FOUND: the tube does not exist there
@@ -661,6 +794,8 @@ def _choose(
             usable = False  # (the ``use`` back)
         if not usable:
             s.drop(send.link)
+            for tube in tubes:
+                seen.pop((shard.name, tube), None)
             continue
         for tube, reply in peeked:
             if tube not in names:
@@ -676,10 +811,18 @@ def _choose(
     now = cl.clock()
     has_pre = any(_usable(s, h, now) for h in s.prefetched.values())
     s.peek_ahead = len(ready) > 1 and size <= PEEK_AHEAD_BYTES
-    if not has_pre:
+    if heads is not None:
+        for (name, tube), recordable in seen.items():
+            # the tubes with ready jobs are recorded below, once their priority is known
+            if not recordable or (name, tube) not in urgent:
+                heads.record(name, tube, Head(0, 0, now, -1, now + FRESH) if recordable
+                             else None, seqs[name])  # fmt: skip
+    if not has_pre and not cached:
         if not ready:
+            if trusted:  # nothing ready, as far as the records say: ask every shard
+                return (yield from _choose(s, [cl.shards[nm] for nm in wmap], wmap, False))
             return None
-        if len(ready) == 1:
+        if len(ready) == 1 and heads is None:
             return _Candidate((0,), ready[0][0], -1)
     if not ahead:
         peeks: list[tuple[ShardState, Send, list[str], list[int]]] = []
@@ -694,8 +837,8 @@ def _choose(
                 continue
             replies = iter(result)
             usable = True
-            for tube, n in zip(names, peek_uses, strict=True):
-                if not all(isinstance(next(replies), Using) for _ in range(n)):
+            for tube, n_uses in zip(names, peek_uses, strict=True):
+                if not all(isinstance(next(replies), Using) for _ in range(n_uses)):
                     usable = False
                 reply = next(replies)
                 if isinstance(reply, Found):
@@ -711,13 +854,11 @@ def _choose(
         for job_id, h in s.prefetched.items()
         if _usable(s, h, now)
     ]
-    if not pre and not found:
+    if not pre and not found and not cached and floor == math.inf:
         return None
     # Several shards (or prefetched jobs) compete: priority, then age, then round-robin.
-    candidates = list(pre)
-    order = {name: i for i, name in enumerate(cl.shards)}
-    n = max(1, len(cl.shards))
-    stat_sends: dict[Link, list[tuple[ShardState, int]]] = {}
+    candidates = pre + cached
+    stat_sends: dict[Link, list[tuple[ShardState, int, str]]] = {}
     for shard, link, tube, local in found:
         gid = ids.encode(shard.id, local)
         meta = cl.put_meta.get(gid)
@@ -725,13 +866,17 @@ def _choose(
         if meta is not None and (meta[0] < URGENT) == urgent.get((shard.name, tube), False):
             rank = (order[shard.name] - s.rr) % n
             age = max(0, int(now - meta[1]))
-            key = (float(meta[0]), -float(age), float(cl.put_order.get(gid, -1)), float(rank),
+            put_order = cl.put_order.get(gid, -1)
+            key = (float(meta[0]), -float(age), float(put_order), float(rank),
                    float(local))  # fmt: skip
-            candidates.append(_Candidate(key, shard, gid))
+            candidates.append(_Candidate(key, shard, gid, tube=tube))
+            if heads is not None and seen.get((shard.name, tube)):
+                head = Head(local, meta[0], meta[1], put_order, now + FRESH)
+                heads.record(shard.name, tube, head, seqs[shard.name])
         else:
-            stat_sends.setdefault(link, []).append((shard, local))
+            stat_sends.setdefault(link, []).append((shard, local, tube))
     sends2 = [
-        Send(link, b"".join(StatsJob(local).encode() for _, local in items), len(items))
+        Send(link, b"".join(StatsJob(local).encode() for _, local, _ in items), len(items))
         for link, items in stat_sends.items()
     ]
     outcome = yield from s.request(sends2) if sends2 else _nothing()
@@ -739,7 +884,7 @@ def _choose(
         result = outcome.get(send.link)
         if not isinstance(result, list):
             continue
-        for (shard, local), reply in zip(stat_sends[send.link], result, strict=True):
+        for (shard, local, tube), reply in zip(stat_sends[send.link], result, strict=True):
             if not isinstance(reply, Ok):
                 continue  # taken meanwhile
             job_stats = parse_mapping(reply.body)
@@ -747,18 +892,22 @@ def _choose(
                 continue
             rank = (order[shard.name] - s.rr) % n
             gid = ids.encode(shard.id, local)
-            key = (
-                float(_int(job_stats.get("pri"), DEFAULT_PRIORITY)),
-                -float(_int(job_stats.get("age"), 0)),
-                float(cl.put_order.get(gid, -1)),  # put order, where this process put it
-                float(rank),
-                float(local),
-            )
-            candidates.append(_Candidate(key, shard, ids.encode(shard.id, local), job_stats))
-    if not candidates:
+            priority = _int(job_stats.get("pri"), DEFAULT_PRIORITY)
+            age = _int(job_stats.get("age"), 0)
+            put_order = cl.put_order.get(gid, -1)  # put order, where this process put it
+            key = (float(priority), -float(age), float(put_order), float(rank), float(local))
+            candidates.append(_Candidate(key, shard, gid, job_stats, tube))
+            if heads is not None and seen.get((shard.name, tube)):
+                head = Head(local, priority, now - age, put_order, now + FRESH)
+                heads.record(shard.name, tube, head, seqs[shard.name])
+    best = min(candidates, key=lambda c: c.key) if candidates else None
+    if floor < math.inf and (best is None or best.key[0] > floor):
+        # a job of a tube whose head is being taken could beat it: look there too
+        return (yield from _choose(s, everywhere, wmap, use_heads, taken_ok=False))
+    if best is None:
         return None
     s.rr += 1
-    return min(candidates, key=lambda c: c.key)
+    return best
 
 
 def _peeks(link: Link, tubes: Sequence[str], stats: bool) -> tuple[bytes, int, list[int]]:
@@ -799,8 +948,11 @@ def _adopt(
     ``time-left``. Returns the global ids kept (a job whose link failed is given back by it)."""
     now = s.cluster.clock()
     entries: list[tuple[Link, Reserved, int]] = []
+    heads = s.cluster.heads
     for link, reply in winners:
         gid = ids.encode(link.shard.id, reply.id)
+        if heads is not None:
+            heads.reserved(link.shard.name, reply.id)
         new = s.prefetched[gid] = Held(link, DEFAULT_PRIORITY, 1, now + 1, "", now, reply.body)
         s.timed(new, now + 1)
         link.held += 1
@@ -1091,6 +1243,7 @@ def cancelled(cluster: Cluster, link: Link, replies: Sequence[Reply], complete: 
     for reply in replies:
         if isinstance(reply, Reserved):
             cluster.note_unseen(ids.encode(link.shard.id, reply.id))
+            cluster.readied(link.shard.name)  # it goes back as the link closes
     if not complete:
         cluster.note_failure(link.shard, f"no answer from {link.shard.name} to a cancelled wait")
 

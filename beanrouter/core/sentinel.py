@@ -162,7 +162,9 @@ def _give_back(s: Session, link: Link, reply: Reserved, want: frozenset[str]) ->
         return False
     pri = stats.get("pri")
     priority = pri if isinstance(pri, int) and not isinstance(pri, bool) else DEFAULT_PRIORITY
+    cl.readied(shard.name, tube)
     outcome = yield from s.request([Send(link, Release(reply.id, priority, 0).encode(), 1)])
+    cl.readied(shard.name, tube)
     result = outcome.get(link)
     first = result[0] if isinstance(result, list) and result else None
     if (isinstance(first, Word) and first.word == "RELEASED") or isinstance(first, BuriedReply):

@@ -222,6 +222,8 @@ class Session:
 
     def _forget(self, link: Link) -> None:
         """``link`` is closed: forget it; its jobs are lost (held) or given back (prefetched)."""
+        if link.held or link.reserving or link.owed:
+            self.cluster.readied(link.shard.name)  # what it holds goes back as it closes
         link.closed = True
         self.lingering.pop(link, None)
         links = self.links.get(link.shard.name)
@@ -549,7 +551,7 @@ class Session:
             if count == 2 and not isinstance(result[0], Using):
                 self.drop(link)
                 raise UnexpectedReply(f"use {tube}: unexpected reply {result[0]!r}")
-            reply = self._put_reply(shard, index, result[-1], delay, priority)
+            reply = self._put_reply(shard, index, result[-1], delay, priority, tube)
             if isinstance(reply, str):
                 causes.append((name, reply))
                 words.append(reply)
@@ -566,6 +568,7 @@ class Session:
         reply: Reply,
         delay: int | None = None,
         priority: int | None = None,
+        tube: str | None = None,
     ) -> Reply | str:
         """What a shard's reply to a put means: the reply for the client (global ids), or the
         word of a shard that refused the job (DRAINING, OUT_OF_MEMORY: the next one is tried)."""
@@ -574,7 +577,7 @@ class Session:
                 self.cluster.metrics.failovers += 1
             local = reply.id
             if local <= ids.MAX_LOCAL_ID:
-                self.cluster.note_put(shard.id_base | local, delay, priority)
+                self.cluster.note_put(shard.id_base | local, delay, priority, tube)
                 return reply if not shard.id else Inserted(shard.id_base | local)
             raise JobIdError(
                 f"put to tube {self.using!r}: the job WAS stored on shard {shard.name} as id"
@@ -616,7 +619,7 @@ class Session:
     def put_fast_done(self, link: Link, reply: Reply) -> Reply | None:
         """The reply to a put sent on ``put_fast``'s link. None: the shard refused it
         (``refused_by`` says how): run ``put(..., refused=...)`` for the next shards."""
-        result = self._put_reply(link.shard, 0, reply)
+        result = self._put_reply(link.shard, 0, reply, tube=link.used)
         if isinstance(result, str):
             self.refused_by = (link.shard.name, result)
             return None
@@ -699,7 +702,10 @@ class Session:
         if priority is None:
             priority = yield from self._own_priority(job_id)
         data = Release(local, priority, delay).encode()
+        shard = self.cluster.shard_of(job_id)[0].name
+        self.cluster.readied(shard)
         reply = yield from self._job_command(job_id, data, "release", True)
+        self.cluster.readied(shard)
         self._unhold(job_id)
         if isinstance(reply, BuriedReply):
             return BuriedReply()
@@ -711,7 +717,10 @@ class Session:
         if priority is None:
             priority = yield from self._own_priority(job_id)
         data = Bury(local, priority).encode()
+        shard = self.cluster.shard_of(job_id)[0].name
+        self.cluster.readied(shard)  # (a job no longer reserved: ``reserve-job`` could take it)
         reply = yield from self._job_command(job_id, data, "bury", True)
+        self.cluster.readied(shard)
         self._unhold(job_id)
         if isinstance(reply, BuriedReply):
             return BuriedReply()
@@ -783,7 +792,10 @@ class Session:
     def kick_job(self, job_id: int) -> Op[Reply]:
         """``kick-job``: ``KICKED`` or ``NOT_FOUND``."""
         shard, local = self.cluster.shard_of(job_id)
-        return (yield from self.one(shard, KickJob(local).encode()))[0]
+        self.cluster.readied(shard.name)
+        reply = (yield from self.one(shard, KickJob(local).encode()))[0]
+        self.cluster.readied(shard.name)
+        return reply
 
     # ---- the used tube over its shards ------------------------------------------------------
 
@@ -849,7 +861,9 @@ class Session:
         for shard in (yield from self._tube_shards(tube)):
             if total >= bound:
                 break
+            self.cluster.readied(shard.name, tube)
             results = yield from self.broadcast([shard], Kick(bound - total).encode(), 1, use=tube)
+            self.cluster.readied(shard.name, tube)
             replies = results[0][1]
             if replies is None:
                 continue
@@ -963,9 +977,14 @@ class Session:
 
     def pause_tube(self, tube: str, delay: int) -> Op[Reply]:
         """``pause-tube`` on every shard where the tube exists: ``PAUSED`` or ``NOT_FOUND``."""
+        heads = self.cluster.heads
+        if heads is not None:
+            heads.changed_everywhere(tube)
         results = yield from self.broadcast(
             self.cluster.shards.values(), PauseTube(tube, delay).encode(), 1
         )
+        if heads is not None:
+            heads.changed_everywhere(tube)
         paused = False
         for _, replies in self._answered(results, "pause-tube"):
             if isinstance(replies[0], Word) and replies[0].word == "PAUSED":

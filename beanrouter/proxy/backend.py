@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -26,12 +27,13 @@ from ..core import Cluster, Link, Op, Session
 from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, extend, extendable, plan
 from ..core.cluster import ShardState, UnseenLedger
+from ..core.heads import Heads
 from ..core.reserve import stream_link
 from ..core.scan import scan
 from ..core.sentinel import sentinel
 from ..router.aio_driver import AsyncDriver, LinkPool, Posted, answers
 from ..router.errors import RouterError
-from .unseen import ledger_from_env
+from .unseen import UNSEEN_ENV, ledger_from_env
 
 if TYPE_CHECKING:
     from ..protocol import StatValue
@@ -380,8 +382,15 @@ def _encode(result: Result, cmd: p.Command) -> bytes:
 class CoreBackend:
     """The shared state of one proxy process."""
 
-    def __init__(self, config: ClusterConfig, unseen: UnseenLedger | None = None) -> None:
+    def __init__(
+        self, config: ClusterConfig, unseen: UnseenLedger | None = None, alone: bool = True
+    ) -> None:
         self.cluster = Cluster(config, unseen=unseen)
+        if alone:
+            # Every client goes through this process's sessions: what they put, release and
+            # reserve keeps the shards' heads known (``core/heads.py``). Not in a worker of
+            # ``proxy --workers`` (``alone`` False): the other workers' puts are not seen.
+            self.cluster.heads = Heads(self.cluster.clock)
         self.pool = LinkPool()
         """Shard connections that closed sessions left idle, for the next ones."""
         self.posted = Posted()
@@ -553,6 +562,12 @@ class CoreBackend:
                 "unseen_reserves",
             ),
             ("sweep_retries_total", "Chosen jobs taken by someone else first.", "sweep_retries"),
+            ("looks_total", "Shards asked for their heads by a cross-shard choice.", "looks"),
+            (
+                "looks_spared_total",
+                "Shards a cross-shard choice did not ask: their heads were known.",
+                "looks_spared",
+            ),
             (
                 "strays_found_total",
                 "Jobs a sentinel found on a shard away from their tube's owner.",
@@ -665,4 +680,5 @@ class CoreBackend:
 def make_backend(config: ClusterConfig) -> CoreBackend:
     """The backend for ``config`` (``seam.BackendFactory``); a worker of ``proxy --workers``
     shares its unseen counters with the others (``unseen.ledger_from_env``)."""
-    return CoreBackend(config, unseen=ledger_from_env())
+    alone = UNSEEN_ENV not in os.environ  # (set for the workers of ``proxy --workers``)
+    return CoreBackend(config, unseen=ledger_from_env(), alone=alone)
