@@ -59,9 +59,10 @@ from collections.abc import Callable
 from typing import Final, cast
 
 from .. import protocol as p
+from ..core.config import ClusterConfig
+from ..core.errors import ConfigError
 from ..protocol import CLOSED, NEED_DATA, CommandReader
-from ..router.config import ClusterConfig, load_config
-from ..router.errors import ConfigError
+from ..router.config import load_config
 from .seam import Backend, ClientSession
 from .stats import ClientCounters, ProxyStats
 

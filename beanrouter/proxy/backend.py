@@ -26,16 +26,16 @@ from ..core import Cluster, Link, Op, Session
 from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, extend, extendable, plan
 from ..core.cluster import ShardState, UnseenLedger
+from ..core.errors import RouterError
 from ..core.reserve import stream_link
 from ..core.scan import scan
 from ..core.sentinel import sentinel
 from ..router.aio_driver import AsyncDriver, LinkPool, Posted, answers
-from ..router.errors import RouterError
 from .unseen import ledger_from_env
 
 if TYPE_CHECKING:
+    from ..core.config import ClusterConfig
     from ..protocol import StatValue
-    from ..router.config import ClusterConfig
     from .metrics import Registry
     from .stats import ProxyStats
 

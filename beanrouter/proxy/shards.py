@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable
 
-    from ..router.config import ClusterConfig
+    from ..core.config import ClusterConfig
     from .app import ProxyServer
     from .seam import BackendFactory
     from .stats import ProxyStats
@@ -61,7 +61,7 @@ def cluster_config(ports: dict[str, int], ids: dict[str, int]) -> ClusterConfig:
     """The proxy's configuration: shard ``name`` on ``SHARD_HOST:ports[name]`` with id
     ``ids[name]``, in order; what ``config_from_servers(["HOST:PORT NAME id=ID", ...])`` builds,
     without PyYAML (which that parses with)."""
-    from ..router.config import ClusterConfig, ShardConfig
+    from ..core.config import ClusterConfig, ShardConfig
 
     return ClusterConfig(
         servers=tuple(

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from beanrouter import protocol as p
 from beanrouter.core import Cluster, Session
+from beanrouter.core.errors import PutUncertain
 from beanrouter.core.reserve import LINGER
 from beanrouter.router.aio_driver import AsyncDriver
 from beanrouter.router.config import config_from_servers
-from beanrouter.router.errors import PutUncertain
 
 Answer = Callable[[bytes], bytes | None]
 """A command line -> the shard's reply (None: say nothing; b"": close the connection)."""
