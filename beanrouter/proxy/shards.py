@@ -142,7 +142,7 @@ def _name_process(name: str) -> None:
 
 
 def _forked_shard(shard: Shard, parent: int, close: list[socket.socket]) -> NoReturn:
-    """The forked child: become what ``child.main`` makes of an exec'd shard, then run the
+    """The forked child: become what ``child.adopt`` makes of an exec'd shard, then run the
     bundled server on the shard's socket; never returns into the supervisor's code."""
     status = 1
     try:
