@@ -7,7 +7,8 @@ top, inside functions, under ``if TYPE_CHECKING``, and the module names written 
 
 - an upward import: a module importing a module of a higher layer;
 - an import cycle between the packages (``protocol``, ``core``, ``router``, ``proxy``,
-  ``server``, the command line);
+  ``server``, the command line), or an import between the shells' packages other than
+  ``proxy`` → ``router`` and ``proxy`` → ``server``;
 - a module of ``protocol`` or ``core`` importing an I/O or configuration-file module of the
   standard library or PyYAML (``socket``, ``selectors``, ``asyncio``, ``threading``, ``yaml``...).
 
@@ -52,6 +53,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("beanrouter.cli", "beanrouter.__main__")),
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
+
+# Between the shells' packages, only these imports (one way: the proxy runs the library's asyncio
+# driver and reads its configuration, and uses the bundled server's counter names and helpers).
+SHELL_PACKAGES = frozenset({"router", "proxy", "server"})
+SHELL_IMPORTS = {"proxy": frozenset({"router", "server"})}
 
 # What the pure layers may not import, even inside a function (``yaml``: reading configuration
 # files is a shell's job; the model is ``core.config``).
@@ -144,6 +150,15 @@ def check(root: Path = ROOT) -> list[str]:
                     f"{where}:{line}: {module} ({layer}) imports {target} ({other}), a higher layer"
                 )
             a, b = package_of(module), package_of(target)
+            if (
+                a != b
+                and layer == other == "shells"
+                and {a, b} <= SHELL_PACKAGES
+                and b not in SHELL_IMPORTS.get(a, ())
+            ):
+                errors.append(
+                    f"{where}:{line}: {module} imports {target}: {a}/ may not import {b}/"
+                )
             if a != b:
                 edges.setdefault(a, {}).setdefault(b, f"{where}:{line}: {module} -> {target}")
     errors.extend(_cycles(edges))

@@ -6,5 +6,13 @@ port (``/healthz``, ``/metrics``, ``/route``); ``stats.py`` and ``metrics.py`` t
 counters; ``workers.py`` runs several proxy processes on one port; ``cluster.py`` is
 ``beanrouter cluster`` (bundled shards plus a proxy, in one command). Routing every command is the
 routing core's job, reached only through the interfaces in ``seam.py``; the factory of the real
-backend is ``beanrouter.proxy.backend.make_backend``.
+backend is ``beanrouter.proxy.backend.make_backend``; ``console/`` is the console on the HTTP
+port.
+
+Layers (docs/architecture.md): most of the package is a shell, which imports ``protocol``,
+``core``, the library's asyncio driver and configuration reading (``router``) and a few helpers
+of ``server`` (counter names, process info, binding); nothing imports the proxy but the
+processes and the command line. ``run.py`` (one proxy process) and ``cluster.py``,
+``shards.py``, ``workers.py``, ``child.py`` (supervision) are the processes layer: they may
+import the shells, never ``beanrouter.cli``.
 """

@@ -37,6 +37,7 @@ def test_the_contract_finds_upward_imports_and_cycles(tmp_path: Path) -> None:
     _write(tmp_path, "beanrouter.router.driver", "from .facade import x\n")
     _write(tmp_path, "beanrouter.proxy.child", "M = 'beanrouter.cli:main'\n")
     _write(tmp_path, "beanrouter.cli", "from .proxy import child\n")
+    _write(tmp_path, "beanrouter.server.engine", "from ..router import facade\n")
     errors = check_layers.check(root)
     text = "\n".join(errors)
     assert "beanrouter.protocol.codec (protocol) imports socket" in text
@@ -45,7 +46,8 @@ def test_the_contract_finds_upward_imports_and_cycles(tmp_path: Path) -> None:
     assert "beanrouter.proxy.child (processes) imports beanrouter.cli (cli)" in text
     assert "package import cycle core -> router -> core" in text
     assert "package import cycle cli -> proxy -> cli" in text
-    assert len(errors) == 6
+    assert "beanrouter.server.engine imports beanrouter.router.facade: server/ may not" in text
+    assert len(errors) == 7
 
 
 @pytest.mark.parametrize("package", ["beanrouter.core", "beanrouter.protocol"])
