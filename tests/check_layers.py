@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "beanrouter.router.driver",
             "beanrouter.router.connection",
             "beanrouter.router.aio_driver",
+            "beanrouter.proxy.driver",
         ),
     ),
     ("shells", ("beanrouter", "beanrouter.router", "beanrouter.proxy", "beanrouter.server")),

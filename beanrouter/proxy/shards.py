@@ -252,7 +252,7 @@ async def wait_ready(shards: list[Shard], timeout: float, stop: asyncio.Event) -
     """Return when every shard answers; raise ``ShardFailed`` if one exits, TimeoutError."""
     import asyncio
 
-    from ..router.aio_driver import answers
+    from .driver import answers
 
     async def one(shard: Shard) -> None:
         while True:
