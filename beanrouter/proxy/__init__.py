@@ -9,10 +9,11 @@ routing core's job, reached only through the interfaces in ``seam.py``; the fact
 backend is ``beanrouter.proxy.backend.make_backend``; ``console/`` is the console on the HTTP
 port.
 
-Layers (docs/architecture.md): most of the package is a shell, which imports ``protocol``,
-``core``, the library's asyncio driver and configuration reading (``router``) and a few helpers
-of ``server`` (counter names, process info, binding); nothing imports the proxy but the
-processes and the command line. ``run.py`` (one proxy process) and ``cluster.py``,
-``shards.py``, ``workers.py``, ``child.py`` (supervision) are the processes layer: they may
-import the shells, never ``beanrouter.cli``.
+Layers (docs/architecture.md): ``driver.py`` (``ProxyDriver``: the library's asyncio driver plus
+the proxy's fast path and connection pool) is a driver, which imports only ``protocol``,
+``core`` and ``router.aio_driver``. The rest is a shell, which imports those, configuration
+reading (``router.config``) and a few helpers of ``server`` (counter names, process info,
+binding); nothing imports the proxy but the processes and the command line. ``run.py`` (one
+proxy process) and ``cluster.py``, ``shards.py``, ``workers.py``, ``child.py`` (supervision) are
+the processes layer: they may import the shells, never ``beanrouter.cli``.
 """
