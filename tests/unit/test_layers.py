@@ -82,3 +82,13 @@ def test_a_spawned_child_is_told_apart_by_the_variable_child_reads() -> None:
 
     main = (REPO / "beanrouter" / "__main__.py").read_text()
     assert f'"{child.PARENT_ENV}" in os.environ' in main
+
+
+def test_the_cores_names_load_on_first_access() -> None:
+    import beanrouter.core as core
+
+    assert core.Session.__module__ == "beanrouter.core.session"
+    assert core.Cluster.__module__ == "beanrouter.core.cluster"
+    assert set(core.__all__) <= set(dir(core))
+    with pytest.raises(AttributeError):
+        core.nothing  # noqa: B018
