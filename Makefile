@@ -27,7 +27,7 @@ help:
 	@echo "make run     start the main job: beanrouter cluster (3 shards + proxy) on 127.0.0.1:11300,"
 	@echo "             persistent (binlogs under $(DATA)/); SHARDS=N PORT=P to change"
 	@echo "make test    run the test suite (fetches the peer client suites into .peers/)"
-	@echo "make lint    ruff check, ruff format --check, mypy --strict"
+	@echo "make lint    ruff check, ruff format --check, mypy --strict, the layer contract"
 	@echo "make fmt     ruff check --fix and ruff format"
 	@echo "make bench   run benchmarks/server_vs_beanstalkd.py"
 	@echo "make venv    create $(VENV) and install -e .[test,dev] (no-op when up to date)"
@@ -70,6 +70,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict $(SRC)
+	$(PY) tests/check_layers.py
 
 fmt: venv
 	$(VENV)/bin/ruff check --fix .

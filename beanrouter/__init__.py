@@ -5,6 +5,10 @@ exceptions and configuration helpers. Kept import-light: ``beanrouter server`` m
 fast, so importing ``beanrouter`` (or any ``beanrouter.server`` module) imports none of them; each
 is loaded from the module named in ``_EXPORTS`` on first access (``from beanrouter import Router``
 imports ``beanrouter.router`` then).
+
+Layers (docs/architecture.md): protocol < core < drivers < shells (``router``, ``proxy``,
+``server``) < processes < cli; ``make lint`` checks that no module imports a higher layer. This
+module is at the shells' level: it names only ``beanrouter.router`` (lazily).
 """
 
 # The usual ``from typing import TYPE_CHECKING`` without importing ``typing``: type checkers treat

@@ -81,8 +81,8 @@ import greenstalk  # noqa: E402
 from proxy_bench import cpu_seconds, free_port, pct, wait_listening  # noqa: E402
 
 from beanrouter import AsyncRouter, DeadlineSoon, Router, RouterError  # noqa: E402
+from beanrouter.core.ring import Placement  # noqa: E402
 from beanrouter.proxy.cluster import shard_ids  # noqa: E402
-from beanrouter.router.ring import Placement  # noqa: E402
 
 HOST = "127.0.0.1"
 BEANSTALKD = os.environ.get("BEANSTALKD_BIN", "/usr/bin/beanstalkd")

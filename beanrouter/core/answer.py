@@ -15,7 +15,7 @@ The library shells raise these errors instead (their own surface, docs/library.m
 from __future__ import annotations
 
 from ..protocol import INTERNAL_ERROR, NOT_FOUND, ProtocolError, Reply
-from ..router.errors import JobIdError, NotFound, RouterError
+from .errors import JobIdError, NotFound, RouterError
 
 __all__ = ["answer"]
 

@@ -68,9 +68,9 @@ from ..protocol import (
     Watch,
     encode_put,
 )
-from ..router import ids
-from ..router.errors import RouterError, ShardUnavailable, UnexpectedReply
+from . import ids
 from .cluster import ShardState
+from .errors import RouterError, ShardUnavailable, UnexpectedReply
 from .links import Link
 from .reserve import exact_now, exact_now_done, exact_wait, observe_wakeup, reserve, reserve_job
 from .rounds import Failure, FailureKind, Op, Round, Send

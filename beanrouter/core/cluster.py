@@ -5,7 +5,7 @@ proxy's clients): shard health learnt by one session protects the others. Pure: 
 random source are injected.
 
 Invariant: shards are keyed by their stable name, and ``by_id`` by their stable numeric id, so a
-global job id always names the same shard (see ``beanrouter.router.ids``).
+global job id always names the same shard (see ``beanrouter.core.ids``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..router import ids
-from ..router.config import ClusterConfig, ShardConfig
-from ..router.errors import JobIdError
-from ..router.health import Health
-from ..router.ring import Placement
+from . import ids
+from .config import ClusterConfig, ShardConfig
+from .errors import JobIdError
 from .heads import Heads
+from .health import Health
+from .ring import Placement
 
 __all__ = ["MAX_PUT_ORDER", "BoundedUnseen", "Cluster", "Metrics", "ShardState", "UnseenLedger"]
 

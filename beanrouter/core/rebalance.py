@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..protocol import StatValue
-from ..router.config import ClusterConfig
-from ..router.ring import Placement
+from .config import ClusterConfig
+from .ring import Placement
 
 __all__ = [
     "BURIED_HOLD",

@@ -64,9 +64,9 @@ from ..protocol import (
     parse_mapping,
 )
 from ..protocol import Buried as BuriedReply
-from ..router import ids
-from ..router.errors import ShardUnavailable
+from . import ids
 from .cluster import Cluster, ShardState
+from .errors import ShardUnavailable
 from .heads import FRESH, Head
 from .links import Link
 from .rounds import Failure, Op, Round, Send

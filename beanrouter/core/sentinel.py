@@ -34,7 +34,7 @@ import math
 
 from ..protocol import Buried as BuriedReply
 from ..protocol import Ok, Release, Reply, Reserved, StatsJob, Watching, Word, parse_mapping
-from ..router import ids
+from . import ids
 from .cluster import ShardState
 from .links import Link
 from .rounds import Failure, Op, Round, Send

@@ -67,17 +67,17 @@ from ..protocol import (
 from ..protocol import Buried as BuriedReply
 from ..protocol import Ignore as IgnoreCommand
 from ..protocol import Stats as StatsCommand
-from ..router import ids
-from ..router.errors import (
+from . import ids
+from .cluster import Cluster, ShardState
+from .errors import (
     JobIdError,
     PutUncertain,
     ReservationLost,
     ShardUnavailable,
     UnexpectedReply,
 )
-from ..router.merge import merge_stats, merge_stats_tube
-from .cluster import Cluster, ShardState
 from .links import Link
+from .merge import merge_stats, merge_stats_tube
 from .rounds import Failure, FailureKind, Op, Outcome, Round, Send
 
 __all__ = ["DEFAULT_PRIORITY", "MAX_IDLE_LINKS", "MAX_LOST", "Held", "Session"]

@@ -5,6 +5,10 @@ or ``Rejected`` input, exactly as beanstalkd 1.12 reads them; replies are encode
 ``encode()``. Client role: commands are encoded with ``encode()`` and ``ReplyReader`` turns a
 server's bytes into reply events. ``format_mapping``/``parse_mapping`` and
 ``format_list``/``parse_list`` handle the YAML bodies of ``OK`` replies.
+
+Layers (docs/architecture.md): the lowest. Imports the standard library only (no I/O modules, no
+PyYAML: the YAML of ``OK`` bodies is beanstalkd's own small dialect, read here) and no other
+beanrouter package.
 """
 
 from ._client import MAX_REPLY_LINE, ReplyReader, encode_command

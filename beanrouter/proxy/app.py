@@ -10,7 +10,7 @@ reader's own reply bytes, and handles ``quit``.
 Fast path: while the task waits for input, the protocol callback itself runs what arrives when
 the session can start it without a task (``ClientSession.start_batch``: the routing core's run is
 written to its shard link at once, and the shard's replies answer the client from that link's own
-callback, ``AsyncDriver.start``). A put, a delete or a reserve that finds a job then costs no task
+callback, ``ProxyDriver.start``). A put, a delete or a reserve that finds a job then costs no task
 wake-up and no future. Whatever the session cannot start that way (``quit``, rejected input, a
 wait after a first look that timed out, EOF, a paused writer, commands the core plans no run for)
 is handed to the task in order (``_pushback``, ``_pending``, ``_probed``), and the task runs
@@ -59,9 +59,10 @@ from collections.abc import Callable
 from typing import Final, cast
 
 from .. import protocol as p
+from ..core.config import ClusterConfig
+from ..core.errors import ConfigError
 from ..protocol import CLOSED, NEED_DATA, CommandReader
-from ..router.config import ClusterConfig, load_config
-from ..router.errors import ConfigError
+from ..router.config import load_config
 from .seam import Backend, ClientSession
 from .stats import ClientCounters, ProxyStats
 

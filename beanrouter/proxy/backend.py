@@ -27,17 +27,18 @@ from ..core import Cluster, Link, Op, Session
 from ..core.answer import answer
 from ..core.batch import Batch, Result, command_op, extend, extendable, plan
 from ..core.cluster import ShardState, UnseenLedger
+from ..core.errors import RouterError
 from ..core.heads import Heads
 from ..core.reserve import stream_link
 from ..core.scan import scan
 from ..core.sentinel import sentinel
-from ..router.aio_driver import AsyncDriver, LinkPool, Posted, answers
-from ..router.errors import RouterError
+from ..router.aio_driver import AsyncDriver, Posted
+from .driver import LinkPool, ProxyDriver, answers
 from .unseen import UNSEEN_ENV, ledger_from_env
 
 if TYPE_CHECKING:
+    from ..core.config import ClusterConfig
     from ..protocol import StatValue
-    from ..router.config import ClusterConfig
     from .metrics import Registry
     from .stats import ProxyStats
 
@@ -70,7 +71,7 @@ class CoreSession:
         self.session = Session(backend.cluster, cancellable=False, linger=0.0)
         self.session.posting = True  # ``use`` answered once written (``Send.posted``)
         config = backend.cluster.config
-        self.driver = AsyncDriver(
+        self.driver = ProxyDriver(
             self.session,
             config.connect_timeout,
             config.timeout,
@@ -146,7 +147,7 @@ class CoreSession:
         done: Callable[[bool], None],
         idle: Callable[[], None] | None = None,
     ) -> bool:
-        """``execute_batch`` without a task (``AsyncDriver.start``), when nothing stands in the
+        """``execute_batch`` without a task (``ProxyDriver.start``), when nothing stands in the
         way: no other call running, no maintenance due, and the core plans a run for the first
         command (see ``seam.ClientSession.start_batch``). When the session's watched tubes all
         live on one shard whose link is connected, the client's blocking reserves join the run
@@ -527,7 +528,7 @@ class CoreBackend:
                         cluster.probed(shard)
 
     async def _answers(self, shard: ShardState) -> bool:
-        """``shard`` answers within ``connect_timeout`` (``aio_driver.answers``)."""
+        """``shard`` answers within ``connect_timeout`` (``driver.answers``)."""
         try:
             async with asyncio.timeout(self.cluster.config.connect_timeout):
                 return await answers(shard.config.host, shard.config.port)

@@ -1,5 +1,5 @@
-"""Supervised children: ``python -m beanrouter.proxy.child ARGS`` runs ``beanrouter ARGS`` so that
-it dies with its supervisor, and can be handed a listening socket.
+"""Supervised children: ``spawn(ARGS)`` runs ``beanrouter ARGS`` (``python -m beanrouter ARGS``) so
+that it dies with its supervisor, and can be handed a listening socket.
 
 Used by ``beanrouter cluster`` for its shards and by ``beanrouter proxy --workers`` for its
 workers. The supervisor (``spawn``) passes, in the environment:
@@ -12,6 +12,11 @@ workers. The supervisor (``spawn``) passes, in the environment:
   announces it with ``LISTEN_PID``/``LISTEN_FDS`` (systemd socket activation, which the bundled
   server honours). The supervisor binds the socket, so there is no race for a free port and a
   restarted shard gets the same port with its backlog intact.
+
+The child follows these instructions with ``adopt``, which ``python -m beanrouter``
+(``beanrouter/__main__.py``) calls before the command line runs when ``BEANROUTER_PARENT_PID`` is
+set. This module never imports the command line (``beanrouter.cli``): process supervision is the
+layer below it (docs/architecture.md, *Layers*).
 
 Children run in their own session, so a terminal's ^C (SIGINT to the foreground process group)
 reaches only the supervisor, which stops them in order. Doing all this in the child rather than
@@ -30,7 +35,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["LISTEN_FD_ENV", "PARENT_ENV", "die_with_parent", "main", "spawn"]
+__all__ = ["LISTEN_FD_ENV", "PARENT_ENV", "adopt", "die_with_parent", "spawn"]
 
 PARENT_ENV = "BEANROUTER_PARENT_PID"
 LISTEN_FD_ENV = "BEANROUTER_LISTEN_FD"
@@ -75,9 +80,9 @@ def _adopt_listen_fd(fd: int) -> None:
     os.environ["LISTEN_FDS"] = "1"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Apply the environment's instructions, then run ``beanrouter`` with ``argv``."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def adopt() -> None:
+    """Apply the supervisor's instructions in the environment (a child of ``spawn``, before the
+    ``beanrouter`` command line runs)."""
     # Until the child installs its own handlers, a forwarded SIGHUP or SIGUSR1 must not end it.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
@@ -87,9 +92,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     fd = os.environ.pop(LISTEN_FD_ENV, None)
     if fd is not None and fd.isdigit():
         _adopt_listen_fd(int(fd))
-    from ..cli import main as cli_main
-
-    cli_main(args)
 
 
 def spawn(
@@ -124,13 +126,9 @@ def spawn(
     else:
         environ.pop(LISTEN_FD_ENV, None)
     return subprocess.Popen(
-        [sys.executable, "-m", "beanrouter.proxy.child", *args],
+        [sys.executable, "-m", "beanrouter", *args],  # __main__ calls ``adopt`` first
         env=environ,
         stdin=subprocess.DEVNULL,
         pass_fds=pass_fds,
         start_new_session=True,  # a terminal's ^C reaches the supervisor, which stops us in order
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -134,7 +134,7 @@ def parse_cluster_args(argv: list[str], progname: str = "beanrouter cluster") ->
 
 def shard_ids(names: list[str]) -> dict[str, int]:
     """Shard id per name: 0 for the ring owner of tube ``default``, then 1.. in order."""
-    from ..router.ring import Placement
+    from ..core.ring import Placement
 
     owner = Placement([(name, 1) for name in names]).owner("default")
     others = iter(range(1, len(names)))

@@ -21,8 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
-from ..router.config import ClusterConfig, load_config
-from ..router.errors import ConfigError
+from ..core.config import ClusterConfig
+from ..core.errors import ConfigError
+from ..router.config import load_config
 from ..server.listen import ListenError, bind, inherited_socket
 from .app import DEFAULT_GRACE, ProxyServer
 from .seam import BackendFactory

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from ..core.config import ClusterConfig
     from ..protocol import Command, StatValue
-    from ..router.config import ClusterConfig
     from .stats import ProxyStats
 
 __all__ = ["Backend", "BackendFactory", "ClientSession", "Introspective"]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable
 
-    from ..router.config import ClusterConfig
+    from ..core.config import ClusterConfig
     from .app import ProxyServer
     from .seam import BackendFactory
     from .stats import ProxyStats
@@ -61,7 +61,7 @@ def cluster_config(ports: dict[str, int], ids: dict[str, int]) -> ClusterConfig:
     """The proxy's configuration: shard ``name`` on ``SHARD_HOST:ports[name]`` with id
     ``ids[name]``, in order; what ``config_from_servers(["HOST:PORT NAME id=ID", ...])`` builds,
     without PyYAML (which that parses with)."""
-    from ..router.config import ClusterConfig, ShardConfig
+    from ..core.config import ClusterConfig, ShardConfig
 
     return ClusterConfig(
         servers=tuple(
@@ -142,7 +142,7 @@ def _name_process(name: str) -> None:
 
 
 def _forked_shard(shard: Shard, parent: int, close: list[socket.socket]) -> NoReturn:
-    """The forked child: become what ``child.main`` makes of an exec'd shard, then run the
+    """The forked child: become what ``child.adopt`` makes of an exec'd shard, then run the
     bundled server on the shard's socket; never returns into the supervisor's code."""
     status = 1
     try:
@@ -252,7 +252,7 @@ async def wait_ready(shards: list[Shard], timeout: float, stop: asyncio.Event) -
     """Return when every shard answers; raise ``ShardFailed`` if one exits, TimeoutError."""
     import asyncio
 
-    from ..router.aio_driver import answers
+    from .driver import answers
 
     async def one(shard: Shard) -> None:
         while True:

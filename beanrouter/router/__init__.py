@@ -1,18 +1,26 @@
-"""The router library: many independent beanstalkd shards used like one beanstalkd.
+"""The router library's shells: many independent beanstalkd shards used like one beanstalkd.
 
-``Router`` (the client), ``Job``, the exceptions, and the pure cores: ``ring`` (placement),
-``ids`` (global job ids), ``config`` (YAML configuration), ``health`` (down-marking and probing).
+Owns ``Router`` (the blocking client, ``router.py``) and ``AsyncRouter`` (``aio.py``), what they
+share (``facade.py``, ``job.py``, ``timers.py``), their drivers (``driver.py`` and
+``connection.py`` over blocking sockets, ``aio_driver.py`` over asyncio streams), reading a
+configuration (``config.py``: YAML → ``core.config.ClusterConfig``), ``check-config``
+(``summary.py``) and the shell of ``beanrouter rebalance`` (``rebalance.py``).
 
-The names below are loaded from their modules on first access (PEP 562): the routing core
-imports the pure modules of this package (``ids``, ``ring``, ``health``, ``errors``, ``config``,
-``merge``), and importing them must not import ``Router`` and its drivers, which import the core
-back (an import cycle that a compiled build cannot load).
+Layers (docs/architecture.md): the drivers import only ``beanrouter.protocol`` and
+``beanrouter.core``; the facades import those and the drivers. Nothing here imports
+``beanrouter.proxy``, ``beanrouter.server`` or ``beanrouter.cli``.
+
+The names below are the library's public API (re-exported by ``beanrouter``); the exceptions and
+``ClusterConfig``/``ShardConfig`` are defined in the core (``core.errors``, ``core.config``).
+They are loaded from their modules on first access (PEP 562), so that importing one submodule
+(``beanrouter.router.config``) does not import ``Router`` and its driver.
 """
 
 TYPE_CHECKING = False
 
 _EXPORTS = {
-    **dict.fromkeys(("ClusterConfig", "ShardConfig", "load_config", "parse_config"), "config"),
+    **dict.fromkeys(("ClusterConfig", "ShardConfig"), "beanrouter.core.config"),
+    **dict.fromkeys(("load_config", "parse_config"), "beanrouter.router.config"),
     **dict.fromkeys(
         (
             "BadFormat",
@@ -36,16 +44,16 @@ _EXPORTS = {
             "UnexpectedReply",
             "UnknownCommand",
         ),
-        "errors",
+        "beanrouter.core.errors",
     ),
-    "Job": "job",
-    **dict.fromkeys(("DEFAULT_PRIORITY", "DEFAULT_TTR", "Router"), "router"),
-    **dict.fromkeys(("check_config", "placement_summary"), "summary"),
+    "Job": "beanrouter.router.job",
+    **dict.fromkeys(("DEFAULT_PRIORITY", "DEFAULT_TTR", "Router"), "beanrouter.router.router"),
+    **dict.fromkeys(("check_config", "placement_summary"), "beanrouter.router.summary"),
 }
 
 if TYPE_CHECKING:
-    from .config import ClusterConfig, ShardConfig, load_config, parse_config
-    from .errors import (
+    from ..core.config import ClusterConfig, ShardConfig
+    from ..core.errors import (
         BadFormat,
         Buried,
         CommandError,
@@ -67,6 +75,7 @@ if TYPE_CHECKING:
         UnexpectedReply,
         UnknownCommand,
     )
+    from .config import load_config, parse_config
     from .job import Job
     from .router import DEFAULT_PRIORITY, DEFAULT_TTR, Router
     from .summary import check_config, placement_summary
@@ -78,7 +87,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

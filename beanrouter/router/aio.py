@@ -24,11 +24,11 @@ import contextlib
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..core.errors import RouterError, error_for_reply, invalid_argument, reply_mapping
 from ..core.rounds import Op
 from ..protocol import Kicked, LocalProtocolError, Reserved, StatValue
 from .aio_driver import AsyncDriver
 from .config import load_config
-from .errors import RouterError, error_for_reply, invalid_argument, reply_mapping
 from .facade import (
     Facade,
     as_body,

@@ -1,18 +1,19 @@
 """The asyncio shells' engine: runs core operations (``beanrouter.core``) over asyncio transports.
 
-Used by ``AsyncRouter`` and by the proxy (one ``AsyncDriver`` per client session). Like the
+Used by ``AsyncRouter`` and by the proxy (one ``ProxyDriver``, ``beanrouter.proxy.driver``, per
+client session: this driver plus the proxy's fast path and connection pool). Like the
 blocking ``Driver`` it only performs the rounds an operation yields: connects links on first use,
 sends, reads the replies through the codec's ``ReplyReader`` (every link of a round at once), and
 for a *wait* returns as soon as one link completes or the round's deadline passes. No routing
 decision is made here.
 
-Each link is an ``asyncio.Protocol`` (``_Stream``) that parses replies as they arrive; a round
+Each link is an ``asyncio.Protocol`` (``Stream``) that parses replies as they arrive; a round
 waits on one future (and at most one timer), not a task per link.
 
 Cancellation: a task cancelled while ``run`` awaits (a client that disconnects mid-reserve, a
 ``wait_for`` timeout) closes the operation and every link it left owing a reply
 (``Session.abandon``), so the shards give back whatever they reserved for it. Reading is
-cancellation-safe: replies that arrive later stay in the link's ``_Stream``.
+cancellation-safe: replies that arrive later stay in the link's ``Stream``.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 
 from ..core.links import Link
 from ..core.reserve import cancelled
 from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
 from ..core.session import Session
-from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader, Using
+from ..protocol import CLOSED, NEED_DATA, ProtocolError, Reply, ReplyReader
 
-__all__ = ["AsyncDriver", "LinkPool", "Posted", "answers"]
+__all__ = ["AsyncDriver", "Posted", "Stream", "watchdog"]
 
 T = TypeVar("T")
 
@@ -44,7 +45,7 @@ MAX_CONNECTING = 32
 _CONNECT_SLOTS: dict[tuple[int, str, int], asyncio.Semaphore] = {}
 
 
-class _Stream(asyncio.Protocol):
+class Stream(asyncio.Protocol):
     """A link's transport: the asyncio protocol, parsing replies as they arrive (into ``got``).
 
     A round that waits for a link sets ``want`` (the replies it owes) and ``notify``, called once
@@ -78,7 +79,7 @@ class _Stream(asyncio.Protocol):
         self.resume: asyncio.Future[None] | None = None
         """Set while a send waits for the transport's buffer to drain."""
         self.half = False
-        """EOF was sent (``AsyncDriver.half_close``): nothing more may be."""
+        """EOF was sent (``ProxyDriver.half_close``, ``_read_out``): nothing more may be."""
 
     # -- asyncio callbacks
 
@@ -237,7 +238,6 @@ class AsyncDriver:
         connect_timeout: float,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
-        pool: LinkPool | None = None,
         posted: Posted | None = None,
     ) -> None:
         self.session = session
@@ -246,12 +246,7 @@ class AsyncDriver:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.clock = clock
-        self.pool = pool
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[object]] = set()
-        """The tasks that go on with operations ``start`` began."""
-        self._fast: set[_Fast[Any]] = set()
-        """Operations ``start`` began that have not ended."""
         self.closed = False
         self._nudged = False
         """``nudge`` came while no wait round waited: the next one ends at once."""
@@ -265,10 +260,6 @@ class AsyncDriver:
         if self._wake is not None:
             self._wake()
             return
-        for fast in list(self._fast):
-            if fast.pending is not None and fast.first:
-                fast._finish()
-                return
         self._nudged = True
 
     async def run(self, op: Op[T]) -> T:
@@ -278,8 +269,8 @@ class AsyncDriver:
     async def _drive(
         self, op: Op[T], rnd: Round | None, idle: Callable[[], None] | None = None
     ) -> T:
-        """``run``, or (``rnd``) the rest of an operation whose round ``rnd`` is due; ``idle``
-        as for ``start``."""
+        """``run``, or (``rnd``) the rest of an operation whose round ``rnd`` is due; ``idle()``
+        each time the operation starts to wait for replies (``_execute``)."""
         try:
             if rnd is None:
                 rnd = next(op)
@@ -294,130 +285,13 @@ class AsyncDriver:
             self.close_links(self.session.abandon())
             raise
 
-    def start(
-        self,
-        op: Op[T],
-        done: Callable[[T | None, BaseException | None], None],
-        idle: Callable[[], None] | None = None,
-    ) -> None:
-        """Run ``op`` from callbacks, with no task and no future while its rounds allow: a
-        round whose links are all connected and idle is written at once, and the replies that
-        complete it go on with the operation from the links' ``data_received``. A round that
-        needs more (a connection, a drained buffer, a timer, a look after a pause) and the
-        rest after it run in a task, as ``run`` would. ``done(result, None)`` or
-        ``done(None, error)`` is called exactly once (possibly before ``start`` returns);
-        ``idle()`` each time the operation starts to wait for replies (in a task too).
-        Ended early only by ``abort`` (or ``close``)."""
-        fast = _Fast(self, op, done, idle)
-        self._fast.add(fast)
-        fast.begin()
-
-    def can_extend(self, link: Link) -> bool:
-        """An operation ``start`` began waits from callbacks for replies on ``link`` (what it
-        sent there is written), and more may be written on it now: connected, no EOF sent, not
-        above the write buffer's high-water mark."""
-        stream = link.io
-        if not isinstance(stream, _Stream) or stream.failed is not None or stream.half:
-            return False
-        transport = stream.transport
-        if transport is None or transport.is_closing() or stream.resume is not None:
-            return False
-        return any(fast.pending is not None and link in fast.pending for fast in self._fast)
-
-    @staticmethod
-    def extend(link: Link, data: bytes) -> None:
-        """Write ``data`` on ``link`` after what it carries (``can_extend`` said it may): more
-        commands of the run out on it, whose replies it owes now (``core.batch.extend``)."""
-        stream = link.io
-        assert isinstance(stream, _Stream) and stream.transport is not None
-        stream.transport.write(data)
-
-    @staticmethod
-    def pause_reading(link: Link) -> bool:
-        """Stop reading ``link``'s connection (False: it has none open): what the shard sends
-        waits in the kernel's buffers, and the shard waits too once they are full."""
-        stream = link.io
-        if not isinstance(stream, _Stream) or stream.transport is None:
-            return False
-        if stream.transport.is_closing():
-            return False
-        stream.transport.pause_reading()
-        return True
-
-    @staticmethod
-    def resume_reading(link: Link) -> None:
-        """Read ``link``'s connection again (after ``pause_reading``)."""
-        stream = link.io
-        if isinstance(stream, _Stream) and stream.transport is not None:
-            with contextlib.suppress(Exception):  # (closed meanwhile)
-                stream.transport.resume_reading()
-
-    @staticmethod
-    def connected(link: Link) -> bool:
-        """``link`` has a connection that is open and idle (nothing unread, no EOF sent)."""
-        stream = link.io
-        return isinstance(stream, _Stream) and not stream.stale()
-
-    def abort(self) -> None:
-        """End every operation ``start`` began and has not finished: each is closed, the links
-        it left owing replies are closed (the shards give back what they reserved for it), and
-        its ``done`` gets ``CancelledError`` (at once, or when its task has stopped)."""
-        for task in list(self._tasks):
-            task.cancel()
-        for fast in list(self._fast):
-            fast.abort()
-
-    def half_close(self) -> None:
-        """Mirror a client's half-close: send EOF on every link that owes replies. A shard then
-        answers a waiting reserve ``TIMED_OUT``, runs the rest of what it was sent, and closes
-        (beanstalkd's half-close; the bundled server's too); the replies still come in."""
-        for link in self.session.all_links():
-            stream = link.io
-            if link.owed and isinstance(stream, _Stream) and stream.transport is not None:
-                stream.half = True
-                with contextlib.suppress(Exception):
-                    stream.transport.write_eof()
-
-    def _fast_ready(self, rnd: Round) -> bool:
-        """``rnd`` can run from callbacks (``_fast_round``): no deadline, every send on a
-        connected idle link that is not above its write buffer's high-water mark."""
-        if rnd.first and rnd.until is not None:
-            return False
-        for send in rnd.sends:
-            link = send.link
-            stream = link.io
-            if not isinstance(stream, _Stream) or stream.stale() or stream.resume is not None:
-                return False
-            if link in rnd.close or link in rnd.cancel:
-                return False
-        return True
-
-    def _fast_round(self, rnd: Round) -> tuple[Outcome, list[Link]]:
-        """``_execute`` up to its wait, for a round ``_fast_ready`` accepted: the outcome so
-        far and the links still owing replies."""
-        outcome = self._begin(rnd)
-        live: list[Link] = []
-        for send in rnd.sends:
-            link = send.link
-            stream = link.io
-            assert isinstance(stream, _Stream) and stream.transport is not None
-            stream.transport.write(send.data)
-            if send.posted:
-                self._post(link, send.posted, outcome)
-            else:
-                live.append(link)
-        for link in rnd.wait:
-            if link not in outcome and isinstance(link.io, _Stream):
-                live.append(link)
-        return outcome, self._complete(live, outcome, rnd.partial)
-
     def _complete(self, live: list[Link], outcome: Outcome, partial: bool = False) -> list[Link]:
         """Put the links of ``live`` that have every reply they owe (``partial``: any reply),
         or failed, in ``outcome``; the others are returned."""
         pending: list[Link] = []
         for link in live:
             stream = link.io
-            assert isinstance(stream, _Stream)
+            assert isinstance(stream, Stream)
             if len(stream.got) >= link.owed or (partial and stream.got):
                 outcome[link] = stream.take(link.owed)
             elif stream.failed is not None:
@@ -430,7 +304,7 @@ class AsyncDriver:
         """After a round's wait: what each link still owing replies came to."""
         for link in pending:
             stream = link.io
-            if not isinstance(stream, _Stream):  # closed meanwhile
+            if not isinstance(stream, Stream):  # closed meanwhile
                 self._lost(link, f"{link.shard.name} closed the link", outcome)
             elif stream.failed is not None and len(stream.got) < link.owed:
                 self._lost(link, f"{link.shard.name} {stream.failed}", outcome)
@@ -441,9 +315,9 @@ class AsyncDriver:
 
     def _post(self, link: Link, replies: tuple[Reply, ...], outcome: Outcome) -> None:
         """A posted send is written: answer it now, and check the shard's replies when they
-        come (``_Stream.expect``)."""
+        come (``Stream.expect``)."""
         stream = link.io
-        assert isinstance(stream, _Stream)
+        assert isinstance(stream, Stream)
         stream.expect.extend(replies)
         if self.posted is not None:
             stream.posted = self.posted
@@ -457,43 +331,10 @@ class AsyncDriver:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
-    def _later(self, fast: _Fast[T], rnd: Round) -> None:
-        """The rest of ``fast``'s operation, from round ``rnd``, in a task."""
-        loop = self._loop_of()
-        task = loop.create_task(self._drive(fast.op, rnd, fast.idle))
-        self._tasks.add(task)
-
-        def finished(task: asyncio.Task[T]) -> None:
-            self._tasks.discard(task)
-            if task.cancelled():
-                fast.end(None, asyncio.CancelledError())
-            else:
-                exc = task.exception()
-                fast.end(None if exc is not None else task.result(), exc)
-
-        task.add_done_callback(finished)
-
     def close(self) -> None:
-        """Close every link of the session (each shard gives back the jobs held on it); with
-        ``pool``, the links the core calls reusable are reset and kept for later sessions.
-        An operation ``start`` began and not finished ends with an error."""
+        """Close every link of the session (each shard gives back the jobs held on it)."""
         self.closed = True
-        self.abort()
-        if self.pool is None:
-            self.close_links(self.session.close())
-            return
-        kept: set[Link] = set()
-        for link, data, replies in self.session.reusable():
-            stream = link.io
-            if not isinstance(stream, _Stream) or stream.stale():
-                continue
-            if self.pool.keep(link.shard.config.host, link.shard.config.port, stream, replies):
-                if data:
-                    assert stream.transport is not None
-                    stream.transport.write(data)
-                kept.add(link)
-                link.io = None
-        self.close_links(link for link in self.session.close() if link not in kept)
+        self.close_links(self.session.close())
 
     def close_links(self, links: Iterable[Link]) -> None:
         """Close the links' transports. A link with a reserve unanswered and no job held (a
@@ -502,20 +343,24 @@ class AsyncDriver:
         for link in links:
             stream = link.io
             link.io = None
-            if not isinstance(stream, _Stream):
+            if not isinstance(stream, Stream):
                 continue
             if link.reserving and link.owed > 0 and not link.held:
                 self._read_out(link, stream, link.owed)
             else:
                 stream.close()
 
-    async def _connect(self, link: Link) -> _Stream:
+    def _idle_stream(self, host: str, port: int) -> Stream | None:
+        """A connection to ``host:port`` kept from an earlier session, to use instead of
+        connecting (the proxy's driver keeps some); None here."""
+        return None
+
+    async def _connect(self, link: Link) -> Stream:
         cfg = link.shard.config
-        if self.pool is not None:
-            idle = self.pool.take(cfg.host, cfg.port)
-            if idle is not None:
-                link.io = idle
-                return idle
+        idle = self._idle_stream(cfg.host, cfg.port)
+        if idle is not None:
+            link.io = idle
+            return idle
         # A burst of sessions (a thousand clients connecting to the proxy at once) would each
         # open their shard links at the same moment: bounded per shard, so that the connect
         # timeout measures the shard, not the queue in front of it.
@@ -527,19 +372,19 @@ class AsyncDriver:
         # (``asyncio.timeout``, not ``wait_for``: 3.11's ``wait_for`` loses a cancellation that
         # comes as the connection is made, and a cancelled reserve then waited on forever.)
         async with slots, asyncio.timeout(self.connect_timeout):
-            _, stream = await loop.create_connection(_Stream, cfg.host, cfg.port)
+            _, stream = await loop.create_connection(Stream, cfg.host, cfg.port)
         link.io = stream
         return stream
 
     async def _send(self, link: Link, data: bytes, outcome: Outcome) -> None:
         stream = link.io
         name = link.shard.name
-        if isinstance(stream, _Stream) and stream.stale():
+        if isinstance(stream, Stream) and stream.stale():
             stream.close()
             link.io = None
             outcome[link] = Failure(FailureKind.STALE, f"{name} closed the link")
             return
-        if not isinstance(stream, _Stream):
+        if not isinstance(stream, Stream):
             try:
                 stream = await self._connect(link)
             except (TimeoutError, OSError) as exc:
@@ -551,7 +396,7 @@ class AsyncDriver:
         if stream.resume is not None:
             await self._drained(link, stream, outcome)
 
-    async def _drained(self, link: Link, stream: _Stream, outcome: Outcome) -> None:
+    async def _drained(self, link: Link, stream: Stream, outcome: Outcome) -> None:
         """Above the transport's high-water mark: wait for it to drain (bounded)."""
         resume = stream.resume
         if resume is None:
@@ -566,7 +411,7 @@ class AsyncDriver:
 
     def _lost(self, link: Link, message: str, outcome: Outcome, timed_out: bool = False) -> None:
         stream = link.io
-        if isinstance(stream, _Stream):
+        if isinstance(stream, Stream):
             stream.close()
         link.io = None
         outcome[link] = Failure(FailureKind.LOST, message, timed_out)
@@ -578,7 +423,7 @@ class AsyncDriver:
         for link in links:
             stream = link.io
             got: list[Reply] = []
-            if isinstance(stream, _Stream):
+            if isinstance(stream, Stream):
                 transport = stream.transport
                 sock = transport.get_extra_info("socket") if transport is not None else None
                 fd = sock.fileno() if sock is not None else -1
@@ -593,11 +438,11 @@ class AsyncDriver:
                 got = stream.take(link.owed)
             if len(got) < link.owed:
                 link.io = None
-                if isinstance(stream, _Stream):
+                if isinstance(stream, Stream):
                     self._read_out(link, stream, link.owed - len(got))
             outcome[link] = got
 
-    def _read_out(self, link: Link, stream: _Stream, owed: int) -> None:
+    def _read_out(self, link: Link, stream: Stream, owed: int) -> None:
         """A cancelled wait's link (``Round.cancel``, or ``close_links`` of a link with its
         reserve unanswered): send EOF, so the shard answers the reserve at once (``TIMED_OUT``,
         or the job it reserved just before), read the ``owed`` replies as they come (bounded by
@@ -655,7 +500,7 @@ class AsyncDriver:
         for send in rnd.sends:
             link = send.link
             stream = link.io
-            if isinstance(stream, _Stream) and not stream.stale():  # connected and idle
+            if isinstance(stream, Stream) and not stream.stale():  # connected and idle
                 transport = stream.transport
                 assert transport is not None
                 transport.write(send.data)
@@ -669,7 +514,7 @@ class AsyncDriver:
                 else:
                     live.append(link)
         for link in rnd.wait:
-            if link not in outcome and isinstance(link.io, _Stream):
+            if link not in outcome and isinstance(link.io, Stream):
                 live.append(link)
         if not live:
             if rnd.first and not outcome and rnd.until != -math.inf:
@@ -743,7 +588,7 @@ class AsyncDriver:
 
         for link in links:
             stream = link.io
-            assert isinstance(stream, _Stream)
+            assert isinstance(stream, Stream)
             stream.want = 1 if partial else link.owed
             stream.notify = one
         timer = None
@@ -752,7 +597,7 @@ class AsyncDriver:
         if wait is not None:
             timer = loop.call_later(wait, fire)
         elif request:
-            dog = _watchdog(loop)
+            dog = watchdog(loop)
             dog.add(fire, loop.time() + self.timeout)
         if not request:
             self._wake = fire
@@ -767,209 +612,8 @@ class AsyncDriver:
                 dog.rounds.pop(fire, None)
             for link in links:
                 stream = link.io
-                if isinstance(stream, _Stream):
+                if isinstance(stream, Stream):
                     stream.notify = None
-
-
-class _Fast(Generic[T]):
-    """One operation ``AsyncDriver.start`` runs from callbacks (see there)."""
-
-    __slots__ = ("done", "driver", "fire", "first", "idle", "left", "op", "outcome", "pending")
-
-    def __init__(
-        self,
-        driver: AsyncDriver,
-        op: Op[T],
-        done: Callable[[T | None, BaseException | None], None],
-        idle: Callable[[], None] | None = None,
-    ) -> None:
-        self.driver = driver
-        self.idle = idle
-        """Called each time the operation starts to wait for replies."""
-        self.op = op
-        self.done: Callable[[T | None, BaseException | None], None] | None = done
-        self.pending: list[Link] | None = None
-        """The links a round waits for (None: no round is waiting)."""
-        self.outcome: Outcome = {}
-        self.first = False
-        self.left = 0
-        self.fire: Callable[[], None] | None = None
-        """The reply deadline's callback while a request round waits (``_Watchdog``)."""
-
-    def begin(self) -> None:
-        self._go(self._advance(None))
-
-    def end(self, result: T | None, error: BaseException | None) -> None:
-        self.driver._fast.discard(self)
-        done = self.done
-        self.done = None
-        if done is not None:
-            done(result, error)
-
-    def abort(self) -> None:
-        """``AsyncDriver.abort`` for this operation, if a round of it waits on callbacks (in a
-        task, cancelling the task ends it)."""
-        if self.pending is None:
-            return
-        self._disarm()
-        driver = self.driver
-        self.op.close()
-        driver.close_links(driver.session.abandon())
-        self.end(None, asyncio.CancelledError())
-
-    def _advance(self, outcome: Outcome | None) -> Round | None:
-        """The operation's next round (None: it ended, and ``end`` was called)."""
-        driver = self.driver
-        try:
-            return next(self.op) if outcome is None else self.op.send(outcome)
-        except StopIteration as stop:
-            driver.close_links(driver.session.take_closes())
-            self.end(stop.value, None)
-        except BaseException as exc:
-            self.op.close()
-            driver.close_links(driver.session.abandon())
-            self.end(None, exc)
-            if not isinstance(exc, Exception):
-                raise
-        return None
-
-    def _go(self, rnd: Round | None) -> None:
-        driver = self.driver
-        while rnd is not None:
-            if driver.closed:
-                self.op.close()
-                self.end(None, ConnectionError("the session is closed"))
-                return
-            if not driver._fast_ready(rnd):
-                driver._later(self, rnd)
-                return
-            outcome, pending = driver._fast_round(rnd)
-            if pending:
-                self._arm(rnd, pending, outcome)
-                return
-            rnd = self._advance(outcome)
-
-    def _arm(self, rnd: Round, pending: list[Link], outcome: Outcome) -> None:
-        driver = self.driver
-        self.pending = pending
-        self.outcome = outcome
-        # A wait round here has no deadline (``_fast_ready``): one link completes it, and if
-        # one is complete already, it is over at once, with what the others have so far.
-        self.first = rnd.first
-        if rnd.first and outcome:
-            self._finish()
-            return
-        self.left = 1 if rnd.first else len(pending)
-        if rnd.first:
-            driver.session.waiting = True
-            if driver._nudged:  # (``AsyncDriver.nudge``)
-                driver._nudged = False
-                driver._loop_of().call_soon(self._finish)
-        for link in pending:
-            stream = link.io
-            assert isinstance(stream, _Stream)
-            stream.want = 1 if rnd.partial else link.owed
-            stream.notify = self._one
-        if self.idle is not None:
-            self.idle()
-        if not rnd.first:
-            loop = driver._loop
-            if loop is None:
-                loop = driver._loop = asyncio.get_running_loop()
-            self.fire = self._finish
-            _watchdog(loop).add(self.fire, loop.time() + driver.timeout)
-
-    def _one(self) -> None:
-        self.left -= 1
-        if self.left <= 0:
-            self._finish()
-
-    def _disarm(self) -> list[Link]:
-        """Stop waiting: the links' callbacks, the reply deadline, the waiting flag."""
-        pending = self.pending or []
-        self.pending = None
-        driver = self.driver
-        for link in pending:
-            stream = link.io
-            if isinstance(stream, _Stream):
-                stream.notify = None
-        if self.fire is not None:
-            assert driver._loop is not None
-            _watchdog(driver._loop).rounds.pop(self.fire, None)
-            self.fire = None
-        elif self.first:
-            driver.session.waiting = False
-        return pending
-
-    def _finish(self) -> None:
-        if self.pending is None:
-            return
-        pending = self._disarm()
-        outcome = self.outcome
-        self.outcome = {}
-        self.driver._settle(self.first, pending, outcome)
-        self._go(self._advance(outcome))
-
-
-class LinkPool:
-    """Idle shard connections that sessions left behind (``AsyncDriver.close``), taken by later
-    sessions instead of connecting (the proxy's many short client connections). Each was reset
-    by the core (``Session.reusable``: ``use default``); it is handed out once those replies
-    have come and said so, and only while the shard has not closed it. At most ``limit`` per
-    shard address; the oldest is handed out first."""
-
-    def __init__(self, limit: int = 64) -> None:
-        self.limit = limit
-        self.idle: dict[tuple[str, int], collections.deque[tuple[_Stream, int]]] = {}
-
-    def keep(self, host: str, port: int, stream: _Stream, replies: int) -> bool:
-        """Keep ``stream`` (``replies``: the reset's replies still to come). False: full."""
-        queue = self.idle.setdefault((host, port), collections.deque())
-        if len(queue) >= self.limit:
-            return False
-        stream.want = 0
-        queue.append((stream, replies))
-        return True
-
-    def take(self, host: str, port: int) -> _Stream | None:
-        """A reusable connection to ``host:port``, or None."""
-        queue = self.idle.get((host, port))
-        for _ in range(len(queue) if queue else 0):
-            assert queue is not None
-            stream, replies = queue.popleft()
-            if replies and len(stream.got) < replies and stream.failed is None:
-                queue.append((stream, replies))  # its reset is still on the way
-                continue
-            reset = stream.take(replies)
-            if all(isinstance(r, Using) for r in reset) and not stream.stale():
-                return stream
-            stream.close()
-        return None
-
-    def close(self) -> None:
-        for queue in self.idle.values():
-            for stream, _ in queue:
-                stream.close()
-        self.idle.clear()
-
-
-async def answers(host: str, port: int) -> bool:
-    """``host:port`` accepts a connection and answers ``list-tube-used`` with ``USING``: a shard
-    is up there (False: refused, closed, or another answer). No deadline of its own."""
-    reader = ReplyReader()
-    try:
-        stream, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        return False
-    try:
-        writer.write(b"list-tube-used\r\n")
-        while (event := reader.next_event()) is NEED_DATA:
-            reader.receive_data(await stream.read(4096))
-    except (OSError, ProtocolError):
-        return False
-    finally:
-        writer.close()
-    return isinstance(event, Using)
 
 
 def _settle(done: asyncio.Future[None]) -> None:
@@ -1010,7 +654,7 @@ _WATCHDOGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
 )
 
 
-def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
+def watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
     dog = _WATCHDOGS.get(loop)
     if dog is None:
         dog = _WATCHDOGS[loop] = _Watchdog(loop)

@@ -1,4 +1,5 @@
-"""Cluster configuration: YAML text in, frozen dataclasses out (pure: no sockets, no clock).
+"""Reading a cluster configuration: YAML text (or Python values) in, ``core.config``'s frozen
+dataclasses out (pure: no sockets, no clock).
 
 Format (see docs/config.md)::
 
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
-from .ids import MAX_SHARD_ID, derive_shard_id
+from ..core.config import DEFAULT_RETRY, DEFAULT_RETRY_MAX, ClusterConfig, ShardConfig
+from ..core.errors import ConfigError
+from ..core.ids import MAX_SHARD_ID, derive_shard_id
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 # without them.
 
 __all__ = [
-    "ClusterConfig",
-    "ShardConfig",
     "config_from_servers",
     "load_config",
     "parse_config",
@@ -44,83 +43,6 @@ __all__ = [
 
 
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-_DEFAULT_RETRY = 0.5
-_DEFAULT_RETRY_MAX = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ShardConfig:
-    """One shard (one beanstalkd server).
-
-    Attributes:
-        name: stable name hashed on the ring (default ``host:port``).
-        host: host name or IP address.
-        port: TCP port.
-        weight: positive integer share of the ring.
-        id: stable numeric id in 0..32767, encoded in global job ids.
-        id_derived: True when ``id`` was derived from ``name`` rather than given.
-        line: 1-based line of the entry in the configuration file; None for Python values.
-        drain: True when the shard is being emptied: it is left off the ring (it takes no new
-            puts, and tubes it owned go to the owners the ring without it gives), but consumers
-            still look at it for the tubes it held until ``beanrouter rebalance`` has emptied it
-            (``Placement.consumers``).
-    """
-
-    name: str
-    host: str
-    port: int
-    weight: int = 1
-    id: int = 0
-    id_derived: bool = False
-    line: int | None = None
-    drain: bool = False
-
-    @property
-    def address(self) -> str:
-        """``host:port`` (IPv6 hosts in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterConfig:
-    """A whole cluster.
-
-    Attributes:
-        servers: the shards, in configuration order.
-        failover: successors after a tube's owner that take its puts while the owner is down and
-            that its consumers also watch.
-        connect_timeout: seconds to wait for a TCP connection.
-        timeout: seconds to wait for a reply (blocking reserves excepted).
-        server_failure_limit: consecutive failures that mark a shard down.
-        server_retry_timeout: seconds before the first probe of a down shard (doubles per failed
-            probe).
-        server_retry_timeout_max: upper bound of the probe interval.
-        server_retry_jitter: probe intervals are multiplied by a random factor in 1 +/- jitter.
-        stray_scan_interval: seconds between two looks for jobs on shards outside their tube's
-            consumer shards (``Session.scan``).
-        hash: the key hash (only ``md5``, ketama's).
-        distribution: the placement (only ``ketama``).
-        source: the file the configuration came from, if any.
-    """
-
-    servers: tuple[ShardConfig, ...]
-    failover: int = 1
-    connect_timeout: float = 1.0
-    timeout: float = 5.0
-    server_failure_limit: int = 2
-    server_retry_timeout: float = _DEFAULT_RETRY
-    server_retry_timeout_max: float = _DEFAULT_RETRY_MAX
-    server_retry_jitter: float = 0.2
-    stray_scan_interval: float = 30.0
-    hash: str = "md5"
-    distribution: str = "ketama"
-    source: str | None = field(default=None, compare=False)
-
-    @property
-    def draining(self) -> tuple[str, ...]:
-        """Names of the shards marked ``drain: true`` (off the ring, still read by consumers)."""
-        return tuple(s.name for s in self.servers if s.drain)
 
 
 _TOP_FIELDS = (
@@ -453,8 +375,8 @@ def _build(ctx: _Ctx, root: Node | None) -> ClusterConfig:
             value = ctx.string(fields[key], key)
             if value != only:
                 raise ctx.error(f"only {only!r} is supported, got {value!r}", fields[key], key)
-    retry = kwargs.get("server_retry_timeout", _DEFAULT_RETRY)
-    retry_max = kwargs.get("server_retry_timeout_max", _DEFAULT_RETRY_MAX)
+    retry = kwargs.get("server_retry_timeout", DEFAULT_RETRY)
+    retry_max = kwargs.get("server_retry_timeout_max", DEFAULT_RETRY_MAX)
     if retry_max < retry:
         node = fields.get("server_retry_timeout_max", fields.get("server_retry_timeout"))
         raise ctx.error(f"must be >= server_retry_timeout ({retry})", node,

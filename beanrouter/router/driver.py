@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
+from ..core.errors import RouterError
 from ..core.links import Link
 from ..core.reserve import cancelled
 from ..core.rounds import Failure, FailureKind, Op, Outcome, Round
 from ..core.session import Session
 from ..protocol import Reply
 from .connection import ConnectFailed, Connection, ReplyLost, SendFailed
-from .errors import RouterError
 
 __all__ = ["Driver"]
 

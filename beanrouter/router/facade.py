@@ -13,6 +13,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.cluster import Cluster, Metrics
+from ..core.config import ClusterConfig
+from ..core.errors import (
+    Buried,
+    ConfigError,
+    DeadlineSoon,
+    InvalidArgument,
+    ShardUnavailable,
+    error_for_reply,
+    invalid_argument,
+    reply_mapping,
+)
 from ..core.reserve import LINGER
 from ..core.session import Session
 from ..protocol import Buried as BuriedReply
@@ -30,17 +41,7 @@ from ..protocol import (
     Word,
     parse_list,
 )
-from .config import ClusterConfig, config_from_servers
-from .errors import (
-    Buried,
-    ConfigError,
-    DeadlineSoon,
-    InvalidArgument,
-    ShardUnavailable,
-    error_for_reply,
-    invalid_argument,
-    reply_mapping,
-)
+from .config import config_from_servers
 from .job import DEFAULT_PRIORITY
 
 __all__ = ["Facade"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
+from ..core.errors import NotFound
 from ..protocol import StatValue
-from .errors import NotFound
 
 __all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTR", "Job", "JobFields", "JobOwner"]
 

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Literal
 
+from ..core.config import ClusterConfig, ShardConfig
 from ..core.rebalance import (
     BURIED_HOLD,
     DELAY_MARGIN,
@@ -78,7 +79,6 @@ from ..protocol import (
     parse_list,
     parse_mapping,
 )
-from .config import ClusterConfig, ShardConfig
 from .connection import Connection, ConnectionFailure
 
 __all__ = [

@@ -18,6 +18,12 @@ import threading
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..core.errors import (
+    RouterError,
+    error_for_reply,
+    invalid_argument,
+    reply_mapping,
+)
 from ..core.rounds import FailureKind, Op
 from ..protocol import (
     Kicked,
@@ -30,12 +36,6 @@ from ..protocol import (
 )
 from .config import load_config
 from .driver import Driver
-from .errors import (
-    RouterError,
-    error_for_reply,
-    invalid_argument,
-    reply_mapping,
-)
 from .facade import (
     Facade,
     as_body,

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..core.config import ClusterConfig
+from ..core.errors import invalid_argument
+from ..core.ring import Placement
 from ..protocol import LocalProtocolError, Use
-from .config import ClusterConfig, load_config
-from .errors import invalid_argument
-from .ring import Placement
+from .config import load_config
 
 __all__ = ["check_config", "check_tube_names", "placement_summary"]
 

@@ -95,7 +95,7 @@ def test_parse_cluster_args() -> None:
 
 
 def test_shard_ids_give_the_owner_of_default_id_0() -> None:
-    from beanrouter.router.ring import Placement
+    from beanrouter.core.ring import Placement
 
     assert shard_ids(["shard-0"]) == {"shard-0": 0}
     for n in (2, 3, 5):
@@ -112,7 +112,7 @@ def test_shard_ids_give_the_owner_of_default_id_0() -> None:
 def test_the_listening_line_names_each_shard_with_its_id(procs: list[Proc]) -> None:
     """A shard's name is not its id (names place the tubes, and the owner of ``default`` has id
     0): ``-V`` says plainly which is which and why."""
-    from beanrouter.router.ring import Placement
+    from beanrouter.core.ring import Placement
 
     p, port = cluster(procs, "--shards", "3", "-V")
     with p.connect(port) as sock:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from beanrouter.router.ring import Placement
+from beanrouter.core.ring import Placement
 
 from .docker_cluster import DockerCluster
 from .workload import (

@@ -26,6 +26,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from beanrouter.core import ids
+from beanrouter.core.ring import Placement
 from beanrouter.protocol import StatValue
 from beanrouter.router import (
     DeadlineSoon,
@@ -33,10 +35,8 @@ from beanrouter.router import (
     ReservationLost,
     Router,
     RouterError,
-    ids,
     parse_config,
 )
-from beanrouter.router.ring import Placement
 
 from .rawclient import RawClient, RawError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from beanrouter.router.ring import Placement
+from beanrouter.core.ring import Placement
 
 from .harness import (
     CLUSTER3,

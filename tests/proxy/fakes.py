@@ -24,9 +24,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from beanrouter import protocol as p
+from beanrouter.core.config import ClusterConfig
 from beanrouter.protocol import NEED_DATA, ReplyReader
 from beanrouter.proxy.stats import ProxyStats
-from beanrouter.router.config import ClusterConfig
 
 
 class FakeBackend:

@@ -12,13 +12,13 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from beanrouter.core import ids
 from beanrouter.proxy.app import ProxyServer
 from beanrouter.proxy.backend import make_backend
 from beanrouter.proxy.console.app import host_allowed
 from beanrouter.proxy.console.series import Sample, Series, quantile
 from beanrouter.proxy.http import MAX_BODY, BadRequest, HttpEndpoint, parse_head
 from beanrouter.proxy.stats import ProxyStats
-from beanrouter.router import ids
 from beanrouter.router.config import config_from_servers
 from beanrouter.server.app import Server
 from beanrouter.server.engine import Engine

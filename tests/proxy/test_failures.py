@@ -655,7 +655,7 @@ def test_shard_answering_garbage(garbage: str, tmp_path: Path, cleanup: list[obj
 
 
 def _global_id(proxy: Proxy, shard: str, local: int) -> int:
-    from beanrouter.router import ids
+    from beanrouter.core import ids
 
     config = load_config(str(proxy.config))
     (sc,) = [s for s in config.servers if s.name == shard]

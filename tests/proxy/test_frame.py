@@ -18,11 +18,12 @@ from typing import TypeVar
 
 import pytest
 
+from beanrouter.core.config import ClusterConfig
 from beanrouter.protocol import parse_mapping
 from beanrouter.proxy.app import INPUT_HIGH_WATER, ProxyServer
 from beanrouter.proxy.run import serve
 from beanrouter.proxy.stats import ProxyStats
-from beanrouter.router.config import ClusterConfig, config_from_servers
+from beanrouter.router.config import config_from_servers
 from beanrouter.server.listen import bind
 
 from .fakes import FakeBackend

@@ -16,7 +16,7 @@ from typing import Any
 import greenstalk
 import pytest
 
-from beanrouter.router.ring import Placement
+from beanrouter.core.ring import Placement
 from tests.router.cluster import BACKENDS, HOST, REPO_ROOT, Shard, start_all
 
 NAMES = ("s0", "s1", "s2")

@@ -9,7 +9,7 @@ import time
 
 import greenstalk
 
-from beanrouter.router.ring import Placement
+from beanrouter.core.ring import Placement
 from tests.ports import free_port
 
 from .conftest import Env

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from beanrouter.core.ring import Placement
 from beanrouter.router import Router
-from beanrouter.router.ring import Placement
 
 from .async_shell import SyncAsyncRouter
 from .cluster import BACKENDS, Shard, start_all

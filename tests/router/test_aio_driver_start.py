@@ -1,4 +1,4 @@
-"""``AsyncDriver.start``: core operations run from the links' callbacks, against a scripted shard.
+"""``ProxyDriver.start``: core operations run from the links' callbacks, against a scripted shard.
 
 The shard is a tiny asyncio server on loopback that answers each command line as the test says
 (or never), so what is checked is the driver alone: a round on a connected link completes from
@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from beanrouter import protocol as p
 from beanrouter.core import Cluster, Session
+from beanrouter.core.errors import PutUncertain
 from beanrouter.core.reserve import LINGER
-from beanrouter.router.aio_driver import AsyncDriver
+from beanrouter.proxy.driver import ProxyDriver
 from beanrouter.router.config import config_from_servers
-from beanrouter.router.errors import PutUncertain
 
 Answer = Callable[[bytes], bytes | None]
 """A command line -> the shard's reply (None: say nothing; b"": close the connection)."""
@@ -53,13 +53,13 @@ async def shard(answer: Answer) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-def session(port: int) -> tuple[Session, AsyncDriver]:
+def session(port: int) -> tuple[Session, ProxyDriver]:
     cluster = Cluster(config_from_servers([f"127.0.0.1:{port} a id=0"], timeout=0.3))
     s = Session(cluster, cancellable=False, linger=LINGER)
-    return s, AsyncDriver(s, 5.0, 0.3, cluster.clock)
+    return s, ProxyDriver(s, 5.0, 0.3, cluster.clock)
 
 
-def started(driver: AsyncDriver, op: object) -> asyncio.Future[tuple[object, object]]:
+def started(driver: ProxyDriver, op: object) -> asyncio.Future[tuple[object, object]]:
     """``driver.start(op)``; the future gets ``(result, error)``, and fails if ``done`` runs
     twice."""
     future: asyncio.Future[tuple[object, object]] = asyncio.get_running_loop().create_future()
@@ -114,7 +114,7 @@ def test_a_link_that_closes_mid_round_ends_the_operation_with_its_error() -> Non
     asyncio.run(scenario())
 
 
-async def silent_after_one_put() -> tuple[asyncio.Server, Session, AsyncDriver]:
+async def silent_after_one_put() -> tuple[asyncio.Server, Session, ProxyDriver]:
     """A shard that answers one put and then nothing, and a session whose link is up."""
     answered = inserted()
     silent = False

@@ -17,10 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from beanrouter.core import Cluster, Link, Op, Round, Send, Session
+from beanrouter.core import Cluster, Link, Op, Round, Send, Session, ids
 from beanrouter.core.session import global_stats_job
 from beanrouter.protocol import Ok, Reply, format_mapping
-from beanrouter.router import ids
 from beanrouter.router.aio_driver import AsyncDriver
 from beanrouter.router.config import config_from_servers
 from beanrouter.router.driver import Driver

@@ -27,15 +27,9 @@ from typing import Any
 import pytest
 
 from beanrouter import Router
-from beanrouter.core import Outcome, Round
+from beanrouter.core import Outcome, Round, ids
 from beanrouter.protocol import INTERNAL_ERROR
-from beanrouter.router import (
-    DEFAULT_PRIORITY,
-    ReservationLost,
-    RouterError,
-    ShardUnavailable,
-    ids,
-)
+from beanrouter.router import DEFAULT_PRIORITY, ReservationLost, RouterError, ShardUnavailable
 from beanrouter.router.connection import Connection
 from beanrouter.router.driver import Driver
 

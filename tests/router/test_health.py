@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beanrouter.router.health import Health
+from beanrouter.core.health import Health
 
 
 class Clock:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from beanrouter.router import PutUncertain, Router, RouterError, ids
-from beanrouter.router.ring import Placement
+from beanrouter.core import ids
+from beanrouter.core.ring import Placement
+from beanrouter.router import PutUncertain, Router, RouterError
 
 from .cluster import BACKENDS, start_all, stats
 from .conftest import NAMES, server_lines

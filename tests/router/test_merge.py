@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from beanrouter.core.merge import merge_stats, merge_stats_tube
 from beanrouter.protocol import StatValue
-from beanrouter.router.merge import merge_stats, merge_stats_tube
 
 
 def _stats(**kw: StatValue) -> dict[str, StatValue]:

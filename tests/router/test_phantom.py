@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+from beanrouter.core import ids
+from beanrouter.core.ring import Placement
 from beanrouter.protocol import (
     Ignore,
     Inserted,
@@ -24,9 +26,7 @@ from beanrouter.protocol import (
     encode_put,
     parse_mapping,
 )
-from beanrouter.router import ids
 from beanrouter.router.connection import Connection
-from beanrouter.router.ring import Placement
 
 from .cluster import BEANSTALKD, Shard, stats
 from .conftest import NAMES, Cluster

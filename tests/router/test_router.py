@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from beanrouter import Job, Router
+from beanrouter.core import ids
 from beanrouter.router import (
     DeadlineSoon,
     JobIdError,
@@ -18,7 +19,6 @@ from beanrouter.router import (
     NotIgnored,
     PutUncertain,
     ShardUnavailable,
-    ids,
 )
 
 from .cluster import stats

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from beanrouter.core import ids
 from beanrouter.router import (
     ConfigError,
     InvalidArgument,
     Router,
     check_config,
-    ids,
     load_config,
     parse_config,
     placement_summary,

@@ -12,8 +12,9 @@ import math
 import pytest
 
 from beanrouter import protocol as p
-from beanrouter.core import Failure, FailureKind, Session
+from beanrouter.core import Failure, FailureKind, Session, ids
 from beanrouter.core.batch import MAX_COMMANDS, MAX_RESERVES, extend, extendable, plan
+from beanrouter.core.errors import JobIdError, PutUncertain, ReservationLost, ShardUnavailable
 from beanrouter.core.reserve import HELD_FAST_MAX, reserve, stream_link
 from beanrouter.protocol import (
     DELETED,
@@ -25,8 +26,6 @@ from beanrouter.protocol import (
     Using,
     Watching,
 )
-from beanrouter.router import ids
-from beanrouter.router.errors import JobIdError, PutUncertain, ReservationLost, ShardUnavailable
 
 from .core_script import TUBE_ON, Script, commands, job_stats, make, run_auto, watch_only
 

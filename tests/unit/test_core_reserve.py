@@ -12,8 +12,9 @@ import math
 
 import pytest
 
-from beanrouter.core import Cluster, Failure, FailureKind, Link, Round, Session
+from beanrouter.core import Cluster, Failure, FailureKind, Link, Round, Session, ids
 from beanrouter.core.cluster import BoundedUnseen
+from beanrouter.core.errors import ShardUnavailable
 from beanrouter.core.reserve import PREFETCH_HOLD, SAFETY_MARGIN
 from beanrouter.core.session import Held
 from beanrouter.protocol import (
@@ -26,8 +27,6 @@ from beanrouter.protocol import (
     Reserved,
     Watching,
 )
-from beanrouter.router import ids
-from beanrouter.router.errors import ShardUnavailable
 
 from .core_script import (
     NAMES,

@@ -7,10 +7,9 @@ round; what this process puts keeps the records current, what may make a job rea
 
 from __future__ import annotations
 
-from beanrouter.core import Cluster, Session
+from beanrouter.core import Cluster, Session, ids
 from beanrouter.core.heads import Heads
 from beanrouter.protocol import NOT_FOUND, TIMED_OUT, Found, Ok, Reply, Reserved
-from beanrouter.router import ids
 
 from .core_script import Clock, Script, make, shard_stats, watch_only
 

@@ -3,11 +3,10 @@ scripted: no servers."""
 
 from __future__ import annotations
 
-from beanrouter.core import Cluster, Session
+from beanrouter.core import Cluster, Session, ids
 from beanrouter.core.reserve import reserve
 from beanrouter.core.sentinel import sentinel
 from beanrouter.protocol import TIMED_OUT, Reserved, Watching, Word
-from beanrouter.router import ids
 
 from .core_script import Script, auto, job_stats, make, tube_stats, watch_only
 

@@ -11,8 +11,16 @@ import math
 import pytest
 
 from beanrouter import protocol as p
-from beanrouter.core import Cluster, Failure, FailureKind, Session
+from beanrouter.core import Cluster, Failure, FailureKind, Session, ids
 from beanrouter.core.answer import answer
+from beanrouter.core.errors import (
+    JobIdError,
+    NotFound,
+    PutUncertain,
+    ReservationLost,
+    ShardUnavailable,
+    UnexpectedReply,
+)
 from beanrouter.core.reserve import expire_held
 from beanrouter.protocol import (
     DELETED,
@@ -27,15 +35,6 @@ from beanrouter.protocol import (
     encode_put,
     format_list,
     parse_mapping,
-)
-from beanrouter.router import ids
-from beanrouter.router.errors import (
-    JobIdError,
-    NotFound,
-    PutUncertain,
-    ReservationLost,
-    ShardUnavailable,
-    UnexpectedReply,
 )
 
 from .core_script import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from beanrouter.router import ids
-from beanrouter.router.errors import JobIdError, NotFound
+from beanrouter.core import ids
+from beanrouter.core.errors import JobIdError, NotFound
 
 
 def test_round_trip() -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 
 from beanrouter.protocol import Inserted, Using
-from beanrouter.router.aio_driver import Posted, _Stream
+from beanrouter.router.aio_driver import Posted, Stream
 
 
 def test_posted_replies_are_checked_and_dropped_before_the_rest() -> None:
     posted = Posted()
-    stream = _Stream()
+    stream = Stream()
     stream.posted = posted
     stream.expect.extend([Using("a"), Using("default")])
     posted.sent(2)
@@ -24,7 +24,7 @@ def test_posted_replies_are_checked_and_dropped_before_the_rest() -> None:
 
 def test_a_posted_reply_that_differs_fails_the_link_and_is_no_longer_awaited() -> None:
     posted = Posted()
-    stream = _Stream()
+    stream = Stream()
     stream.posted = posted
     stream.expect.extend([Using("a"), Using("b")])
     posted.sent(2)

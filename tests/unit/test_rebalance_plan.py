@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from beanrouter.core.errors import ConfigError
 from beanrouter.core.rebalance import (
     EXIT_LEFT,
     EXIT_OK,
@@ -20,9 +21,8 @@ from beanrouter.core.rebalance import (
     rebalance_placement,
     recovery_action,
 )
+from beanrouter.core.ring import Placement
 from beanrouter.router.config import config_from_servers, parse_config
-from beanrouter.router.errors import ConfigError
-from beanrouter.router.ring import Placement
 
 NAMES = ("a", "b", "c")
 SERVERS = [f"127.0.0.1:{11301 + i} {n}" for i, n in enumerate(NAMES)]

@@ -17,7 +17,7 @@ from bisect import bisect_left
 
 import pytest
 
-from beanrouter.router.ring import Placement, Ring, ketama_digests
+from beanrouter.core.ring import Placement, Ring, ketama_digests
 
 
 def _f(x: float) -> float:

@@ -6,9 +6,9 @@ import pytest
 
 import beanrouter
 from beanrouter import router
+from beanrouter.core.errors import argument_check, invalid_argument
 from beanrouter.protocol import LocalProtocolError, Put, Release, ReserveWithTimeout, Use
 from beanrouter.router import InvalidArgument, RouterError
-from beanrouter.router.errors import argument_check, invalid_argument
 
 
 def test_invalid_argument_is_a_router_error_and_a_value_error() -> None:

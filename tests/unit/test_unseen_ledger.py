@@ -12,13 +12,12 @@ from collections.abc import Iterator
 import pytest
 
 from beanrouter import protocol as p
-from beanrouter.core import Cluster
+from beanrouter.core import Cluster, ids
 from beanrouter.core.cluster import BoundedUnseen
 from beanrouter.core.session import global_stats_job
 from beanrouter.protocol import format_mapping
 from beanrouter.proxy import unseen
 from beanrouter.proxy.unseen import SharedUnseen, create, ledger_from_env
-from beanrouter.router import ids
 from beanrouter.router.config import config_from_servers
 
 

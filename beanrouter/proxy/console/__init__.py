@@ -7,4 +7,7 @@
 - ``shardio.py``: one short pipelined conversation with a shard (through ``protocol``);
 - ``status.py``: ``beanrouter status`` (tables, JSON);
 - ``web.py``: the HTTP request and response values; ``static/``: the page, script and style.
+
+Part of the proxy shell (docs/architecture.md, *Layers*): imports ``protocol``, ``core`` (ids,
+the configuration model, ``Cluster`` for ``status``) and the proxy's own modules.
 """

@@ -1,6 +1,6 @@
 """A tube's jobs and the admin actions, run on the shards themselves (``shardio.ask``).
 
-Jobs are named by their global id (``router.ids``: shard id and the shard's own id), as clients
+Jobs are named by their global id (``core.ids``: shard id and the shard's own id), as clients
 of the proxy see them. Peeks look at every shard that holds the tube; ``kick`` takes the tube's
 owner first, then its other shards, until the bound is reached; ``pause`` pauses the tube on
 every shard that has it. Errors are ``ActionError(status, message)``: the HTTP status to answer
@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Final
 
 from ... import protocol as p
-from ...router import ids
-from ...router.config import ShardConfig
-from ...router.errors import JobIdError
+from ...core import ids
+from ...core.config import ShardConfig
+from ...core.errors import JobIdError
 from .shardio import ShardError, ask, mapping
 from .view import ClusterView
 

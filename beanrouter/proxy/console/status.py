@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...core.cluster import Cluster
-from ...router.config import ClusterConfig
+from ...core.config import ClusterConfig
 from .view import JOB_STATES, ClusterView
 
 __all__ = ["StatusError", "from_config", "from_url", "render"]

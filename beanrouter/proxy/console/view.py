@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from ... import protocol as p
-from ...router.config import ClusterConfig, ShardConfig
+from ...core.config import ClusterConfig, ShardConfig
 from .shardio import ShardError, ask, mapping, tube_list
 
 __all__ = ["JOB_STATES", "MAX_TUBES", "ClusterView"]

@@ -5,7 +5,8 @@
 - ``recover``: start-up: read the files back into the engine, judge damage (torn tail vs. not).
 - ``lock``: one server per directory.
 
-``open_binlog`` ties them together for the CLI.
+``open_binlog`` ties them together for the CLI. Part of the server shell (docs/architecture.md,
+*Layers*): imports the server's own modules and the standard library.
 """
 
 from __future__ import annotations
