@@ -15,6 +15,9 @@
    reserved, so ``reserves``, ``releases`` and ``timeouts`` of every job are what one beanstalkd
    would show. If someone else took the job
    meanwhile (``TIMED_OUT``), the choice is made again (``Metrics.sweep_retries``).
+   In the proxy, the shards' heads this process knows (``core/heads.py``) spare the looks: a
+   shard whose watched tubes' heads are recorded is not asked, and the winner is taken with
+   ``reserve-job`` and its tube looked at again in the same round (``_take``).
    Cost per reserve, for ``k`` watched tubes over the relevant shards (away shards the proxy's
    sentinels cover left out, ``core/sentinel.py``): ``k`` ``stats-tube`` and the reserve when one
    shard has ready jobs; plus ``2r + 1`` per competing shard and one ``stats-job`` per ready tube
