@@ -602,7 +602,7 @@ def _take(s: Session, shard: ShardState, link: Link, best: _Candidate) -> Op[Rep
     _, local = ids.decode(best.job_id)
     heads.take(shard.name, best.tube)
     seq = heads.seq(shard.name)
-    look, count, uses = _peeks(link, [best.tube], stats=True)
+    look, count, uses = _peeks(link, [best.tube], stats=True, back=False)
     link.reserving = True
     outcome = yield from s.request([Send(link, ReserveJob(local).encode() + look, count + 1)])
     result = outcome[link]
@@ -629,8 +629,8 @@ def _looked_again(
     uses: int,
     seq: tuple[int, int],
 ) -> None:
-    """Record what ``_take``'s look at ``tube`` found (``stats-tube``, ``use``, ``peek-ready``,
-    ``use`` back), sent at ``seq``."""
+    """Record what ``_take``'s look at ``tube`` found (``stats-tube``, ``use``, ``peek-ready``),
+    sent at ``seq``."""
     heads = s.cluster.heads
     assert heads is not None
     if link.closed:
@@ -753,7 +753,7 @@ def _choose(
         if heads is not None:
             seqs[shard.name] = heads.seq(shard.name)
         if ahead:
-            data, count, before = _peeks(link, tubes, stats=True)
+            data, count, before = _peeks(link, tubes, stats=True, back=heads is None)
             sends.append((shard, Send(link, data, count), tubes, before))
         else:
             data = b"".join(StatsTube(tube).encode() for tube in tubes)
@@ -913,10 +913,12 @@ def _choose(
     return best
 
 
-def _peeks(link: Link, tubes: Sequence[str], stats: bool) -> tuple[bytes, int, list[int]]:
+def _peeks(
+    link: Link, tubes: Sequence[str], stats: bool, back: bool = True
+) -> tuple[bytes, int, list[int]]:
     """The commands that peek the most urgent ready job of each of ``tubes`` on ``link``
-    (``stats``: each after the tube's ``stats-tube``), then use the link's tube again: their
-    bytes, their reply count, and the ``use`` replies before each peek."""
+    (``stats``: each after the tube's ``stats-tube``), then (``back``) use the link's tube
+    again: their bytes, their reply count, and the ``use`` replies before each peek."""
     original = link.used
     parts: list[bytes] = []
     uses: list[int] = []
@@ -929,8 +931,10 @@ def _peeks(link: Link, tubes: Sequence[str], stats: bool) -> tuple[bytes, int, l
         parts += [use, _PEEK_READY]
         uses.append(n)
         count += 1 + n
-    back, n = link.use_delta(original)
-    parts.append(back)
+    if not back:  # (the link's next put says ``use`` first: ``Link.used`` knows)
+        return b"".join(parts), count, uses
+    again, n = link.use_delta(original)
+    parts.append(again)
     return b"".join(parts), count + n, uses
 
 

@@ -41,9 +41,10 @@ def tube(name: str, ready: int, urgent: int | None = None, delayed: int = 0) -> 
     )
 
 
-def look(name: str) -> list[bytes]:
+def look(name: str, use: bool = False) -> list[bytes]:
+    """A look at a tube: the link keeps using it after (``use`` only when it did not)."""
     t = name.encode()
-    return [b"stats-tube " + t, b"use " + t, b"peek-ready", b"use default"]
+    return [b"stats-tube " + t, *([b"use " + t] if use else []), b"peek-ready"]
 
 
 def peeked(local: int | None) -> Reply:
@@ -62,7 +63,7 @@ def first_choice(cluster: Cluster, s: Session) -> None:
     put(cluster, "s1", 4, 5)
     put(cluster, "s1", 6, 7)
     run = Script(s.reserve(0))
-    assert run.data() == {n: look(TUBE[n]) for n in ("s0", "s1", "s2")}
+    assert run.data() == {n: look(TUBE[n], use=True) for n in ("s0", "s1", "s2")}
     run.auto(
         s0=[tube("t0", 1), peeked(3)],
         s1=[tube("t1", 2), peeked(4)],
@@ -117,7 +118,7 @@ def test_a_more_urgent_put_becomes_the_head_it_is_in() -> None:
     assert run.value() == Reserved(gid("s2", 9), b"job 9")
 
 
-def test_a_delayed_put_or_a_release_makes_the_shard_looked_at_again() -> None:
+def test_a_delayed_put_or_a_release_makes_the_shard_looked_at_look() -> None:
     for change in ("delayed put", "release", "pause"):
         cluster, s, _ = proxy_like()
         first_choice(cluster, s)
@@ -163,7 +164,7 @@ def test_a_head_being_taken_is_passed_over_only_for_one_as_urgent() -> None:
     assert taking.data() == {"s1": [b"reserve-job 6", *look("t1")]}
     # job 3 (pri 10) is less urgent than the one being taken: t1's next job could beat it
     run = Script(other.reserve(0))
-    assert run.data() == {"s1": look("t1")}
+    assert run.data() == {"s1": look("t1", use=True)}  # (its own link)
     run.auto(s1=[tube("t1", 1), peeked(6)])  # (job 6 not reserved yet)
     assert run.data() == {"s1": [b"reserve-job 6", *look("t1")]}
     taking.auto(s1=[Reserved(6, b"job 6"), tube("t1", 1), peeked(11)])
