@@ -9,7 +9,7 @@ The proxy speaks beanstalkd's words only, so every routing error becomes one of 
 * no shard reachable (``ShardUnavailable``), a put whose fate is unknown (``PutUncertain``) and a
   shard that answers nonsense (``ProtocolError``, ``UnexpectedReply``) answer ``INTERNAL_ERROR``.
 
-The library shells raise these errors instead (their own surface, docs/library.md).
+The library shells raise these errors instead (their own surface, docs/router.md).
 """
 
 from __future__ import annotations

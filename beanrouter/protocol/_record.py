@@ -73,16 +73,17 @@ class _DataclassFields:
         defaults = getattr(init, "__defaults__", None) or ()  # none: object.__init__
         first_default = len(names) - len(defaults)
         annotations = getattr(init, "__annotations__", {})
-        fields: dict[str, Field[Any]] = {}
+        spec: list[tuple[str, Any, Field[Any]]] = []
         for i, name in enumerate(names):
             if i >= first_default:
-                field = dataclasses.field(default=defaults[i - first_default], kw_only=False)
+                field = dataclasses.field(default=defaults[i - first_default])
             else:
-                field = dataclasses.field(kw_only=False)
-            field.name = name
-            field.type = annotations.get(name, "Any")
-            field._field_type = dataclasses._FIELD  # type: ignore[attr-defined]
-            fields[name] = field
+                field = dataclasses.field()
+            spec.append((name, annotations.get(name, "Any"), field))
+        # The same fields on a real (throwaway) dataclass: its Field objects are what the
+        # ``dataclasses`` functions expect, made by ``dataclasses`` itself.
+        twin = dataclasses.make_dataclass(cls.__name__, spec, frozen=True)
+        fields = {f.name: f for f in dataclasses.fields(twin)}
         self.made[cls] = fields
         return fields
 
