@@ -280,7 +280,8 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
     s.idle_at = None
     while True:
         if (len(ready) > 1 or s.prefetched) and not skip:
-            reply = yield from _sweep(s, ready, wmap)
+            waits = not soon_now and (deadline is None or deadline > start)
+            reply = yield from _sweep(s, ready, wmap, waits)
             if reply is None:
                 now = cl.clock()
                 if soon is not None and soon <= now:
@@ -544,11 +545,12 @@ class _Candidate:
 
 
 def _sweep(
-    s: Session, shards: Sequence[ShardState], wmap: Mapping[str, list[str]]
+    s: Session, shards: Sequence[ShardState], wmap: Mapping[str, list[str]], waits: bool = False
 ) -> Op[Reply | None]:
-    """Phase 1: choose the most urgent ready job and reserve it alone. None: nothing ready."""
+    """Phase 1: choose the most urgent ready job and reserve it alone. None: nothing ready.
+    ``waits``: a wait on every shard follows if nothing is (``_choose``)."""
     for _ in range(SWEEP_RETRIES):
-        best = yield from _choose(s, shards, wmap)
+        best = yield from _choose(s, shards, wmap, waits=waits)
         if best is None:
             return None
         if best.shard is None:  # a prefetched job wins
@@ -602,7 +604,7 @@ def _take(s: Session, shard: ShardState, link: Link, best: _Candidate) -> Op[Rep
     _, local = ids.decode(best.job_id)
     heads.take(shard.name, best.tube)
     seq = heads.seq(shard.name)
-    look, count, uses = _peeks(link, [best.tube], stats=True, back=False)
+    look, count, uses = _peeks(link, [best.tube], stats=True)
     link.reserving = True
     outcome = yield from s.request([Send(link, ReserveJob(local).encode() + look, count + 1)])
     result = outcome[link]
@@ -629,8 +631,8 @@ def _looked_again(
     uses: int,
     seq: tuple[int, int],
 ) -> None:
-    """Record what ``_take``'s look at ``tube`` found (``stats-tube``, ``use``, ``peek-ready``),
-    sent at ``seq``."""
+    """Record what ``_take``'s look at ``tube`` found (``stats-tube``, ``use``, ``peek-ready``,
+    ``use`` back), sent at ``seq``."""
     heads = s.cluster.heads
     assert heads is not None
     if link.closed:
@@ -692,6 +694,7 @@ def _choose(
     wmap: Mapping[str, list[str]],
     use_heads: bool = True,
     taken_ok: bool = True,
+    waits: bool = False,
 ) -> Op[_Candidate | None]:
     """The most urgent ready job over ``shards`` and the session's prefetched jobs (None: none).
 
@@ -707,9 +710,11 @@ def _choose(
     shard whose watched tubes all have a trusted record is not asked at all; the others are
     looked at (``stats-tube`` and the peeks in one round) and what they show is recorded. A
     choice that finds nothing ready with records trusted looks everywhere again, so that no
-    "nothing ready" rests on a record. A tube whose head another reserve is taking (``taken_ok``:
-    until that reserve's look records the next) may be passed over for a job at least as urgent
-    as that head: its next job can be no more urgent; for a less urgent one it is looked at."""
+    "nothing ready" rests on a record, unless the reserve then ``waits`` on every shard (a
+    wait's reserve takes a job that is ready at once). A tube whose head another reserve is
+    taking (``taken_ok``: until that reserve's look records the next) may be passed over for a
+    job at least as urgent as that head: its next job can be no more urgent; for a less urgent
+    one it is looked at."""
     cl = s.cluster
     heads = cl.heads if use_heads else None
     cached: list[_Candidate] = []
@@ -753,7 +758,7 @@ def _choose(
         if heads is not None:
             seqs[shard.name] = heads.seq(shard.name)
         if ahead:
-            data, count, before = _peeks(link, tubes, stats=True, back=heads is None)
+            data, count, before = _peeks(link, tubes, stats=True)
             sends.append((shard, Send(link, data, count), tubes, before))
         else:
             data = b"".join(StatsTube(tube).encode() for tube in tubes)
@@ -822,7 +827,7 @@ def _choose(
                              else None, seqs[name])  # fmt: skip
     if not has_pre and not cached:
         if not ready:
-            if trusted:  # nothing ready, as far as the records say: ask every shard
+            if trusted and not waits:  # nothing ready, as the records say: ask every shard
                 return (yield from _choose(s, [cl.shards[nm] for nm in wmap], wmap, False))
             return None
         if len(ready) == 1 and heads is None:
@@ -906,19 +911,18 @@ def _choose(
     best = min(candidates, key=lambda c: c.key) if candidates else None
     if floor < math.inf and (best is None or best.key[0] > floor):
         # a job of a tube whose head is being taken could beat it: look there too
-        return (yield from _choose(s, everywhere, wmap, use_heads, taken_ok=False))
+        return (yield from _choose(s, everywhere, wmap, use_heads, taken_ok=False, waits=waits))
     if best is None:
         return None
     s.rr += 1
     return best
 
 
-def _peeks(
-    link: Link, tubes: Sequence[str], stats: bool, back: bool = True
-) -> tuple[bytes, int, list[int]]:
+def _peeks(link: Link, tubes: Sequence[str], stats: bool) -> tuple[bytes, int, list[int]]:
     """The commands that peek the most urgent ready job of each of ``tubes`` on ``link``
-    (``stats``: each after the tube's ``stats-tube``), then (``back``) use the link's tube
-    again: their bytes, their reply count, and the ``use`` replies before each peek."""
+    (``stats``: each after the tube's ``stats-tube``), then use the link's tube again (a tube
+    lives on a shard while a connection uses it: ``list-tubes`` would show it): their bytes,
+    their reply count, and the ``use`` replies before each peek."""
     original = link.used
     parts: list[bytes] = []
     uses: list[int] = []
@@ -931,8 +935,6 @@ def _peeks(
         parts += [use, _PEEK_READY]
         uses.append(n)
         count += 1 + n
-    if not back:  # (the link's next put says ``use`` first: ``Link.used`` knows)
-        return b"".join(parts), count, uses
     again, n = link.use_delta(original)
     parts.append(again)
     return b"".join(parts), count + n, uses

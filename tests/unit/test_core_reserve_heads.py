@@ -41,10 +41,11 @@ def tube(name: str, ready: int, urgent: int | None = None, delayed: int = 0) -> 
     )
 
 
-def look(name: str, use: bool = False) -> list[bytes]:
-    """A look at a tube: the link keeps using it after (``use`` only when it did not)."""
+def look(name: str) -> list[bytes]:
+    """A look at a tube, the link using its own tube again after (a tube used by a connection
+    lives on: ``list-tubes`` would show it)."""
     t = name.encode()
-    return [b"stats-tube " + t, *([b"use " + t] if use else []), b"peek-ready"]
+    return [b"stats-tube " + t, b"use " + t, b"peek-ready", b"use default"]
 
 
 def peeked(local: int | None) -> Reply:
@@ -63,7 +64,7 @@ def first_choice(cluster: Cluster, s: Session) -> None:
     put(cluster, "s1", 4, 5)
     put(cluster, "s1", 6, 7)
     run = Script(s.reserve(0))
-    assert run.data() == {n: look(TUBE[n], use=True) for n in ("s0", "s1", "s2")}
+    assert run.data() == {n: look(TUBE[n]) for n in ("s0", "s1", "s2")}
     run.auto(
         s0=[tube("t0", 1), peeked(3)],
         s1=[tube("t1", 2), peeked(4)],
@@ -164,7 +165,7 @@ def test_a_head_being_taken_is_passed_over_only_for_one_as_urgent() -> None:
     assert taking.data() == {"s1": [b"reserve-job 6", *look("t1")]}
     # job 3 (pri 10) is less urgent than the one being taken: t1's next job could beat it
     run = Script(other.reserve(0))
-    assert run.data() == {"s1": look("t1", use=True)}  # (its own link)
+    assert run.data() == {"s1": look("t1")}  # (its own link)
     run.auto(s1=[tube("t1", 1), peeked(6)])  # (job 6 not reserved yet)
     assert run.data() == {"s1": [b"reserve-job 6", *look("t1")]}
     taking.auto(s1=[Reserved(6, b"job 6"), tube("t1", 1), peeked(11)])
@@ -193,3 +194,22 @@ def test_a_head_being_taken_is_passed_over_for_one_as_urgent() -> None:
     watch_only(other, list(TUBE.values()))
     second = Script(other.reserve(0))
     assert list(second.data()) != list(winner) and len(second.data()) == 1
+
+
+def test_a_reserve_that_waits_trusts_records_of_nothing_ready() -> None:
+    cluster, s, clock = proxy_like()
+    first_choice(cluster, s)
+    run = Script(s.reserve(0))
+    run.auto(s1=[Reserved(6, b"job 6"), tube("t1", 0), peeked(None)])
+    s._unhold(gid("s1", 6))
+    run = Script(s.reserve(0))
+    run.auto(s0=[Reserved(3, b"job 3"), tube("t0", 0), peeked(None)])
+    s._unhold(gid("s0", 3))
+    looks = cluster.metrics.looks
+    # Every record says "nothing ready": a reserve that waits goes to its wait at once (a job
+    # ready after all would be the wait's at once); one with timeout 0 asks every shard.
+    run = Script(s.reserve(1))
+    assert run.now.first and sorted(run.data()) == ["s0", "s1", "s2"]
+    assert all(lines[-1] == b"reserve-with-timeout 1" for lines in run.data().values())
+    assert cluster.metrics.looks == looks
+    del clock
