@@ -261,7 +261,7 @@ def _click_main(args: list[str]) -> None:
         config_path: str | None, url: str | None, as_json: bool, watch: bool, interval: float
     ) -> None:
         """Show the cluster: shards up or down, jobs by state, tubes and where they live."""
-        from .proxy.console.status import StatusError, from_config, from_url, render
+        from .proxy.console.status import ConfigStatus, StatusError, from_url, render
 
         if (config_path is None) == (url is None):
             raise click.UsageError("give either --config FILE or --url http://HOST:PORT")
@@ -275,8 +275,8 @@ def _click_main(args: list[str]) -> None:
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
 
-            def get() -> dict[str, Any]:
-                return from_config(config)
+            source = ConfigStatus(config)  # kept across refreshes: each shard's since, errors
+            get = source.overview
         else:
             assert url is not None
 

@@ -461,6 +461,34 @@ class Cluster:
         if self.on_scan_due is not None:
             self.on_scan_due()
 
+    def route(self, tube: str) -> dict[str, object]:
+        """Where ``tube`` goes, JSON-serialisable: its ``owner`` and ``preference``, the shard
+        its puts go to now (``puts_go_to``, None when every shard of its preference is down),
+        the shards its consumers watch, the owner before the last reload when that moved it,
+        the jobs a scan found away (``jobs_away``) and, per shard of its preference, its id,
+        address and health. The proxy's ``/route`` and the console's placement
+        (``beanrouter status --config`` included) are this."""
+        now = self.clock()
+        pref = self.preference(tube)
+        target = self.put_target(tube)
+        return {
+            "tube": tube,
+            "owner": pref[0],
+            "preference": list(pref),
+            "puts_go_to": None if target is None else target.name,
+            "consumers_watch": list(self.consumer_shards(tube)),
+            "moved_by_reload": self.owner_before_reload(tube),
+            "jobs_away": {name: jobs[tube] for name, jobs in self.found.items() if tube in jobs},
+            "shards": {
+                n: {
+                    "id": self.shards[n].id,
+                    "address": self.shards[n].config.address,
+                    "up": self.shards[n].health.available(now),
+                }
+                for n in pref
+            },
+        }
+
     def shard_of(self, job_id: int) -> tuple[ShardState, int]:
         """The shard and local id of a global job id.
 

@@ -416,6 +416,22 @@ class CoreBackend:
                 waiting += cs.session.waiting  # its reserve waits at the shards
         return {"current-using": using, "current-watching": watching, "current-waiting": waiting}
 
+    def clients_by_tube(self) -> dict[str, dict[str, StatValue]]:
+        """``tube_clients`` of every tube a client uses or watches, in one pass over the
+        sessions (the console's overview: not a pass per tube)."""
+        counts: dict[str, list[int]] = {}  # tube -> [using, watching, waiting]
+        for cs in self.sessions:
+            session = cs.session
+            counts.setdefault(session.using, [0, 0, 0])[0] += 1
+            for tube in session.watching:
+                c = counts.setdefault(tube, [0, 0, 0])
+                c[1] += 1
+                c[2] += session.waiting  # its reserve waits at the shards
+        return {
+            tube: {"current-using": u, "current-watching": w, "current-waiting": wt}
+            for tube, (u, w, wt) in counts.items()
+        }
+
     def session(self, counters: ProxyStats) -> CoreSession:
         if counters.metrics is not self._registry:
             self._register_metrics(counters.metrics)
@@ -637,29 +653,7 @@ class CoreBackend:
         ]
 
     def route(self, tube: str) -> dict[str, object]:
-        now = self.cluster.clock()
-        pref = self.cluster.preference(tube)
-        target = self.cluster.put_target(tube)
-        takes = None if target is None else target.name
-        return {
-            "tube": tube,
-            "owner": pref[0],
-            "preference": list(pref),
-            "puts_go_to": takes,
-            "consumers_watch": list(self.cluster.consumer_shards(tube)),
-            "moved_by_reload": self.cluster.owner_before_reload(tube),
-            "jobs_away": {
-                name: jobs[tube] for name, jobs in self.cluster.found.items() if tube in jobs
-            },
-            "shards": {
-                n: {
-                    "id": self.cluster.shards[n].id,
-                    "address": self.cluster.shards[n].config.address,
-                    "up": self.cluster.shards[n].health.available(now),
-                }
-                for n in pref
-            },
-        }
+        return self.cluster.route(tube)
 
     async def aclose(self) -> None:
         if self._prober is not None:

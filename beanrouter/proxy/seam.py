@@ -156,8 +156,9 @@ class Backend(Protocol):
 class Introspective(Protocol):
     """What a backend may also tell the console (``proxy/console``); optional."""
 
-    def tube_clients(self, tube: str) -> dict[str, StatValue]:
-        """``current-using``, ``current-watching``, ``current-waiting``: the proxy's clients."""
+    def clients_by_tube(self) -> dict[str, dict[str, StatValue]]:
+        """Per tube some client uses or watches: ``current-using``, ``current-watching``,
+        ``current-waiting`` of the proxy's clients, counted in one pass over them."""
         ...
 
     def shard_errors(self) -> dict[str, str]:

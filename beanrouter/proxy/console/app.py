@@ -102,7 +102,7 @@ class Console:
             config,
             route=backend.route,
             health=backend.shard_health,
-            clients=None if extra is None else extra.tube_clients,
+            clients=None if extra is None else extra.clients_by_tube,
             errors=None if extra is None else extra.shard_errors,
             timeout=min(2.0, config.timeout),
         )

@@ -57,11 +57,10 @@ def check_tube(name: str) -> str:
 
 
 def _shard_of(view: ClusterView, job_id: int) -> tuple[ShardConfig, int]:
-    shard_id, local = ids.decode(job_id)
-    shard = view.shard_by_id(shard_id)
-    if shard is None:
-        raise ActionError(404, f"job {job_id}: no shard has id {shard_id}")
-    return shard, local
+    try:
+        return view.shard_of(job_id)  # the routing core's Cluster.shard_of
+    except JobIdError as exc:
+        raise ActionError(404, str(exc)) from None
 
 
 async def _ask(view: ClusterView, shard: ShardConfig, commands: list[p.Command]) -> list[p.Reply]:

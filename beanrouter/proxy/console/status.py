@@ -21,7 +21,7 @@ from ...core.cluster import Cluster
 from ...core.config import ClusterConfig
 from .view import JOB_STATES, ClusterView
 
-__all__ = ["StatusError", "from_config", "from_url", "render"]
+__all__ = ["ConfigStatus", "StatusError", "from_config", "from_url", "render"]
 
 
 class StatusError(Exception):
@@ -49,29 +49,32 @@ def from_url(url: str, timeout: float = 5.0) -> dict[str, Any]:
     return doc
 
 
-def _router(config: ClusterConfig) -> Cluster:
-    return Cluster(config)
+class ConfigStatus:
+    """The overview of ``config``'s shards, asked of them at each ``overview()``. Placement is the
+    routing core's (``Cluster.route``, as the proxy's ``/route``); one ``ClusterView`` serves
+    every refresh, so a shard's ``since`` and last error carry over from one to the next
+    (``beanrouter status --config FILE --watch``)."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.cluster = Cluster(config)
+        self.view = ClusterView(
+            config,
+            route=self.cluster.route,
+            timeout=min(2.0, config.timeout),
+            min_age=0.0,  # each refresh asks the shards
+            cluster=self.cluster,
+        )
+
+    def overview(self) -> dict[str, Any]:
+        doc = dict(asyncio.run(self.view.overview()))
+        doc["proxy"] = None
+        return doc
 
 
 def from_config(config: ClusterConfig) -> dict[str, Any]:
-    """The overview built from the shards of ``config`` themselves."""
-    cluster = _router(config)
-
-    def route(tube: str) -> dict[str, object]:
-        target = cluster.put_target(tube)
-        pref = cluster.preference(tube)
-        return {
-            "owner": pref[0],
-            "preference": list(pref),
-            "puts_go_to": None if target is None else target.name,
-            "consumers_watch": list(cluster.consumer_shards(tube)),
-        }
-
-    view = ClusterView(config, route=route, timeout=min(2.0, config.timeout))
-    doc = asyncio.run(view.overview())
-    doc = dict(doc)
-    doc["proxy"] = None
-    return doc
+    """The overview built from the shards of ``config`` themselves (once; ``ConfigStatus`` to
+    refresh it)."""
+    return ConfigStatus(config).overview()
 
 
 def _table(headers: Sequence[str], rows: list[list[str]], right: set[int]) -> list[str]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from ... import protocol as p
+from ...core.cluster import Cluster
 from ...core.config import ClusterConfig, ShardConfig
 from .shardio import ShardError, ask, mapping, tube_list
 
@@ -39,7 +40,7 @@ _BINLOG: Final = (
 
 Route = Callable[[str], Mapping[str, object]]
 Health = Callable[[], list[tuple[str, bool]]]
-Clients = Callable[[str], Mapping[str, p.StatValue]]
+Clients = Callable[[], Mapping[str, Mapping[str, p.StatValue]]]
 Errors = Callable[[], Mapping[str, str]]
 
 
@@ -67,10 +68,13 @@ class ClusterView:
         config: the cluster (shard addresses and ids).
         route: ``tube -> {"owner", "preference", "puts_go_to", "consumers_watch", ...}``.
         health: the routing core's ``(shard, up)`` (None: no core, only what the shards answer).
-        clients: a tube's ``current-using/watching/waiting`` clients (None: the shards' counts).
+        clients: every tube's ``current-using/watching/waiting`` clients, by tube, counted in one
+            pass over the clients (a tube left out has none; None: the shards' counts).
         errors: the routing core's last error per shard (None: only the view's own).
         timeout: seconds one shard has to answer a round.
         clock: wall-clock seconds (``since`` and error times are given in it).
+        cluster: the routing core's ``Cluster`` of ``config``, whose ``shard_of`` names a job's
+            shard (None: one is made from ``config``, and again on ``reconfigure``).
     """
 
     def __init__(
@@ -84,8 +88,10 @@ class ClusterView:
         timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
         min_age: float = 0.5,
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config
+        self._cluster = cluster if cluster is not None else Cluster(config)
         self.route = route
         self.health = health
         self.clients = clients
@@ -102,12 +108,19 @@ class ClusterView:
     def shard(self, name: str) -> ShardConfig | None:
         return next((s for s in self.config.servers if s.name == name), None)
 
-    def shard_by_id(self, shard_id: int) -> ShardConfig | None:
-        return next((s for s in self.config.servers if s.id == shard_id), None)
+    def shard_of(self, job_id: int) -> tuple[ShardConfig, int]:
+        """The shard and local id of a global job id (the core's ``Cluster.shard_of``).
 
-    def reconfigure(self, config: ClusterConfig) -> None:
+        Raises:
+            JobIdError: the id names no shard of the cluster.
+        """
+        shard, local = self._cluster.shard_of(job_id)
+        return shard.config, local
+
+    def reconfigure(self, config: ClusterConfig, cluster: Cluster | None = None) -> None:
         """Look at the shards of ``config`` from now on."""
         self.config = config
+        self._cluster = cluster if cluster is not None else Cluster(config)
         self._cached = None
 
     def invalidate(self) -> None:
@@ -163,7 +176,8 @@ class ClusterView:
             elif core_errors.get(sc.name) and sc.name not in self._last_error:
                 self._last_error[sc.name] = (core_errors[sc.name], now)
             shards.append(self._shard_doc(sc, probe, up, core_up))
-        tubes = self._tubes(probes)
+        clients = self.clients() if self.clients is not None else None
+        tubes = self._tubes(probes, clients)
         totals = {state: sum(t["jobs"][state] for t in tubes) for state in JOB_STATES}  # type: ignore[index]
         return {
             "time": now,
@@ -202,7 +216,11 @@ class ClusterView:
             "binlog": binlog,
         }
 
-    def _tubes(self, probes: dict[str, _Probe]) -> list[dict[str, object]]:
+    def _tubes(
+        self,
+        probes: dict[str, _Probe],
+        clients_by_tube: Mapping[str, Mapping[str, p.StatValue]] | None,
+    ) -> list[dict[str, object]]:
         names = sorted({name for probe in probes.values() for name in probe.tubes})
         out: list[dict[str, object]] = []
         for name in names:
@@ -234,8 +252,8 @@ class ClusterView:
                     pause_left = max(pause_left, left)
                 for key in shard_clients:
                     shard_clients[key] += _int(st, f"current-{key}")
-            if self.clients is not None:
-                c = self.clients(name)
+            if clients_by_tube is not None:
+                c = clients_by_tube.get(name, {})
                 clients = {key: _int(c, f"current-{key}") for key in shard_clients}
             else:
                 clients = shard_clients
