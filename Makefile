@@ -93,7 +93,8 @@ cluster-up: cluster-images
 		$(CLUSTER) up -d --no-build shard1 shard2 shard3; \
 	fi
 	@compose/wait-healthy.sh beanrouter
-	@echo "shards on 127.0.0.1:11301-11303 (library: see compose/cluster.yaml); proxy on 127.0.0.1:11300"
+	@echo "shards on 127.0.0.1:11301-11303 (library: see compose/cluster.yaml); proxy on 127.0.0.1:11300;"
+	@echo "its console on http://127.0.0.1:9300/ (read-only)"
 
 cluster-down:
 	$(COMPOSE) -p beanrouter -f compose/docker-compose.yml -f compose/docker-compose.beanstalkd.yml \
