@@ -56,15 +56,17 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from .. import protocol as p
 from ..core.config import ClusterConfig
 from ..core.errors import ConfigError
 from ..protocol import CLOSED, NEED_DATA, CommandReader
 from ..router.config import load_config
-from .seam import Backend, ClientSession
 from .stats import ClientCounters, ProxyStats
+
+if TYPE_CHECKING:  # seam's protocols take ~2.5 ms to make: the first reply waits for imports
+    from .seam import Backend, ClientSession
 
 __all__ = [
     "BACKLOG",

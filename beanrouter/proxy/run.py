@@ -26,12 +26,12 @@ from ..core.errors import ConfigError
 from ..router.config import load_config
 from ..server.listen import ListenError, bind, inherited_socket
 from .app import DEFAULT_GRACE, ProxyServer
-from .seam import BackendFactory
 from .stats import ProxyStats
 from .workers import DRAIN_ENV
 
 if TYPE_CHECKING:
     from .http import HttpEndpoint
+    from .seam import BackendFactory  # only annotations: its protocols are slow to make
 
 __all__ = [
     "BACKEND_ENV",
@@ -65,7 +65,7 @@ def load_backend_factory(spec: str | None = None) -> BackendFactory:
     factory = getattr(module, attr or "make_backend", None)
     if not callable(factory):
         raise BackendUnavailable(f"the proxy backend {spec!r} is not a callable")
-    return cast(BackendFactory, factory)
+    return cast("BackendFactory", factory)
 
 
 def raise_nofile_limit() -> None:

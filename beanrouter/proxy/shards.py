@@ -447,9 +447,8 @@ def run_listening(
         preload(with_binlog=server.binlog_dir is not None)
         from . import child  # noqa: F401 - die_with_parent, for the children
 
-        if sys.platform.startswith("linux"):
-            import ctypes  # noqa: F401 - child.die_with_parent's prctl, imported once here
-
+        # Not ctypes (child.die_with_parent's prctl): each shard imports it, on another core,
+        # while this process goes on to the proxy's imports (the first reply waits for those).
         sys.stdout.flush()
         sys.stderr.flush()
         import gc
