@@ -8,8 +8,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from beanrouter.core.ring import Placement, Ring
 from beanrouter.proxy.shards import answering_now
-from beanrouter.router.ring import Placement, Ring
 
 
 class _FakeShard:

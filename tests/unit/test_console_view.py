@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
+from beanrouter.core import ids
 from beanrouter.core.cluster import Cluster
+from beanrouter.core.config import ClusterConfig, ShardConfig
+from beanrouter.core.errors import JobIdError
 from beanrouter.proxy.backend import CoreBackend
 from beanrouter.proxy.console import jobs
 from beanrouter.proxy.console.status import ConfigStatus
 from beanrouter.proxy.console.view import ClusterView, _Probe
-from beanrouter.core import ids
-from beanrouter.core.config import ClusterConfig, ShardConfig
-from beanrouter.core.errors import JobIdError
 
 
 def _dead_port() -> int:
