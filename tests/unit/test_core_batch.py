@@ -27,7 +27,16 @@ from beanrouter.protocol import (
     Watching,
 )
 
-from .core_script import TUBE_ON, Script, commands, job_stats, make, run_auto, watch_only
+from .core_script import (
+    TUBE_ON,
+    Script,
+    commands,
+    job_stats,
+    make,
+    run_auto,
+    tube_stats,
+    watch_only,
+)
 
 SID = {"s0": 0, "s1": 1, "s2": 2}
 
@@ -526,3 +535,19 @@ def test_two_posted_uses_of_one_link_are_one_send() -> None:
         by_link[send.link] = by_link.get(send.link, 0) + 1
         assert send.replies == len(send.posted)
     assert all(n == 1 for n in by_link.values())
+
+
+def test_a_proxy_reserve_now_over_several_shards_runs_alone_as_the_cross_shard_reserve() -> None:
+    """``reserve-with-timeout 0`` over several shards is not a one-shard run, but the proxy
+    still runs it without a task: a batch of its own operation, alone."""
+    _, s, _ = make(cancellable=False)
+    watch_only(s, [TUBE_ON["s0"], TUBE_ON["s1"]])
+    batch = plan(s, [p.ReserveWithTimeout(0), p.Delete(1)])
+    assert batch is not None and batch.size == 1
+    run = Script(batch.op)
+    assert sorted(run.data()) == ["s0", "s1"]  # the cross-shard choice's look
+    run.auto(s0=[tube_stats("t0", ready=0)], s1=[tube_stats("t1", ready=0)])  # none ready
+    assert run.value() == [p.TIMED_OUT]
+    _, lib, _ = make()  # the library's session runs reserves by their own operation
+    watch_only(lib, [TUBE_ON["s0"], TUBE_ON["s1"]])
+    assert plan(lib, [p.ReserveWithTimeout(0)]) is None
