@@ -656,7 +656,7 @@ def placement_check(ep: Endpoint, owners: dict[str, str]) -> str | None:
     """ "ok" when every tube's jobs went to its ring owner only: read on the real shards
     (``total-jobs``), or for ``beanrouter cluster`` asked of its ``/route``; None: not checked."""
     wrong = []
-    if ep.http_port is not None:
+    if ep.http_port is not None and not ep.shard_ports:  # (beanrouter cluster: its shards' own)
         for tube, owner in owners.items():
             url = f"http://{HOST}:{ep.http_port}/route?tube={tube}"
             with urllib.request.urlopen(url, timeout=10) as reply:
