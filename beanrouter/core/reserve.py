@@ -278,6 +278,14 @@ def reserve(s: Session, timeout: float | None) -> Op[Reply]:
         and (soon is None or soon > start)
     )
     s.idle_at = None
+    if not skip and s.cancellable and timeout != 0 and not s.prefetched and len(ready) > 1:
+        # The library's worker of tubes owned by one shard, over that shard and its away shards
+        # (failover successors, earlier owners: jobs there only after a failover): no look at
+        # the away shards, which nearly always have none. The wait asks them all at once; the
+        # owner answers at once in a backlog and the away shards' waits linger (AWAY_LINGER),
+        # so that the next reserves go to the owner alone (``armed``).
+        owners = s.owners()
+        skip = len(owners) == 1 and any(sh.name in owners for sh in ready)
     while True:
         if (len(ready) > 1 or s.prefetched) and not skip:
             waits = not soon_now and (deadline is None or deadline > start)

@@ -159,6 +159,7 @@ class Session:
         self._closing: list[Link] = []
         self._wmap: dict[str, list[str]] | None = None
         self._wmap_gen = (-1, 0)
+        self._owners: frozenset[str] = frozenset()
         self.partial = False
         """The last ``watch_map`` left out shards that sentinels cover."""
         self.posting = False
@@ -434,7 +435,13 @@ class Session:
             self._wmap = {n: wmap[n] for n in cl.shards if n in wmap}
             self._wmap_gen = key
             self.partial = partial
+            self._owners = frozenset(cl.owner(tube) for tube in self.watching)
         return self._wmap
+
+    def owners(self) -> frozenset[str]:
+        """The shards that own the watched tubes (kept with ``watch_map``)."""
+        self.watch_map()
+        return self._owners
 
     def watch(self, tube: str) -> Op[Reply]:
         """``watch``: returns ``WATCHING n``."""

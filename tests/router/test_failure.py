@@ -408,6 +408,8 @@ def test_close_before_the_wait_starts(bk: Cluster, monkeypatch: pytest.MonkeyPat
     from beanrouter.core import reserve as core_reserve
 
     r = bk.router()
+    for name in ("s0", "s1"):  # tubes of two owners: the reserve looks before it waits
+        r.watch(bk.tube_on(name, "c"))
     assert r.reserve(timeout=0) is None  # links exist: nothing left to open
     sweep = core_reserve._sweep
 

@@ -213,3 +213,18 @@ def test_a_reserve_that_waits_trusts_records_of_nothing_ready() -> None:
     assert all(lines[-1] == b"reserve-with-timeout 1" for lines in run.data().values())
     assert cluster.metrics.looks == looks
     del clock
+
+
+def test_the_library_worker_of_one_owner_waits_at_once_on_its_away_shards_too() -> None:
+    """A library session whose tubes one shard owns (its failover successor holds them only
+    after a failover) looks at no shard: its reserve waits on both at once; the owner answers
+    in a backlog, and the away shard's wait lingers for the next reserves."""
+    cluster, s, _ = make(failover=1)
+    tube_name = TUBE["s0"]
+    watch_only(s, [tube_name])
+    away = cluster.away(tube_name)
+    assert away and cluster.owner(tube_name) == "s0"
+    run = Script(s.reserve(1))
+    assert run.now.first and sorted(run.data()) == sorted(["s0", *away])
+    assert all(lines[-1] == b"reserve-with-timeout 1" for lines in run.data().values())
+    assert cluster.metrics.looks == 0
