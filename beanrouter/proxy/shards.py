@@ -248,7 +248,8 @@ def stop_shards(shards: list[Shard], timeout: float = STOP_TIMEOUT) -> None:
             shard.proc.wait()
 
 
-async def wait_ready(shards: list[Shard], timeout: float, stop: asyncio.Event) -> None:
+# ASYNC109: the deadline is shared with the stop event and shard exits in one wait loop.
+async def wait_ready(shards: list[Shard], timeout: float, stop: asyncio.Event) -> None:  # noqa: ASYNC109
     """Return when every shard answers; raise ``ShardFailed`` if one exits, TimeoutError."""
     import asyncio
 
