@@ -15,6 +15,7 @@ module is at the shells' level: it names only ``beanrouter.router`` (lazily).
 # a name spelt TYPE_CHECKING as true. Deleted below, so it is not one of the package's names.
 TYPE_CHECKING = False
 
+# The one place the version is written: pyproject.toml reads it ([tool.setuptools.dynamic]).
 __version__ = "0.1.0"
 
 __all__ = [

@@ -147,7 +147,9 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
 
     async def ask(data: bytes, replies: int) -> None:
         conn.data_received(data)
-        while sum(chunk.count(b"\r\n") for chunk in client.out) < replies:
+        # ASYNC110: the fake transport has no hook to set an Event; yielding once per loop
+        # turn is the benchmark's driver (no timer, so nothing but the proxy is measured).
+        while sum(chunk.count(b"\r\n") for chunk in client.out) < replies:  # noqa: ASYNC110
             await asyncio.sleep(0)
         client.out.clear()
 
@@ -158,7 +160,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     for _ in range(args.cycles):
         await ask(put, 1)
         conn.data_received(b"reserve-with-timeout 5\r\n")
-        while not client.out or b"\r\n" not in client.out[-1][-2:]:
+        while not client.out or b"\r\n" not in client.out[-1][-2:]:  # noqa: ASYNC110 (as in ask)
             await asyncio.sleep(0)
         job_id = client.out[0].split(b" ")[1]
         client.out.clear()

@@ -188,7 +188,9 @@ class AsyncRouter(Facade):
     def _job(self, job_id: int, body: bytes) -> AsyncJob:
         return AsyncJob(self, job_id, body, *self._held(job_id), True)
 
-    async def reserve(self, timeout: float | None = None) -> AsyncJob | None:
+    # ASYNC109: public API mirroring beanstalkc's reserve(timeout=...); the timeout is beanstalkd's
+    # reserve-with-timeout (a protocol value: None when no job came), not a Python cancel scope.
+    async def reserve(self, timeout: float | None = None) -> AsyncJob | None:  # noqa: ASYNC109
         """Reserve the most urgent ready job of the watched tubes across all shards (see
         ``Router.reserve``). Cancelling the task gives back anything reserved for it."""
         reply = await self._run(self._session.reserve(timeout))

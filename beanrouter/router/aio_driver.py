@@ -206,7 +206,8 @@ class Posted:
                     future.set_result(None)
             self._drained.clear()
 
-    async def drained(self, timeout: float) -> None:
+    # ASYNC109: a bounded wait that returns quietly when the time is up (never raises TimeoutError).
+    async def drained(self, timeout: float) -> None:  # noqa: ASYNC109
         """Until no posted reply is still to come (at most ``timeout`` seconds: a shard that
         does not answer is found failing by the command itself)."""
         if not self.pending:

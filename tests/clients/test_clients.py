@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,10 +69,10 @@ def transcript(argv: list[str], impl: str) -> list[str]:
 
 
 @pytest.fixture(scope="module", params=sorted(CLIENTS))
-def reference(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str]]]:
+def reference(request: pytest.FixtureRequest) -> tuple[str, list[str]]:
     client: str = request.param
     _require(client)
-    yield client, transcript(CLIENTS[client], BEANSTALKD)
+    return client, transcript(CLIENTS[client], BEANSTALKD)
 
 
 @pytest.mark.reference

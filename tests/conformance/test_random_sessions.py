@@ -283,7 +283,7 @@ _REFERENCE: dict[int, list[Step]] = {}
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("impl", (BEANROUTER, CLUSTER1, CLUSTER3))
+@pytest.mark.parametrize("impl", [BEANROUTER, CLUSTER1, CLUSTER3])
 def test_random_session(server_pool: ServerPool, impl: str, seed: int) -> None:
     if seed not in _REFERENCE:
         reference = server_pool.take(BEANSTALKD)

@@ -65,7 +65,8 @@ async def proxy(
             await server.shutdown()
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+# ASYNC109: a polling helper whose timeout turns into an AssertionError naming what it waited for.
+async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:  # noqa: ASYNC109
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not check():

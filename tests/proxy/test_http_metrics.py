@@ -44,15 +44,15 @@ def test_registry_renders_prometheus_text() -> None:
 def test_registry_rules() -> None:
     r = Registry()
     assert r.counter("x_total", "x") is r.counter("x_total", "x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="end in _total"):
         r.counter("no_suffix", "counters end in _total")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="already registered as a counter"):
         r.gauge("x_total", "already a counter")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid metric name"):
         r.gauge("bad-name", "")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="takes labels"):
         r.counter("y_total", "", ["a"]).inc(())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="only goes up"):
         r.counter("z_total", "").inc((), -1)
 
 

@@ -6,7 +6,7 @@ must be reported): never a lost job, never a silent second copy."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import greenstalk
 import pytest
@@ -21,7 +21,7 @@ from .conftest import Env
 @pytest.fixture
 def interfere(
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Callable[[str, Callable[[int], None]], None]]:
+) -> Callable[[str, Callable[[int], None]], None]:
     """``interfere(tube, action)``: after each put of a copy of ``tube``, ``action(copy_id)``."""
     real_put = Link.put
 
@@ -34,7 +34,7 @@ def interfere(
 
         monkeypatch.setattr(Link, "put", put)
 
-    yield arm
+    return arm
 
 
 def run(cluster: Env) -> Report:

@@ -63,6 +63,7 @@ class SyncAsyncRouter:
             return
         self._closed = True
         self._run(self._router.close())
+        self._run(_finish_tasks())  # as asyncio.run ends: no task left holding a transport
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
@@ -72,3 +73,14 @@ class SyncAsyncRouter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _finish_tasks() -> None:
+    """Cancel the loop's other tasks (background read-outs) and wait for them to end, so that
+    their transports are closed before the loop is (else they leak: ResourceWarning)."""
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    await asyncio.sleep(0)  # the closing transports' connection_lost callbacks

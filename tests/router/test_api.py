@@ -51,11 +51,11 @@ def test_from_config(tmp_path: Path) -> None:
 
 def test_bad_arguments() -> None:
     r = Router(["127.0.0.1:1 a id=0"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid tube name"):
         r.use("-bad")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid tube name"):
         r.watch("")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="priority must be in"):
         r.put(b"x", priority=-1)
     r.close()
     with pytest.raises(Exception, match="closed"):

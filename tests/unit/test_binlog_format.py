@@ -121,9 +121,9 @@ def test_round_trip_and_clean_end() -> None:
 
 
 def test_encode_rejects_bad_tube_names() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tube name of 0 bytes"):
         fmt.encode_job(b"", b"", FIELDS)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tube name of 201 bytes"):
         fmt.encode_job(b"x" * 201, b"", FIELDS)
 
 

@@ -36,13 +36,14 @@ def test_another_process_holding_the_lock_is_named(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        with pytest.raises(DirLockError, match=rf"locked by another server \(pid {holder.pid}\)"):
-            lock_dir(str(tmp_path))
-    finally:
-        holder.kill()
-        holder.wait()
+    with holder:  # closes its stdout pipe and waits for it
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            match = rf"locked by another server \(pid {holder.pid}\)"
+            with pytest.raises(DirLockError, match=match):
+                lock_dir(str(tmp_path))
+        finally:
+            holder.kill()
     unlock_dir(lock_dir(str(tmp_path)))  # released when its holder died
 
 

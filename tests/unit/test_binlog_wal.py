@@ -230,10 +230,14 @@ def test_disk_full_refuses_puts_keeps_deletes_working(tmp_path: Path) -> None:
     c = engine.connect()
     ids = []
     disk.full = True
-    with pytest.raises(OutOfSpace):
+
+    def fill() -> None:
         for _ in range(1000):
             ids.append(engine.put(c, 0, 0, 60, b"x" * 100))
             check(engine, wal)
+
+    with pytest.raises(OutOfSpace):
+        fill()
     assert 10 < len(ids) < 1000  # the current file filled up
     refused = engine.next_id - 1
     assert engine.peek(refused) is None  # the id is used up, nothing else happened

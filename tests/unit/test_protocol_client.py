@@ -423,7 +423,7 @@ def test_out_of_range_numbers_are_refused(build: object) -> None:
 
 
 def test_local_protocol_error_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="job id must be in"):
         Delete(-1)
 
 

@@ -183,9 +183,9 @@ def test_shares_sum_to_one() -> None:
 
 
 def test_bad_rings() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="weights must be positive"):
         Ring([])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unique"):
         Ring([("a", 1), ("a", 2)])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="weights must be positive"):
         Ring([("a", 0)])

@@ -56,6 +56,6 @@ def test_argument_check_converts_only_codec_errors() -> None:
     assert command.tube == "good"
     with pytest.raises(KeyError), argument_check("use"):
         raise KeyError("x")
-    with pytest.raises(ValueError) as plain, argument_check("use"):
+    with pytest.raises(ValueError, match="not the codec's") as plain, argument_check("use"):
         raise ValueError("not the codec's")
     assert not isinstance(plain.value, InvalidArgument)

@@ -25,7 +25,8 @@ class ShardError(Exception):
     """The shard could not be asked: refused, closed, too slow, or answered garbage."""
 
 
-async def ask(host: str, port: int, commands: Sequence[p.Command], timeout: float) -> list[p.Reply]:
+# ASYNC109: the timeout is part of the answer (ShardError names it), not a caller's cancel scope.
+async def ask(host: str, port: int, commands: Sequence[p.Command], timeout: float) -> list[p.Reply]:  # noqa: ASYNC109
     """The replies of ``commands`` sent together to ``host:port`` on a new connection."""
     try:
         async with asyncio.timeout(timeout):
