@@ -188,6 +188,15 @@ def start_proxy(tmp_path: Path, text: str, cleanup: list[object]) -> Proxy:
     return proxy
 
 
+def proxy_over(backend: str, count: int, tmp_path: Path, cleanup: list[object]) -> Proxy:
+    """A proxy over ``count`` fresh shards of ``backend`` named ``shard-0``... (default
+    config), all stopped by ``cleanup``."""
+    shards = start_all(backend, count)
+    cleanup.extend(shards)
+    names = [(s.address, f"shard-{i}") for i, s in enumerate(shards)]
+    return start_proxy(tmp_path, config_text(names), cleanup)
+
+
 # ---- a shard killed mid-reserve --------------------------------------------------------------
 
 

@@ -18,9 +18,9 @@ import pytest
 from beanrouter import protocol as p
 from beanrouter.core import Cluster
 from beanrouter.router.config import load_config
-from tests.router.cluster import BACKENDS, start_all
+from tests.router.cluster import BACKENDS
 
-from .test_failures import Client, config_text, start_proxy
+from .test_failures import Client, proxy_over
 
 RWT0 = b"reserve-with-timeout 0\r\n"
 
@@ -54,10 +54,7 @@ def _stats(c: Client, job_id: int) -> dict[str, p.StatValue]:
 def test_every_reserve_gives_what_one_beanstalkd_gives(
     backend: str, tmp_path: Path, cleanup: list[object]
 ) -> None:
-    shards = start_all(backend, 3)
-    cleanup.extend(shards)
-    names = [(s.address, f"shard-{i}") for i, s in enumerate(shards)]
-    proxy = start_proxy(tmp_path, config_text(names), cleanup)
+    proxy = proxy_over(backend, 3, tmp_path, cleanup)
     ta, tb, tc = _three_owners(proxy.config)
     worker, producer, other = proxy.client(), proxy.client(), proxy.client()
     worker.watch_only(ta, tb, tc)
@@ -141,10 +138,7 @@ def test_counters_of_jobs_handed_out_from_records(
 ) -> None:
     """Jobs taken by ``reserve-job`` from what the records said show the counters one
     beanstalkd shows: one reserve each, nothing released."""
-    shards = start_all(backend, 3)
-    cleanup.extend(shards)
-    names = [(s.address, f"shard-{i}") for i, s in enumerate(shards)]
-    proxy = start_proxy(tmp_path, config_text(names), cleanup)
+    proxy = proxy_over(backend, 3, tmp_path, cleanup)
     tubes = _three_owners(proxy.config)
     worker, producer = proxy.client(), proxy.client()
     worker.watch_only(*tubes)

@@ -21,9 +21,9 @@ import pytest
 from beanrouter import protocol as p
 from beanrouter.core import Cluster
 from beanrouter.router.config import load_config
-from tests.router.cluster import BACKENDS, start_all
+from tests.router.cluster import BACKENDS
 
-from .test_failures import Client, Proxy, config_text, start_proxy
+from .test_failures import Client, Proxy, proxy_over
 
 RWT0 = b"reserve-with-timeout 0\r\n"
 
@@ -51,10 +51,7 @@ def _reserved(c: Client, cmd: bytes, body: bytes) -> int:
 def test_a_tube_in_the_last_second_of_its_pause(
     backend: str, tmp_path: Path, cleanup: list[object]
 ) -> None:
-    shards = start_all(backend, 3)
-    cleanup.extend(shards)
-    names = [(s.address, f"shard-{i}") for i, s in enumerate(shards)]
-    proxy: Proxy = start_proxy(tmp_path, config_text(names), cleanup)
+    proxy: Proxy = proxy_over(backend, 3, tmp_path, cleanup)
     ta, tb = _tubes(proxy.config)
 
     worker = proxy.client()
@@ -98,10 +95,7 @@ def test_timed_out_while_only_the_paused_tube_has_jobs(
 ) -> None:
     """Only the paused tube has a ready job: ``TIMED_OUT`` (twice), nothing reserved, as one
     beanstalkd answers; the job comes out once the pause is over."""
-    shards = start_all("beanstalkd", 3)
-    cleanup.extend(shards)
-    names = [(s.address, f"shard-{i}") for i, s in enumerate(shards)]
-    proxy = start_proxy(tmp_path, config_text(names), cleanup)
+    proxy = proxy_over("beanstalkd", 3, tmp_path, cleanup)
     ta, tb = _tubes(proxy.config)
     worker = proxy.client()
     worker.watch_only(ta, tb)
