@@ -85,6 +85,7 @@ class ServerProcess:
 
     def __init__(self, directory: Path, *flags: str) -> None:
         self.port = free_port()
+        self._clients: list[Client] = []
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         self.log = directory.parent / f"server-{self.port}.log"
@@ -125,19 +126,30 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
     def client(self) -> Client:
-        return Client(self.port)
+        """A new client (closed with the server by ``kill`` or ``stop`` if not before)."""
+        client = Client(self.port)
+        self._clients.append(client)
+        return client
+
+    def _close_clients(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
 
     def kill(self) -> None:
         """SIGKILL: a crash."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
+        self._close_clients()
 
     def stop(self) -> int:
         """SIGTERM: an orderly stop; returns the exit status."""
         if self.proc.poll() is None:
             self.proc.terminate()
-        return self.proc.wait(timeout=30)
+        status = self.proc.wait(timeout=30)
+        self._close_clients()
+        return status
 
 
 def to_format_1(directory: Path) -> list[str]:

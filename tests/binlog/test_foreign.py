@@ -81,9 +81,14 @@ def our_jobs(directory: Path, n: int) -> dict[int, bytes]:
 
 
 def check_jobs(c: Client, jobs: dict[int, bytes]) -> None:
-    for job_id, body in jobs.items():
-        assert c.call(b"peek %d\r\n" % job_id) == (b"FOUND %d %d" % (job_id, len(body)), body)
-    assert c.stat("current-jobs-ready") == len(jobs)
+    """Every job of ``jobs`` is there, ready, and no other; ``c`` is closed after."""
+    try:
+        for job_id, body in jobs.items():
+            got = c.call(b"peek %d\r\n" % job_id)
+            assert got == (b"FOUND %d %d" % (job_id, len(body)), body)
+        assert c.stat("current-jobs-ready") == len(jobs)
+    finally:
+        c.close()
 
 
 def test_beanrouter_refuses_a_beanstalkd_directory_and_says_what_to_do(tmp_path: Path) -> None:

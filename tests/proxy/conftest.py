@@ -19,7 +19,7 @@ def cleanup() -> Iterator[list[object]]:
     yield started
     for thing in reversed(started):
         if isinstance(thing, Proxy):
-            thing.proc.close()
+            thing.stop()
         elif isinstance(thing, Proc):
             thing.close()
         elif isinstance(thing, Shard):

@@ -130,10 +130,19 @@ class Proxy:
         self.port = free_port()
         self.proc = Proc(["proxy", "--config", str(config), "-p", str(self.port)], backend=None)
         self.proc.connect(self.port).close()
+        self.clients: list[Client] = []
 
     def client(self) -> Client:
         assert self.proc.proc.poll() is None, self.proc.output()
-        return Client(self.port)
+        client = Client(self.port)
+        self.clients.append(client)
+        return client
+
+    def stop(self) -> None:
+        """Stop the proxy and close the clients it gave (a test may have closed them)."""
+        self.proc.close()
+        for client in self.clients:
+            client.sock.close()
 
     def alive(self) -> bool:
         return self.proc.proc.poll() is None
