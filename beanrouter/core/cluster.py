@@ -190,6 +190,9 @@ class Cluster:
         ledger between its workers (the ``unseen`` argument), since a job may be reserved
         unseen through one worker and then delivered through another."""
         self._put_seq = 0
+        self.put_at: dict[tuple[str, str], float] = {}
+        """(shard, tube) -> when this process last read the acknowledgement of a put stored
+        there (a reserve at its deadline reads a lingering wait on that tube a moment longer)."""
         self.heads: Heads | None = None
         """The heads of the shards' tubes this process knows (``core/heads.py``): set by a shell
         whose sessions carry all the clients' traffic (the proxy), None in the library."""
@@ -516,15 +519,19 @@ class Cluster:
         order[job_id] = self._put_seq
         if len(order) > MAX_PUT_ORDER:
             del order[next(iter(order))]
+        shard_id, local = ids.decode(job_id)
+        where = self.by_id.get(shard_id)
+        if where is not None and tube is not None:
+            put_at = self.put_at
+            put_at[where.name, tube] = self.clock()
+            if len(put_at) > MAX_PUT_ACKED:
+                del put_at[next(iter(put_at))]
         heads = self.heads
-        if heads is not None:
-            shard_id, local = ids.decode(job_id)
-            where = self.by_id.get(shard_id)
-            if where is not None:
-                if tube is None or priority is None or delay is None:
-                    heads.changed(where.name, tube)
-                else:
-                    heads.put(where.name, tube, local, priority, delay, self._put_seq)
+        if heads is not None and where is not None:
+            if tube is None or priority is None or delay is None:
+                heads.changed(where.name, tube)
+            else:
+                heads.put(where.name, tube, local, priority, delay, self._put_seq)
         if priority is not None:
             meta = self.put_meta
             meta[job_id] = (priority, self.clock())

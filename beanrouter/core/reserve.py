@@ -119,6 +119,9 @@ TIMEOUT_GRACE = 0.1
 IDLE_SKIP_SWEEP = 0.05
 """A reserve within this many seconds after one that saw every shard empty goes straight to the
 wait (the choice would cost each shard commands for nothing)."""
+CAUGHT_GRACE = 0.005
+"""Seconds a reserve that reached its deadline still reads its lingering waits on shards where
+this process stored a job since they were armed (``_caught_meanwhile``)."""
 REARM_MIN = 0.05
 """A wait is not re-armed on a shard that answered TIMED_OUT when less than this remains."""
 SWEEP_RETRIES = 16
@@ -1057,6 +1060,8 @@ class _Waiter:
     replies: list[Reply] = field(default_factory=list)
     until: float = math.inf
     """While it lingers (``Session.lingering``): when it is cancelled if no reserve took it."""
+    armed: float = -math.inf
+    """When its reserve was sent."""
 
 
 def _wait(
@@ -1110,7 +1115,7 @@ def _wait(
                 link.reserving = True
                 link.owed += n + 1
                 sends.append(Send(link, data + command, n + 1))
-                waiters[link] = _Waiter(shard, expires, exact)
+                waiters[link] = _Waiter(shard, expires, exact, armed=now)
                 active.add(shard.name)
             pending = still
             if not waiters and not (short and idle_seen):
@@ -1172,12 +1177,52 @@ def _wait(
                         "no shard of the watched tubes answered",
                         tuple((sh.name, sh.health.last_error or "failed") for sh in relevant),
                     )
+                if (yield from _caught_meanwhile(s, waiters, begun, winners, pending, idle_seen)):
+                    yield from _finish_waits(s, waiters, winners, pending, idle_seen, wmap)
+                    got = yield from _settle_winners(s, winners, lazy=s.lazy_hold)
+                    observe_wakeup(s, got, begun)
+                    return got
                 return (yield from _time_out(s, waiters, pending, idle_seen, relevant, wmap))
     except BaseException:
         _cancel(s, waiters)
         raise
     finally:
         s.nudgeable = False
+
+
+def _caught_meanwhile(
+    s: Session,
+    waiters: dict[Link, _Waiter],
+    begun: float,
+    winners: list[tuple[Link, Reserved]],
+    pending: list[ShardState],
+    idle_seen: set[str],
+) -> Op[bool]:
+    """At the deadline: a wait armed before this reserve (a lingering one) on a shard where this
+    process stored a job since may have been given that job by the shard, its ``RESERVED`` still
+    on the way while the put's answer has arrived. One beanstalkd would hand the job out: read
+    those waits for up to ``CAUGHT_GRACE`` more. True: ``winners`` has what they caught."""
+    cl = s.cluster
+    wmap = s.watch_map()
+    links = [
+        link
+        for link, w in waiters.items()
+        if w.armed < begun
+        and any(
+            cl.put_at.get((w.shard.name, tube), -math.inf) >= w.armed
+            for tube in wmap.get(w.shard.name, ())
+        )
+    ]
+    if not links:
+        return False
+    outcome = yield Round(wait=links, first=True, until=cl.clock() + CAUGHT_GRACE)
+    _collect(s, outcome, waiters, winners, pending, idle_seen)
+    now = cl.clock()
+    for link in links:  # (nothing came: the next deadline does not wait again for those puts)
+        waiter = waiters.get(link)
+        if waiter is not None:
+            waiter.armed = now
+    return bool(winners)
 
 
 def observe_wakeup(s: Session, reply: Reply | None, begun: float) -> None:
